@@ -63,7 +63,7 @@ class Decoder:
         data = self.data
         result = 0
         shift = 0
-        for count in range(_MAX_VARUINT_BYTES):
+        for _ in range(_MAX_VARUINT_BYTES):
             if self.pos >= len(data):
                 raise TruncatedMessage("frame ends inside a varUint")
             byte = data[self.pos]

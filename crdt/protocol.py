@@ -16,7 +16,6 @@ asks for it (see docs/protocol.md): ``100`` persisted, ``varUint(seq)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from crdt.encoding import Decoder, write_var_bytes, write_var_string, write_var_uint
 from crdt.errors import ProtocolError, UnknownMessageType
@@ -81,9 +80,15 @@ class Persisted:
     seq: int
 
 
-Message = Union[
-    SyncStep1, SyncStep2, SyncUpdate, AwarenessUpdate, QueryAwareness, PermissionDenied, Persisted
-]
+Message = (
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | AwarenessUpdate
+    | QueryAwareness
+    | PermissionDenied
+    | Persisted
+)
 
 
 def decode_frame(frame: bytes | bytearray | memoryview) -> list[Message]:

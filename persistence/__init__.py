@@ -1,0 +1,7 @@
+"""Durable storage of boards: a snapshot plus a log of Yjs updates, behind one interface."""
+
+from persistence.memory import MemoryStore
+from persistence.sqlite import SqliteStore
+from persistence.store import BoardStore, LogEntry, StoredBoard, open_store
+
+__all__ = ["BoardStore", "LogEntry", "MemoryStore", "SqliteStore", "StoredBoard", "open_store"]

@@ -1,0 +1,145 @@
+"""The board actor: one board's room, its subscribers and its persistence bookkeeping.
+
+A :class:`BoardActor` is a plain object owned by a :class:`~actors.host.BoardHost`,
+which runs many of them in one process (or just one, for a board given a Ray
+actor of its own). All of its methods run on the host's event loop, one at a
+time, so a board processes its messages strictly in arrival order: the order
+each client sent them in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+from crdt.close_codes import REASONS, CloseCode
+from crdt.errors import BoardcastError, InvalidUpdate
+from crdt.room import BoardRoom
+from persistence.store import StoredBoard
+
+from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
+
+
+class Link(Protocol):
+    """The host side of a gateway connection, as a board sees it."""
+
+    number: int
+
+    def send(self, message: list[Any]) -> None:
+        """Queue a message to the gateway."""
+
+
+class BoardPhase(enum.Enum):
+    """Where a board is in its life on a host."""
+
+    LOADING = "loading"  # reading snapshot and log; messages wait in the inbox
+    ACTIVE = "active"
+    RELEASING = "releasing"  # flushing and snapshotting before leaving memory
+
+
+def close_code_for(error: BoardcastError) -> CloseCode:
+    """The close code a client gets for sending what raised ``error``."""
+    if isinstance(error, InvalidUpdate):
+        return CloseCode.INVALID_UPDATE
+    return CloseCode.BAD_MESSAGE
+
+
+class BoardActor:
+    """One board, live: serves sync and awareness, and collects updates to persist."""
+
+    def __init__(self, board_id: str, *, clock: Callable[[], float]) -> None:
+        self.board_id = board_id
+        self.phase = BoardPhase.LOADING
+        self.room = BoardRoom(board_id)
+        self.subscribers: dict[Link, set[int]] = {}
+        self.inbox: list[tuple[Link, list[Any]]] = []
+        self.persisted_seq = 0
+        self.log_since_snapshot = 0
+        self.idle_since: float | None = None
+        self._clock = clock
+
+    @property
+    def connection_count(self) -> int:
+        """How many client connections, over all gateways, are on this board."""
+        return sum(len(conns) for conns in self.subscribers.values())
+
+    def load(self, stored: StoredBoard) -> None:
+        """Rebuild the document from the store: snapshot, then the log tail in order."""
+        if stored.snapshot is not None:
+            self.room.load(stored.snapshot)
+        for entry in stored.updates:
+            self.room.load(entry.update)
+        self.persisted_seq = stored.last_seq
+        self.log_since_snapshot = len(stored.updates)
+        self.phase = BoardPhase.ACTIVE
+        self.idle_since = self._clock()
+
+    def open(self, link: Link, conn: int) -> None:
+        """A client joined through ``link``: start its sync."""
+        self.subscribers.setdefault(link, set()).add(conn)
+        self.idle_since = None
+        for frame in self.room.join():
+            link.send([SEND, conn, frame])
+
+    def receive(self, link: Link, conn: int, data: bytes) -> list[bytes]:
+        """Process a frame from a client; return the updates to persist."""
+        output = self.room.receive(_key(link, conn), data, self._clock())
+        for frame in output.reply:
+            link.send([SEND, conn, frame])
+        for frame in output.broadcast:
+            self.broadcast(frame, origin=link, exclude=conn)
+        if output.error is not None:
+            code = close_code_for(output.error)
+            link.send([REJECT, conn, int(code), f"{REASONS[code]}: {output.error}"[:120]])
+            self.close(link, conn)
+        return output.updates
+
+    def close(self, link: Link, conn: int) -> None:
+        """A client left: forget it and tell the others its presence is gone."""
+        conns = self.subscribers.get(link)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self.subscribers[link]
+        removal = self.room.leave(_key(link, conn))
+        if removal is not None:
+            self.broadcast(removal, origin=None, exclude=NO_CONNECTION)
+        if not self.subscribers:
+            self.idle_since = self._clock()
+
+    def drop_link(self, link: Link) -> None:
+        """A gateway went away: every client it carried has left."""
+        for conn in sorted(self.subscribers.get(link, ())):
+            self.close(link, conn)
+        self.inbox = [(queued, message) for queued, message in self.inbox if queued is not link]
+
+    def broadcast(self, frame: bytes, *, origin: Link | None, exclude: int) -> None:
+        """Send ``frame`` to every gateway with clients here, skipping one client."""
+        for link, conns in self.subscribers.items():
+            if link is origin:
+                if len(conns) > 1 or exclude not in conns:
+                    link.send([BROADCAST, self.board_id, exclude, frame])
+            else:
+                link.send([BROADCAST, self.board_id, NO_CONNECTION, frame])
+
+    def expire_awareness(self) -> None:
+        """Remove presence that was not renewed in time."""
+        removal = self.room.expire_awareness(self._clock())
+        if removal is not None:
+            self.broadcast(removal, origin=None, exclude=NO_CONNECTION)
+
+    def reject_all(self, code: CloseCode, reason: str) -> None:
+        """Close every client of this board (used when it cannot be served)."""
+        for link, conns in self.subscribers.items():
+            for conn in conns:
+                link.send([REJECT, conn, int(code), reason])
+        for link, message in self.inbox:
+            link.send([REJECT, message[2], int(code), reason])
+        self.subscribers.clear()
+        self.inbox.clear()
+
+
+def _key(link: Link, conn: int) -> Hashable:
+    return (link.number, conn)

@@ -1,0 +1,36 @@
+"""What a gateway needs from the cluster: where a board lives, and how to reach its host.
+
+Two implementations: :class:`actors.local.LocalCluster` runs the hosts in the
+gateway's own process (tests, development) and
+:class:`actors.ray_backend.RayCluster` finds them as Ray actors anywhere on a
+Ray cluster. Gateways speak to both through this interface only.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+
+class Cluster(abc.ABC):
+    """The control plane, as seen by a gateway."""
+
+    @abc.abstractmethod
+    async def locate(self, board_id: str) -> str:
+        """Name of the host that serves ``board_id``."""
+
+    @abc.abstractmethod
+    async def endpoint(self, host_name: str) -> tuple[str, int]:
+        """The frame-stream address of a host, starting it if needed."""
+
+    @abc.abstractmethod
+    def forget(self, host_name: str) -> None:
+        """Drop cached knowledge of a host whose link failed (it may have moved)."""
+
+    @abc.abstractmethod
+    async def stats(self) -> list[dict[str, Any]]:
+        """One stats dict per host."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop what this object started; hosts flush and snapshot first."""

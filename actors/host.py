@@ -1,0 +1,276 @@
+"""A board host: many board actors in one process, reachable over frame streams.
+
+The host accepts stream connections from gateways (:mod:`actors.stream`),
+activates a board on its first message (loading it from the store), routes
+every frame to the board's actor, group-commits the updates of all its boards
+in one store write at a time, snapshots and compacts, and passivates boards
+that stayed idle. It is a plain asyncio class: :mod:`actors.ray_backend` wraps
+it in a Ray actor, and tests run it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from crdt.close_codes import REASONS, CloseCode
+from persistence.store import BoardStore
+
+from actors.board import BoardActor, BoardPhase
+from actors.stream import CLOSE, FRAME, OPEN, REJECT, StreamLink
+
+log = logging.getLogger("boardcast.host")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    """How a board host behaves; see docs/settings.md."""
+
+    bind_host: str = "127.0.0.1"
+    idle_seconds: float = 30.0
+    snapshot_every: int = 500
+    sweep_seconds: float = 5.0
+    store_retry_seconds: float = 0.5
+
+
+class HostLink(StreamLink):
+    """A gateway's connection, seen from the host."""
+
+    number: int
+
+
+class BoardHost:
+    """Hosts board actors and serves them to gateways over frame streams."""
+
+    def __init__(
+        self,
+        name: str,
+        store: BoardStore,
+        settings: HostSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.settings = settings or HostSettings()
+        self._clock = clock
+        self._boards: dict[str, BoardActor] = {}
+        self._links: set[HostLink] = set()
+        self._link_numbers = itertools.count(1)
+        self._pending: dict[str, list[bytes]] = {}
+        self._dirty = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._server: asyncio.Server | None = None
+        self._endpoint: tuple[str, int] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> tuple[str, int]:
+        """Start serving (idempotent); return the stream endpoint (host, port)."""
+        async with self._started:
+            if self._endpoint is None:
+                self._server = await asyncio.start_server(
+                    self._serve_link, self.settings.bind_host, 0, limit=1024 * 1024
+                )
+                port = self._server.sockets[0].getsockname()[1]
+                self._endpoint = (self.settings.bind_host, port)
+                self._spawn(self._flush_loop())
+                self._spawn(self._sweep_loop())
+                log.info("board host %s serving frames on %s:%d", self.name, *self._endpoint)
+            return self._endpoint
+
+    async def stop(self) -> None:
+        """Stop serving; persist and snapshot every board, then close the store."""
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.abort()
+        await self.flush()
+        for board in list(self._boards.values()):
+            if board.phase is not BoardPhase.LOADING:
+                await self._snapshot(board)
+            board.room.close()
+        self._boards.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for health checks and the bench."""
+        return {
+            "name": self.name,
+            "boards": len(self._boards),
+            "connections": sum(b.connection_count for b in self._boards.values()),
+            "gateways": len(self._links),
+            "pending_updates": sum(len(u) for u in self._pending.values()),
+        }
+
+    def board_ids(self) -> list[str]:
+        """Boards currently in memory."""
+        return sorted(self._boards)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the frame stream ---------------------------------------------------
+
+    async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = HostLink(reader, writer)
+        link.number = next(self._link_numbers)
+        self._links.add(link)
+        log.info("gateway %s connected to host %s", link.peer, self.name)
+        try:
+            while (batch := await link.read_batches()) is not None:
+                for message in batch:
+                    self._dispatch(link, message)
+        except (ConnectionError, OSError) as exc:
+            log.info("gateway link %s lost: %s", link.peer, exc)
+        except Exception:
+            log.exception("gateway link %s sent an unreadable stream", link.peer)
+        finally:
+            self._links.discard(link)
+            link.abort()
+            for board in list(self._boards.values()):
+                board.drop_link(link)
+
+    def _dispatch(self, link: HostLink, message: list[Any]) -> None:
+        kind, board_id, conn = message[0], message[1], message[2]
+        board = self._boards.get(board_id)
+        if board is None:
+            if kind != OPEN:
+                # The client's board went away under it (host restart): make it resync.
+                code = CloseCode.SERVICE_RESTART
+                link.send([REJECT, conn, int(code), REASONS[code]])
+                return
+            board = BoardActor(board_id, clock=self._clock)
+            self._boards[board_id] = board
+            self._spawn(self._activate(board))
+        if board.phase is BoardPhase.LOADING:
+            board.inbox.append((link, message))
+            return
+        self._handle(board, link, message)
+
+    def _handle(self, board: BoardActor, link: HostLink, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == FRAME:
+            updates = board.receive(link, message[2], message[3])
+            if updates:
+                self._pending.setdefault(board.board_id, []).extend(updates)
+                self._dirty.set()
+        elif kind == OPEN:
+            board.open(link, message[2])
+        elif kind == CLOSE:
+            board.close(link, message[2])
+        else:
+            log.warning("unknown stream message kind %r from %s", kind, link.peer)
+
+    async def _activate(self, board: BoardActor) -> None:
+        try:
+            stored = await self.store.load(board.board_id)
+            board.load(stored)
+        except Exception:
+            log.exception("board %s could not be loaded", board.board_id)
+            code = CloseCode.TRY_AGAIN_LATER
+            board.reject_all(code, REASONS[code])
+            self._boards.pop(board.board_id, None)
+            board.room.close()
+            return
+        inbox, board.inbox = board.inbox, []
+        for link, message in inbox:
+            if not link.closed:
+                self._handle(board, link, message)
+
+    # -- persistence ---------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return once every update received so far is durable in the store."""
+        while self._pending:
+            await self._write_pending()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._write_pending()
+            except Exception:
+                log.exception("store write failed; retrying")
+                await asyncio.sleep(self.settings.store_retry_seconds)
+                self._dirty.set()
+
+    async def _write_pending(self) -> None:
+        async with self._write_lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, {}
+            try:
+                seqs = await self.store.append(batch)
+            except BaseException:
+                # Put the batch back in front of anything that arrived meanwhile.
+                for board_id, updates in self._pending.items():
+                    batch.setdefault(board_id, []).extend(updates)
+                self._pending = batch
+                raise
+            for board_id, seq in seqs.items():
+                board = self._boards.get(board_id)
+                if board is None:
+                    continue
+                board.persisted_seq = seq
+                board.log_since_snapshot += len(batch[board_id])
+                if board.log_since_snapshot >= self.settings.snapshot_every:
+                    await self._snapshot(board)
+
+    async def _snapshot(self, board: BoardActor) -> None:
+        if board.log_since_snapshot == 0:
+            return
+        # The document holds at least everything up to persisted_seq.
+        upto = board.persisted_seq
+        await self.store.write_snapshot(board.board_id, board.room.state(), upto)
+        board.log_since_snapshot = 0
+
+    # -- passivation and presence expiry -------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_seconds)
+            now = self._clock()
+            for board in list(self._boards.values()):
+                if board.phase is not BoardPhase.ACTIVE:
+                    continue
+                board.expire_awareness()
+                idle_since = board.idle_since
+                if idle_since is not None and now - idle_since >= self.settings.idle_seconds:
+                    with contextlib.suppress(Exception):
+                        await self.release(board.board_id)
+
+    async def release(self, board_id: str) -> bool:
+        """Passivate an idle board: make it durable, snapshot it, drop it from memory.
+
+        Returns False if a client arrived meanwhile and the board stays active.
+        """
+        board = self._boards.get(board_id)
+        if board is None or board.phase is not BoardPhase.ACTIVE or board.subscribers:
+            return False
+        board.phase = BoardPhase.RELEASING
+        try:
+            await self.flush()
+            await self._snapshot(board)
+        finally:
+            board.phase = BoardPhase.ACTIVE
+        if board.subscribers or board_id in self._pending:
+            return False
+        del self._boards[board_id]
+        board.room.close()
+        log.debug("board %s passivated", board_id)
+        return True

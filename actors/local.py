@@ -1,0 +1,64 @@
+"""The in-process cluster: board hosts running in the gateway's own event loop.
+
+Frames still travel over real loopback streams, so the gateway and host code
+paths are the same as on Ray; only the control plane is a direct call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from persistence.store import BoardStore
+
+from actors.cluster import Cluster
+from actors.directory import Directory
+from actors.host import BoardHost, HostSettings
+
+StoreFactory = Callable[[], Awaitable[BoardStore]]
+
+
+class LocalCluster(Cluster):
+    """Board hosts and directory as plain objects in this process."""
+
+    def __init__(
+        self,
+        store_factory: StoreFactory,
+        *,
+        host_count: int = 2,
+        settings: HostSettings | None = None,
+        dedicated: Iterable[str] = (),
+    ) -> None:
+        self._store_factory = store_factory
+        self._settings = settings or HostSettings()
+        self.hosts: dict[str, BoardHost] = {}
+        names = [f"boardcast-host-{index}" for index in range(host_count)]
+        self.directory = Directory(
+            names, dedicated=dedicated, create_dedicated_host=self._create_host
+        )
+
+    async def _create_host(self, name: str) -> None:
+        if name not in self.hosts:
+            self.hosts[name] = BoardHost(name, await self._store_factory(), self._settings)
+
+    async def locate(self, board_id: str) -> str:
+        """See :meth:`Cluster.locate`."""
+        return await self.directory.locate(board_id)
+
+    async def endpoint(self, host_name: str) -> tuple[str, int]:
+        """See :meth:`Cluster.endpoint`."""
+        await self._create_host(host_name)
+        return await self.hosts[host_name].start()
+
+    def forget(self, host_name: str) -> None:
+        """Nothing is cached: hosts in this process cannot move."""
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """See :meth:`Cluster.stats`."""
+        return [host.stats() for host in self.hosts.values()]
+
+    async def close(self) -> None:
+        """Stop every host: each flushes and snapshots its boards first."""
+        for host in self.hosts.values():
+            await host.stop()
+        self.hosts.clear()

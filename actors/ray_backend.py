@@ -1,0 +1,219 @@
+"""The one module that imports Ray: board hosts and the directory as Ray actors.
+
+Board hosts are async Ray actors restarted by Ray after a crash
+(``max_restarts=-1``); a restarted host starts empty and loads each board from
+the store on its next use. The directory is a Ray actor too, but holds no state
+worth saving: shared placement is a pure function of the host names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # noqa: E402
+from persistence.store import open_store  # noqa: E402
+
+from actors.cluster import Cluster  # noqa: E402
+from actors.directory import Directory  # noqa: E402
+from actors.host import BoardHost, HostSettings  # noqa: E402
+
+log = logging.getLogger("boardcast.ray")
+
+NAMESPACE = "boardcast"
+DIRECTORY_NAME = "boardcast-directory"
+
+
+def shared_host_names(count: int) -> list[str]:
+    """Names of the shared board hosts."""
+    return [f"boardcast-host-{index}" for index in range(count)]
+
+
+class HostActor:
+    """A :class:`BoardHost` living in a Ray actor; started lazily on first use."""
+
+    def __init__(self, name: str, store_url: str, data_dir: str, settings: HostSettings) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self._name = name
+        self._store_url = store_url
+        self._data_dir = data_dir
+        self._settings = settings
+        self._host: BoardHost | None = None
+        self._lock = asyncio.Lock()
+
+    async def _running(self) -> BoardHost:
+        async with self._lock:
+            if self._host is None:
+                store = open_store(self._store_url, data_dir=self._data_dir)
+                self._host = BoardHost(self._name, store, self._settings)
+            await self._host.start()
+            return self._host
+
+    async def endpoint(self) -> tuple[str, int]:
+        """Where gateways connect their frame streams."""
+        host = await self._running()
+        return await host.start()
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts, plus the process id (for operators and crash tests)."""
+        host = await self._running()
+        return {**host.stats(), "pid": os.getpid()}
+
+    async def release(self, board_id: str) -> bool:
+        """Passivate one board now, if idle."""
+        host = await self._running()
+        return await host.release(board_id)
+
+    async def stop(self) -> None:
+        """Flush, snapshot and close; the actor can then be killed without loss."""
+        if self._host is not None:
+            await self._host.stop()
+            self._host = None
+
+
+RemoteHost = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostActor)
+
+
+class DirectoryActor:
+    """The :class:`Directory` in a Ray actor; creates dedicated hosts as Ray actors."""
+
+    def __init__(
+        self, host_names: list[str], dedicated: list[str], store_url: str, data_dir: str,
+        settings: HostSettings,
+    ) -> None:
+        self._store_url = store_url
+        self._data_dir = data_dir
+        self._settings = settings
+        self._directory = Directory(
+            host_names, dedicated=dedicated, create_dedicated_host=self._create_host
+        )
+
+    async def _create_host(self, name: str) -> None:
+        handle = RemoteHost.options(
+            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        ).remote(name, self._store_url, self._data_dir, self._settings)
+        await handle.endpoint.remote()
+
+    async def locate(self, board_id: str) -> str:
+        """The host serving ``board_id``."""
+        return await self._directory.locate(board_id)
+
+    def dedicate(self, board_id: str) -> None:
+        """Give ``board_id`` a host of its own from its next activation on."""
+        self._directory.dedicate(board_id)
+
+    def host_names(self) -> list[str]:
+        """The shared hosts."""
+        return self._directory.host_names
+
+
+RemoteDirectory = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DirectoryActor)
+
+
+def init_ray(address: str | None, *, num_cpus: int | None = None) -> str:
+    """Join the Ray cluster at ``address``, or start a local one; return its address."""
+    if not ray.is_initialized():
+        if address:
+            # A local cluster started by `boardcast serve` uses Ray's token auth
+            # with the token in ~/.ray/auth_token; a joining driver must opt in.
+            if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+        else:
+            ray.init(
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                num_cpus=num_cpus,
+                logging_level=logging.WARNING,
+            )
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def shutdown_ray() -> None:
+    """Disconnect; a local cluster this process started stops with it."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class RayCluster(Cluster):
+    """Gateways' view of board hosts running as Ray actors."""
+
+    def __init__(self, directory: Any, host_names: list[str], *, owner: bool) -> None:
+        self._directory = directory
+        self._host_names = host_names
+        self._owner = owner
+        self._handles: dict[str, Any] = {}
+        self._endpoints: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    async def launch(
+        cls, *, hosts: int, store_url: str, data_dir: str, settings: HostSettings,
+        dedicated: list[str],
+    ) -> RayCluster:
+        """Create the directory and shared hosts (this process owns them)."""
+        names = shared_host_names(hosts)
+        data_dir = os.path.abspath(data_dir)
+        handles = {}
+        for name in names:
+            handles[name] = RemoteHost.options(name=name, get_if_exists=True).remote(
+                name, store_url, data_dir, settings
+            )
+        directory = RemoteDirectory.options(name=DIRECTORY_NAME, get_if_exists=True).remote(
+            names, dedicated, store_url, data_dir, settings
+        )
+        cluster = cls(directory, names, owner=True)
+        cluster._handles.update(handles)
+        # Start every host now, so the first client does not wait for it.
+        await asyncio.gather(*(cluster.endpoint(name) for name in names))
+        return cluster
+
+    @classmethod
+    async def join(cls) -> RayCluster:
+        """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster."""
+        directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+        names = await directory.host_names.remote()
+        return cls(directory, list(names), owner=False)
+
+    def _handle(self, host_name: str) -> Any:
+        handle = self._handles.get(host_name)
+        if handle is None:
+            handle = ray.get_actor(host_name, namespace=NAMESPACE)
+            self._handles[host_name] = handle
+        return handle
+
+    async def locate(self, board_id: str) -> str:
+        """See :meth:`Cluster.locate`."""
+        return str(await self._directory.locate.remote(board_id))
+
+    async def endpoint(self, host_name: str) -> tuple[str, int]:
+        """See :meth:`Cluster.endpoint`."""
+        cached = self._endpoints.get(host_name)
+        if cached is None:
+            host, port = await self._handle(host_name).endpoint.remote()
+            cached = (str(host), int(port))
+            self._endpoints[host_name] = cached
+        return cached
+
+    def forget(self, host_name: str) -> None:
+        """See :meth:`Cluster.forget`."""
+        self._endpoints.pop(host_name, None)
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """See :meth:`Cluster.stats`."""
+        names = sorted(set(self._host_names) | set(self._handles))
+        results = await asyncio.gather(*(self._handle(name).stats.remote() for name in names))
+        return [dict(result) for result in results]
+
+    async def close(self) -> None:
+        """If this process launched the hosts, stop them: each flushes and snapshots."""
+        if not self._owner:
+            return
+        for name, handle in list(self._handles.items()):
+            try:
+                await asyncio.wait_for(handle.stop.remote(), 30)
+            except Exception as exc:
+                log.warning("host %s did not stop cleanly: %s", name, exc)

@@ -1,0 +1,131 @@
+"""The frame stream between gateways and board hosts.
+
+Ray carries the control plane (where is board X, start, stop). Frames travel
+on one long-lived TCP connection per (gateway, board host) pair, as a stream of
+msgpack arrays. Everything written during one event-loop tick leaves in a
+single ``transport.write``, so a burst of updates costs one syscall per link,
+not one per frame, and no Ray call is ever made per frame.
+
+Gateway to host::
+
+    [OPEN, board_id, conn_id]         a client joined board_id
+    [FRAME, board_id, conn_id, data]  a y-protocol frame from that client
+    [CLOSE, board_id, conn_id]        the client left (cleanly or not)
+
+Host to gateway::
+
+    [SEND, conn_id, data]                 a frame for one client
+    [BROADCAST, board_id, exclude, data]  a frame for every client of the board
+                                          on this gateway except ``exclude``
+    [REJECT, conn_id, code, reason]       close that client with a named code
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgpack
+
+OPEN = 1
+FRAME = 2
+CLOSE = 3
+SEND = 10
+BROADCAST = 11
+REJECT = 12
+
+NO_CONNECTION = -1
+# Past this many unsent bytes the peer is not keeping up: the link is dropped
+# and clients reconnect and resync rather than the process growing unbounded.
+DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+_READ_CHUNK = 256 * 1024
+# Bigger than any frame a gateway accepts from a client.
+_MAX_MESSAGE = 256 * 1024 * 1024
+
+
+class LinkOverflow(Exception):
+    """The peer of a link stopped reading; its buffered output passed the bound."""
+
+
+class StreamLink:
+    """One side of a gateway-host connection: batched msgpack out, decoded messages in."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._transport = writer.transport
+        self._max_buffered = max_buffered
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_MESSAGE)
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self.closed = False
+
+    @property
+    def peer(self) -> str:
+        """The remote address, for logs."""
+        info = self._writer.get_extra_info("peername")
+        return f"{info[0]}:{info[1]}" if info else "?"
+
+    def send(self, message: list[Any]) -> None:
+        """Queue ``message``; it leaves with everything else queued this tick."""
+        if self.closed:
+            return
+        self._out += self._packer.pack(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or not self._out:
+            return
+        self._transport.write(bytes(self._out))
+        self._out.clear()
+        if self._transport.get_write_buffer_size() > self._max_buffered:
+            self.abort()
+
+    def needs_drain(self) -> bool:
+        """True when the peer is behind and the sender should wait before sending more."""
+        return self._transport.get_write_buffer_size() > 1024 * 1024
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark."""
+        if not self.closed:
+            await self._writer.drain()
+
+    async def read_batches(self) -> list[list[Any]] | None:
+        """Read whatever arrived and return the complete messages, or ``None`` at EOF."""
+        unpacker = self._unpacker
+        while True:
+            data = await self._reader.read(_READ_CHUNK)
+            if not data:
+                return None
+            unpacker.feed(data)
+            batch = list(unpacker)
+            if batch:
+                return batch
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        self.closed = True
+        self._out.clear()
+        self._transport.abort()
+
+    async def close(self) -> None:
+        """Flush what is queued and close."""
+        if self.closed:
+            return
+        self._flush()
+        self.closed = True
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()

@@ -1,0 +1,496 @@
+"""A Python client for Boardcast and any y-websocket server.
+
+:class:`ClientProtocol` is the client side of the protocol without I/O: frames
+go in, frames to send come out through a callback. :class:`BoardClient` pumps
+it over an aiohttp WebSocket, the way the JavaScript ``WebsocketProvider`` does:
+sync on connect, stream local edits, keep an awareness state alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from pycrdt import Doc, Subscription, TransactionEvent
+
+from crdt.awareness import (
+    NULL_STATE,
+    OUTDATED_TIMEOUT_S,
+    AwarenessEntry,
+    decode_awareness,
+    encode_awareness,
+)
+from crdt.errors import BoardcastError, InvalidUpdate, ProtocolError
+from crdt.protocol import (
+    AwarenessUpdate,
+    PermissionDenied,
+    Persisted,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    awareness_frame,
+    decode_frame,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
+
+logger = logging.getLogger(__name__)
+
+# The origin of every transaction that applies bytes received from the server.
+REMOTE_ORIGIN = "boardcast.remote"
+# Like the JavaScript client: renew the own state at half the peers' timeout.
+AWARENESS_RENEW_S = OUTDATED_TIMEOUT_S / 2
+AWARENESS_CHECK_S = OUTDATED_TIMEOUT_S / 10
+CLOSE_ABNORMAL = 1006
+
+
+class ConnectionLost(BoardcastError, ConnectionError):
+    """The connection ended before the awaited condition came true."""
+
+
+def socket_url(base_url: str, board_id: str, params: Mapping[str, str] | None = None) -> str:
+    """The WebSocket URL of a board: ``{base_url}/{board_id}?{params}``."""
+    url = f"{base_url.rstrip('/')}/{quote(board_id, safe='')}"
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+class ClientProtocol:
+    """The client side of one y-websocket connection: frames in, frames out.
+
+    Local changes to ``doc`` are sent while the protocol is active; changes
+    applied from received frames are not sent back.
+    """
+
+    def __init__(
+        self,
+        doc: Doc[Any],
+        send: Callable[[bytes], None],
+        *,
+        renew_after: float = AWARENESS_RENEW_S,
+        peer_timeout: float = OUTDATED_TIMEOUT_S,
+    ) -> None:
+        self.doc = doc
+        self.active = False
+        self.synced = False
+        self.persisted_seq = 0
+        self.denied_reason: str | None = None
+        self.updates_sent = 0
+        self._send = send
+        self._renew_after = renew_after
+        self._peer_timeout = peer_timeout
+        # pycrdt cannot tell an observer the origin of the committing
+        # transaction, so remote applies are flagged while they run.
+        self._applying_remote = False
+        self._subscription: Subscription | None = None
+        self._clock = 0
+        self._state: dict[str, Any] | None = None
+        self._state_set_at = 0.0
+        self._peer_clocks: dict[int, int] = {}
+        self._peers: dict[int, dict[str, Any]] = {}
+        self._peer_seen: dict[int, float] = {}
+
+    @property
+    def client_id(self) -> int:
+        """The Yjs client id of the document, also used for awareness."""
+        return self.doc.client_id
+
+    @property
+    def awareness_states(self) -> dict[int, dict[str, Any]]:
+        """The awareness states of the other clients (a copy)."""
+        return dict(self._peers)
+
+    @property
+    def awareness_state(self) -> dict[str, Any] | None:
+        """This client's own awareness state."""
+        return self._state
+
+    def start(self, now: float | None = None) -> None:
+        """Begin a connection: send sync step 1 and the own awareness state."""
+        self.active = True
+        self.synced = False
+        self.updates_sent = 0
+        if self._subscription is None:
+            self._subscription = self.doc.observe(self._on_transaction)
+        self._send(sync_step1(self.doc.get_state()))
+        if self._state is not None:
+            # The server may remember a removal at the current clock.
+            self._announce(self._state, _now(now))
+
+    def leave(self) -> None:
+        """Announce that this client is gone, then stop sending."""
+        if self.active:
+            self._clock += 1
+            self._send_own_entry(NULL_STATE)
+        self.stop()
+
+    def stop(self) -> None:
+        """The connection is gone: forget the peers, send nothing more."""
+        self.active = False
+        self.synced = False
+        self._peer_clocks.clear()
+        self._peers.clear()
+        self._peer_seen.clear()
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
+
+    def set_awareness(self, state: dict[str, Any] | None, now: float | None = None) -> None:
+        """Set (or with ``None`` remove) the own awareness state and announce it."""
+        self._state = state
+        if self.active:
+            self._announce(state, _now(now))
+        else:
+            self._clock += 1
+
+    def tick(self, now: float | None = None) -> None:
+        """Renew the own state and drop peers that went silent; call every few seconds."""
+        at = _now(now)
+        if self.active and self._state is not None and at - self._state_set_at >= self._renew_after:
+            self._announce(self._state, at)
+        for client_id, seen in list(self._peer_seen.items()):
+            if at - seen >= self._peer_timeout:
+                self._peers.pop(client_id, None)
+                del self._peer_seen[client_id]
+
+    def receive(self, frame: bytes, now: float | None = None) -> None:
+        """Handle every message of one received frame, in order.
+
+        Raises:
+            ProtocolError: the frame does not decode.
+            InvalidUpdate: pycrdt refused an update.
+        """
+        for message in decode_frame(frame):
+            if isinstance(message, SyncUpdate):
+                self._apply_remote(message.update)
+            elif isinstance(message, SyncStep1):
+                try:
+                    missing = self.doc.get_update(message.state_vector)
+                except ValueError as exc:
+                    raise ProtocolError("sync step 1 holds an invalid state vector") from exc
+                self._send(sync_step2(missing))
+            elif isinstance(message, SyncStep2):
+                self._apply_remote(message.update)
+                self.synced = True
+            elif isinstance(message, AwarenessUpdate):
+                self._receive_awareness(message.payload, _now(now))
+            elif isinstance(message, QueryAwareness):
+                # Only the own state: echoing the peers' states multiplies traffic.
+                if self.active and self._state is not None:
+                    self._send_own_entry(json.dumps(self._state))
+            elif isinstance(message, PermissionDenied):
+                self.denied_reason = message.reason
+            elif isinstance(message, Persisted):
+                self.persisted_seq = max(self.persisted_seq, message.seq)
+
+    def _apply_remote(self, update: bytes) -> None:
+        self._applying_remote = True
+        try:
+            with self.doc.transaction(origin=REMOTE_ORIGIN):
+                self.doc.apply_update(update)
+        except ValueError as exc:
+            raise InvalidUpdate(str(exc)) from exc
+        finally:
+            self._applying_remote = False
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        if self._applying_remote or not self.active:
+            # Offline edits reach the server in the step 2 of the next connection.
+            return
+        self._send(sync_update(event.update))
+        self.updates_sent += 1
+
+    def _receive_awareness(self, payload: bytes, now: float) -> None:
+        for entry in decode_awareness(payload):
+            if entry.client_id == self.client_id:
+                # Someone (the server, on a timeout) removed us while we are here.
+                if entry.state == NULL_STATE and self._state is not None:
+                    self._clock = max(self._clock, entry.clock)
+                    self._announce(self._state, now)
+                continue
+            known = self._peer_clocks.get(entry.client_id)
+            is_removal = entry.state == NULL_STATE
+            if known is not None and (
+                entry.clock < known
+                or (entry.clock == known and not (is_removal and entry.client_id in self._peers))
+            ):
+                continue
+            self._peer_clocks[entry.client_id] = entry.clock
+            state = None if is_removal else _parse_state(entry.state)
+            if state is None:
+                self._peers.pop(entry.client_id, None)
+                self._peer_seen.pop(entry.client_id, None)
+            else:
+                self._peers[entry.client_id] = state
+                self._peer_seen[entry.client_id] = now
+
+    def _announce(self, state: dict[str, Any] | None, now: float) -> None:
+        self._clock += 1
+        self._state_set_at = now
+        self._send_own_entry(NULL_STATE if state is None else json.dumps(state))
+
+    def _send_own_entry(self, state_json: str) -> None:
+        entry = AwarenessEntry(self.client_id, self._clock, state_json)
+        self._send(awareness_frame(encode_awareness([entry])))
+
+
+class BoardClient:
+    """A board's document kept in sync with a server over one WebSocket.
+
+    Use as ``async with BoardClient(url, board) as client: await client.synced()``.
+    ``base_url`` is like ``ws://127.0.0.1:8000/ws``; the socket is ``{base_url}/{board_id}``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        board_id: str,
+        *,
+        doc: Doc[Any] | None = None,
+        params: dict[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = socket_url(base_url, board_id, params)
+        self.board_id = board_id
+        self.doc: Doc[Any] = doc if doc is not None else Doc()
+        self.close_code: int | None = None
+        self.error: BoardcastError | None = None
+        self._session = session
+        self._owns_session = session is None
+        self._protocol = ClientProtocol(self.doc, self._enqueue)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> BoardClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client_id(self) -> int:
+        """The document's Yjs client id (also the awareness id)."""
+        return self.doc.client_id
+
+    @property
+    def connected(self) -> bool:
+        """True while the socket is open."""
+        return self._ws is not None and not self._ws.closed and self._protocol.active
+
+    @property
+    def is_synced(self) -> bool:
+        """True once the server's sync step 2 of this connection has been applied."""
+        return self._protocol.synced
+
+    @property
+    def awareness_states(self) -> dict[int, dict[str, Any]]:
+        """The other clients' awareness states by client id."""
+        return self._protocol.awareness_states
+
+    @property
+    def persisted_seq(self) -> int:
+        """The highest sequence number the server reported durable (0 if none)."""
+        return self._protocol.persisted_seq
+
+    @property
+    def updates_sent(self) -> int:
+        """Local updates sent on the current connection."""
+        return self._protocol.updates_sent
+
+    @property
+    def denied_reason(self) -> str | None:
+        """The reason of the server's permission-denied message, if it sent one."""
+        return self._protocol.denied_reason
+
+    async def connect(self) -> None:
+        """Open the socket and start syncing (does not wait for the sync)."""
+        if self.connected:
+            return
+        await self._teardown()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._ws = await self._session.ws_connect(
+            self.url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+        )
+        self.close_code = None
+        self.error = None
+        self._outbox = asyncio.Queue()
+        self._protocol.start()
+        ws = self._ws
+        self._tasks = [
+            asyncio.create_task(self._send_loop(ws)),
+            asyncio.create_task(self._receive_loop(ws)),
+            asyncio.create_task(self._tick_loop()),
+        ]
+
+    async def reconnect(self) -> None:
+        """Close the current socket if any and connect again with the same document.
+
+        The new connection's sync exchange repairs anything missed or misapplied.
+        """
+        await self._close_socket()
+        await self.connect()
+
+    async def synced(self, timeout: float | None = 10.0) -> None:
+        """Wait until the server's sync step 2 has been applied."""
+        await self._wait(lambda: self._protocol.synced, timeout)
+
+    async def persisted(self, seq: int, timeout: float | None = 10.0) -> None:
+        """Wait until the server reports updates durable up to ``seq``."""
+        await self._wait(lambda: self._protocol.persisted_seq >= seq, timeout)
+
+    async def flush(self, timeout: float | None = 10.0) -> None:
+        """Wait until every queued frame has been written to the socket."""
+        async with asyncio.timeout(timeout):
+            await self._outbox.join()
+
+    def set_awareness(self, state: dict[str, Any] | None) -> None:
+        """Set (``None``: remove) this client's awareness state and send it."""
+        self._protocol.set_awareness(state)
+
+    def resync(self) -> None:
+        """Send a fresh sync step 1; the server answers with whatever we lack."""
+        if self._protocol.active:
+            self._enqueue(sync_step1(self.doc.get_state()))
+
+    async def close(self) -> None:
+        """Announce the departure, close the socket cleanly and release resources."""
+        await self._close_socket()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def abort(self) -> None:
+        """Cut the socket with no closing handshake, like a crashed client."""
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            sock = ws.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # Linger 0: the kernel resets the connection instead of a graceful FIN.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._protocol.stop()
+        await self._teardown()
+        self.close_code = CLOSE_ABNORMAL
+        self._notify()
+
+    async def _close_socket(self) -> None:
+        ws = self._ws
+        if ws is not None and not ws.closed and self._protocol.active:
+            self._protocol.leave()
+            with contextlib.suppress(TimeoutError):
+                await self.flush(timeout=5.0)
+        self._protocol.stop()
+        if ws is not None and not ws.closed:
+            await ws.close()
+            self.close_code = ws.close_code
+        await self._teardown()
+        self._notify()
+
+    async def _teardown(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        ws, self._ws = self._ws, None
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        self._drain_outbox()
+
+    def _enqueue(self, frame: bytes) -> None:
+        self._outbox.put_nowait(frame)
+
+    def _drain_outbox(self) -> None:
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+            self._outbox.task_done()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(self, condition: Callable[[], bool], timeout: float | None) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                if not self.connected:
+                    raise ConnectionLost(f"{self.url} closed (code {self.close_code})")
+                await self._changed.wait()
+
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            while True:
+                frame = await self._outbox.get()
+                try:
+                    await ws.send_bytes(frame)
+                finally:
+                    self._outbox.task_done()
+        except (ConnectionError, aiohttp.ClientError):
+            # The receive loop sees the same failure and records the close.
+            self._drain_outbox()
+
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    continue
+                try:
+                    self._protocol.receive(message.data)
+                except (ProtocolError, InvalidUpdate) as exc:
+                    logger.warning("closing %s: %s", self.url, exc)
+                    self.error = exc
+                    await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR)
+                    break
+                self._notify()
+        finally:
+            self._protocol.stop()
+            self.close_code = ws.close_code
+            self._drain_outbox()
+            self._notify()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(AWARENESS_CHECK_S)
+            self._protocol.tick()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float = 5.0, *, interval: float = 0.01
+) -> None:
+    """Poll ``predicate`` until it is true; raise ``TimeoutError`` after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(interval)
+
+
+def _now(now: float | None) -> float:
+    return time.monotonic() if now is None else now
+
+
+def _parse_state(state_json: str) -> dict[str, Any] | None:
+    try:
+        state = json.loads(state_json)
+    except ValueError:
+        return None
+    # Boardcast states are JSON objects; anything else is treated as absent.
+    return state if isinstance(state, dict) else None

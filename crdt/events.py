@@ -1,0 +1,318 @@
+"""Domain events derived from changes to a board document, whoever made them.
+
+The server applies updates from clients as opaque Yjs bytes; :class:`BoardEventRecorder` turns
+what each transaction changed into events (``task.moved``, ``task.assigned`` ...)::
+
+    recorder = BoardEventRecorder(doc, board_id)
+    doc.apply_update(update)
+    events = recorder.drain()
+
+Rules, per transaction and per task: a task created in it yields only ``TaskCreated``; a
+deleted one only ``TaskDeleted``; otherwise a change of ``column`` and/or ``position`` is one
+``TaskMoved``, a change of ``assignees`` is one ``TaskAssigned``, and any other field (text
+edits inside ``description`` included) is named in one ``TaskUpdated``. ``updated_at`` alone is
+bookkeeping and yields nothing. Entries that are not ``Y.Map`` (malformed tasks) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from pycrdt import Array, Doc, Map, Subscription
+
+from crdt.board import TASK_FIELDS
+
+_COLUMN_FIELDS = ("name", "position")
+_META_FIELDS = ("title", "project")
+_MOVE_FIELDS = frozenset({"column", "position"})
+_QUIET_FIELDS = frozenset({"updated_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    kind: ClassVar[str]
+    board_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the event as plain JSON- and msgpack-able values, with its ``kind``."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            out[spec.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCreated(_Event):
+    """A task appeared (with whatever fields it was created with)."""
+
+    kind: ClassVar[str] = "task.created"
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdated(_Event):
+    """Fields of an existing task changed, other than placement and assignees."""
+
+    kind: ClassVar[str] = "task.updated"
+    task_id: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMoved(_Event):
+    """A task changed column and/or position; ``position`` is where it is now."""
+
+    kind: ClassVar[str] = "task.moved"
+    task_id: str
+    from_column: str
+    to_column: str
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAssigned(_Event):
+    """Users were added to and/or removed from a task's assignees."""
+
+    kind: ClassVar[str] = "task.assigned"
+    task_id: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDeleted(_Event):
+    """A task was removed from the board."""
+
+    kind: ClassVar[str] = "task.deleted"
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnCreated(_Event):
+    """A column appeared."""
+
+    kind: ClassVar[str] = "column.created"
+    column_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnUpdated(_Event):
+    """A column was renamed or moved (``fields`` says which)."""
+
+    kind: ClassVar[str] = "column.updated"
+    column_id: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDeleted(_Event):
+    """A column was removed (its tasks are reported separately)."""
+
+    kind: ClassVar[str] = "column.deleted"
+    column_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetaUpdated(_Event):
+    """The board's title and/or project changed."""
+
+    kind: ClassVar[str] = "meta.updated"
+    fields: tuple[str, ...]
+
+
+DomainEvent = (
+    TaskCreated
+    | TaskUpdated
+    | TaskMoved
+    | TaskAssigned
+    | TaskDeleted
+    | ColumnCreated
+    | ColumnUpdated
+    | ColumnDeleted
+    | MetaUpdated
+)
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    event_type.kind: event_type
+    for event_type in (
+        TaskCreated,
+        TaskUpdated,
+        TaskMoved,
+        TaskAssigned,
+        TaskDeleted,
+        ColumnCreated,
+        ColumnUpdated,
+        ColumnDeleted,
+        MetaUpdated,
+    )
+}
+
+
+def event_from_dict(data: Mapping[str, Any]) -> DomainEvent:
+    """Rebuild an event from :meth:`to_dict` output; ``ValueError`` if it is not one."""
+    event_type = EVENT_TYPES.get(data.get("kind", ""))
+    if event_type is None:
+        raise ValueError(f"unknown event kind {data.get('kind')!r}")
+    try:
+        values: dict[str, Any] = {}
+        for spec in fields(event_type):
+            value = data[spec.name]
+            values[spec.name] = tuple(value) if isinstance(value, list) else value
+        return event_type(**values)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed {event_type.kind} event: {exc!r}") from exc
+
+
+@dataclass(slots=True)
+class _TaskChange:
+    """What one transaction did to one task, gathered before events are emitted."""
+
+    created: bool = False
+    deleted: bool = False
+    moved: bool = False
+    from_column: str | None = None
+    assignees: bool = False
+    fields: set[str] = field(default_factory=set)
+
+
+class BoardEventRecorder:
+    """Collects domain events from every transaction on ``doc`` until :meth:`drain`."""
+
+    def __init__(self, doc: Doc[Any], board_id: str) -> None:
+        self._board_id = board_id
+        self._tasks: Map[Any] = doc.get("tasks", type=Map)
+        self._columns: Map[Any] = doc.get("columns", type=Map)
+        self._meta: Map[Any] = doc.get("meta", type=Map)
+        self._events: list[DomainEvent] = []
+        # Array deltas say how many items went, not which: keep each task's assignees to diff.
+        self._assignees: dict[str, tuple[str, ...]] = {}
+        with doc.transaction():
+            for task_id, task in self._tasks.items():
+                if isinstance(task, Map):
+                    self._assignees[task_id] = _assignees_of(task)
+        self._subscriptions: list[tuple[Map[Any], Subscription]] = [
+            (self._tasks, self._tasks.observe_deep(self._on_tasks)),
+            (self._columns, self._columns.observe_deep(self._on_columns)),
+            (self._meta, self._meta.observe_deep(self._on_meta)),
+        ]
+
+    def drain(self) -> list[DomainEvent]:
+        """Return the events gathered since the last call, oldest first, and forget them."""
+        events, self._events = self._events, []
+        return events
+
+    def close(self) -> None:
+        """Stop observing the document (idempotent)."""
+        for root, subscription in self._subscriptions:
+            root.unobserve(subscription)
+        self._subscriptions = []
+
+    def _on_tasks(self, events: list[Any]) -> None:
+        changes: dict[str, _TaskChange] = {}
+        for event in events:
+            path = event.path
+            if not path:
+                for task_id, change in event.keys.items():
+                    entry = changes.setdefault(task_id, _TaskChange())
+                    entry.deleted |= isinstance(change.get("oldValue"), Map)
+                    entry.created |= isinstance(change.get("newValue"), Map)
+                continue
+            entry = changes.setdefault(str(path[0]), _TaskChange())
+            if len(path) > 1:
+                _note_task_field(entry, str(path[1]), None)
+                continue
+            for key, change in getattr(event, "keys", {}).items():
+                _note_task_field(entry, key, change)
+        for task_id, entry in changes.items():
+            self._emit_task(task_id, entry)
+
+    def _emit_task(self, task_id: str, entry: _TaskChange) -> None:
+        board = self._board_id
+        if entry.deleted:
+            self._assignees.pop(task_id, None)
+            self._events.append(TaskDeleted(board, task_id))
+        task = self._tasks.get(task_id)
+        if not isinstance(task, Map):
+            return
+        if entry.created:
+            self._assignees[task_id] = _assignees_of(task)
+            self._events.append(TaskCreated(board, task_id))
+            return
+        if entry.deleted:
+            return
+        if entry.moved:
+            column, position = _string(task.get("column")), _string(task.get("position"))
+            from_column = column if entry.from_column is None else entry.from_column
+            self._events.append(TaskMoved(board, task_id, from_column, column, position))
+        updated = entry.fields - _QUIET_FIELDS
+        if updated:
+            self._events.append(TaskUpdated(board, task_id, _ordered(updated, TASK_FIELDS)))
+        if entry.assignees:
+            before = self._assignees.get(task_id, ())
+            after = _assignees_of(task)
+            self._assignees[task_id] = after
+            added = tuple(user for user in after if user not in before)
+            removed = tuple(user for user in before if user not in after)
+            if added or removed:
+                self._events.append(TaskAssigned(board, task_id, added, removed))
+
+    def _on_columns(self, events: list[Any]) -> None:
+        board = self._board_id
+        updated: dict[str, set[str]] = {}
+        for event in events:
+            path = event.path
+            if not path:
+                for column_id, change in event.keys.items():
+                    if isinstance(change.get("oldValue"), Map):
+                        self._events.append(ColumnDeleted(board, column_id))
+                    if isinstance(change.get("newValue"), Map):
+                        self._events.append(ColumnCreated(board, column_id))
+                continue
+            keys = [str(path[1])] if len(path) > 1 else getattr(event, "keys", {})
+            updated.setdefault(str(path[0]), set()).update(keys)
+        for column_id, names in updated.items():
+            if isinstance(self._columns.get(column_id), Map):
+                self._events.append(
+                    ColumnUpdated(board, column_id, _ordered(names, _COLUMN_FIELDS))
+                )
+
+    def _on_meta(self, events: list[Any]) -> None:
+        names: set[str] = set()
+        for event in events:
+            path = event.path
+            names.update([str(path[0])] if path else getattr(event, "keys", {}))
+        if names:
+            self._events.append(MetaUpdated(self._board_id, _ordered(names, _META_FIELDS)))
+
+
+def _note_task_field(entry: _TaskChange, key: str, change: Mapping[str, Any] | None) -> None:
+    if key in _MOVE_FIELDS:
+        entry.moved = True
+        if key == "column" and change is not None and entry.from_column is None:
+            entry.from_column = _string(change.get("oldValue"))
+    elif key == "assignees":
+        entry.assignees = True
+    else:
+        entry.fields.add(key)
+
+
+def _assignees_of(task: Map[Any]) -> tuple[str, ...]:
+    array = task.get("assignees")
+    values = array.to_py() if isinstance(array, Array) else array
+    if not isinstance(values, list):
+        return ()
+    return tuple(dict.fromkeys(value for value in values if isinstance(value, str)))
+
+
+def _string(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _ordered(names: Iterable[str], known: tuple[str, ...]) -> tuple[str, ...]:
+    """Known field names in schema order, then any others alphabetically."""
+    present = set(names)
+    return tuple(name for name in known if name in present) + tuple(
+        sorted(present.difference(known))
+    )

@@ -1,0 +1,144 @@
+"""The ``boardcast`` command: ``serve`` (Ray, board hosts and a gateway) and ``gateway``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+log = logging.getLogger("boardcast")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="boardcast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start (or join) Ray, board hosts and a gateway")
+    _common_flags(serve)
+    serve.add_argument("--data-dir", help="embedded store directory (default ./data)")
+    serve.add_argument("--store", help="store URL: sqlite (default), sqlite:///FILE, memory")
+    serve.add_argument("--hosts", type=int, help="shared board hosts to run (default 2)")
+    serve.add_argument(
+        "--backend", choices=["ray", "local"], help="ray (default) or local: hosts in-process"
+    )
+    serve.add_argument("--dedicated", help="comma-separated board ids given a host of their own")
+    serve.add_argument("--idle-seconds", type=float, help="passivate boards idle this long")
+
+    gateway = commands.add_parser("gateway", help="run one more gateway on a running cluster")
+    _common_flags(gateway)
+    return parser
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--address", help="Ray cluster address to join (default: start one)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Merge flags over ``BOARDCAST_*`` variables."""
+    flags: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "address": args.address,
+        "log_level": args.log_level,
+    }
+    if args.command == "serve":
+        flags.update(
+            data_dir=args.data_dir,
+            store=args.store,
+            hosts=args.hosts,
+            backend=args.backend,
+            idle_seconds=args.idle_seconds,
+            dedicated_boards=tuple(args.dedicated.split(",")) if args.dedicated else None,
+        )
+    return Settings.load(flags)
+
+
+async def run(command: str, settings: Settings) -> None:
+    """Start everything, print the URL, serve until SIGINT/SIGTERM, then stop cleanly."""
+    ray_address = None
+    if command == "serve" and settings.backend == "local":
+        from actors.local import LocalCluster
+        from persistence.store import BoardStore, open_store
+
+        os.makedirs(settings.data_dir, exist_ok=True)
+
+        async def store_factory() -> BoardStore:
+            # One store per host: boards never move between hosts of one process.
+            return open_store(settings.store, data_dir=settings.data_dir)
+
+        cluster: Any = LocalCluster(
+            store_factory,
+            host_count=settings.hosts,
+            settings=settings.host_settings,
+            dedicated=settings.dedicated_boards,
+        )
+    else:
+        from actors import ray_backend
+
+        ray_address = ray_backend.init_ray(settings.address)
+        if command == "serve":
+            os.makedirs(settings.data_dir, exist_ok=True)
+            cluster = await ray_backend.RayCluster.launch(
+                hosts=settings.hosts,
+                store_url=settings.store,
+                data_dir=settings.data_dir,
+                settings=settings.host_settings,
+                dedicated=list(settings.dedicated_boards),
+            )
+        else:
+            cluster = await ray_backend.RayCluster.join()
+
+    app = create_app(settings, cluster, own_cluster=command == "serve")
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    port = settings.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    suffix = f" (ray {ray_address})" if ray_address else ""
+    print(f"Boardcast {command} ready: ws://{settings.host}:{port}/ws{suffix}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing sockets, flushing boards")
+    await runner.cleanup()
+    if ray_address is not None:
+        from actors import ray_backend
+
+        ray_backend.shutdown_ray()
+    print("Boardcast stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``boardcast`` command."""
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args.command, settings))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

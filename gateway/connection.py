@@ -1,0 +1,80 @@
+"""One client's WebSocket, as the gateway's fan-out sees it.
+
+Outgoing frames are written straight to the socket's transport. The transport
+buffer is the connection's send queue, and it is bounded: a client that stops
+reading until more than ``send_limit`` bytes wait for it is closed with
+``SLOW_CONSUMER`` (4408). The y-websocket client then reconnects and resyncs
+by state vector, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+from crdt.close_codes import REASONS, CloseCode
+
+log = logging.getLogger("boardcast.gateway")
+
+_CLOSE_GRACE_S = 2.0
+
+
+class ClientConnection:
+    """A client connected to one board through this gateway."""
+
+    __slots__ = ("_close_task", "_transport", "board_id", "closing", "conn_id", "send_limit", "ws")
+
+    def __init__(
+        self,
+        conn_id: int,
+        board_id: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        *,
+        send_limit: int,
+    ) -> None:
+        self.conn_id = conn_id
+        self.board_id = board_id
+        self.ws = ws
+        self._transport = transport
+        self.send_limit = send_limit
+        self.closing = False
+        self._close_task: asyncio.Task[None] | None = None
+
+    def send_encoded(self, ws_frame: bytes) -> None:
+        """Write an already encoded WebSocket frame (see :mod:`gateway.frames`)."""
+        if self.closing:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(ws_frame)
+        if transport.get_write_buffer_size() > self.send_limit:
+            log.info(
+                "closing slow client on board %s: %d bytes unsent",
+                self.board_id,
+                transport.get_write_buffer_size(),
+            )
+            self.close_soon(CloseCode.SLOW_CONSUMER)
+
+    def close_soon(self, code: CloseCode, reason: str | None = None) -> None:
+        """Close with ``code`` without waiting; cut the socket if the close stalls."""
+        if self.closing:
+            return
+        self.closing = True
+        text = (reason or REASONS[code])[:120]
+        self._close_task = asyncio.ensure_future(self._close(int(code), text))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()), _CLOSE_GRACE_S
+            )
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            if not self._transport.is_closing():
+                with contextlib.suppress(Exception):
+                    self._transport.abort()

@@ -1,0 +1,160 @@
+"""Routing client sessions to board hosts over frame streams.
+
+The :class:`Router` asks the cluster where a board lives (cached), keeps one
+stream link per host (opened once, even under concurrent first opens), and
+fans frames from a host out to this gateway's clients. When a link fails the
+host died or moved: its clients are closed with ``SERVICE_RESTART`` (1012),
+reconnect, and are routed afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from actors.cluster import Cluster
+from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
+from crdt.close_codes import CloseCode
+
+from gateway.connection import ClientConnection
+from gateway.frames import encode_binary_frame
+
+log = logging.getLogger("boardcast.gateway")
+
+
+class GatewayLink:
+    """This gateway's stream to one board host, and the clients routed over it."""
+
+    def __init__(self, host_name: str, stream: StreamLink) -> None:
+        self.host_name = host_name
+        self.stream = stream
+        self.boards: dict[str, dict[int, ClientConnection]] = {}
+        self.connections: dict[int, ClientConnection] = {}
+
+    @property
+    def closed(self) -> bool:
+        """True once the stream is gone."""
+        return self.stream.closed
+
+    def open(self, conn: ClientConnection) -> None:
+        """Route a new client's board session over this link."""
+        self.boards.setdefault(conn.board_id, {})[conn.conn_id] = conn
+        self.connections[conn.conn_id] = conn
+        self.stream.send([OPEN, conn.board_id, conn.conn_id])
+
+    def forward(self, conn: ClientConnection, data: bytes) -> None:
+        """Pass a client's frame to its board."""
+        self.stream.send([FRAME, conn.board_id, conn.conn_id, data])
+
+    def leave(self, conn: ClientConnection) -> None:
+        """The client is gone: tell its board."""
+        if self.connections.pop(conn.conn_id, None) is None:
+            return
+        board = self.boards.get(conn.board_id)
+        if board is not None:
+            board.pop(conn.conn_id, None)
+            if not board:
+                del self.boards[conn.board_id]
+        self.stream.send([CLOSE, conn.board_id, conn.conn_id])
+
+    async def run(self) -> None:
+        """Deliver what the host sends until the stream ends."""
+        try:
+            while (batch := await self.stream.read_batches()) is not None:
+                for message in batch:
+                    self._deliver(message)
+        except (ConnectionError, OSError) as exc:
+            log.warning("link to host %s failed: %s", self.host_name, exc)
+        finally:
+            self.stream.abort()
+            for conn in list(self.connections.values()):
+                conn.close_soon(CloseCode.SERVICE_RESTART)
+            self.connections.clear()
+            self.boards.clear()
+
+    def _deliver(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == BROADCAST:
+            clients = self.boards.get(message[1])
+            if not clients:
+                return
+            exclude = message[2]
+            frame = encode_binary_frame(message[3])
+            for conn_id, conn in clients.items():
+                if conn_id != exclude:
+                    conn.send_encoded(frame)
+        elif kind == SEND:
+            conn = self.connections.get(message[1])
+            if conn is not None:
+                conn.send_encoded(encode_binary_frame(message[2]))
+        elif kind == REJECT:
+            conn = self.connections.get(message[1])
+            if conn is not None:
+                conn.close_soon(CloseCode(message[2]), message[3])
+        else:
+            log.warning("unknown message kind %r from host %s", kind, self.host_name)
+
+
+class Router:
+    """Finds each board's host and keeps one stream link per host."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._board_hosts: dict[str, str] = {}
+        self._links: dict[str, GatewayLink] = {}
+        self._connecting: dict[str, asyncio.Future[GatewayLink]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def attach(self, conn: ClientConnection) -> GatewayLink:
+        """Route ``conn`` to its board's host and open its session there."""
+        host_name = self._board_hosts.get(conn.board_id)
+        if host_name is None:
+            host_name = await self.cluster.locate(conn.board_id)
+            self._board_hosts[conn.board_id] = host_name
+        link = await self._link(host_name)
+        link.open(conn)
+        return link
+
+    async def _link(self, host_name: str) -> GatewayLink:
+        link = self._links.get(host_name)
+        if link is not None and not link.closed:
+            return link
+        pending = self._connecting.get(host_name)
+        if pending is None:
+            pending = asyncio.ensure_future(self._connect(host_name))
+            self._connecting[host_name] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(host_name, None))
+        return await asyncio.shield(pending)
+
+    async def _connect(self, host_name: str) -> GatewayLink:
+        host, port = await self.cluster.endpoint(host_name)
+        try:
+            reader, writer = await asyncio.open_connection(host, port, limit=1024 * 1024)
+        except OSError:
+            # The host may have restarted elsewhere: ask again next time.
+            self.cluster.forget(host_name)
+            raise
+        link = GatewayLink(host_name, StreamLink(reader, writer))
+        self._links[host_name] = link
+        task = asyncio.ensure_future(self._run_link(link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return link
+
+    async def _run_link(self, link: GatewayLink) -> None:
+        await link.run()
+        if self._links.get(link.host_name) is link:
+            del self._links[link.host_name]
+        self.cluster.forget(link.host_name)
+        stale = [board for board, host in self._board_hosts.items() if host == link.host_name]
+        for board in stale:
+            del self._board_hosts[board]
+
+    async def close(self) -> None:
+        """Close every link."""
+        for link in list(self._links.values()):
+            await link.stream.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

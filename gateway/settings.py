@@ -1,0 +1,75 @@
+"""The one settings object, read at the process edge from flags and ``BOARDCAST_*``.
+
+Every setting is documented in docs/settings.md. Precedence: command-line flag,
+then environment variable, then the default here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.host import HostSettings
+
+ENV_PREFIX = "BOARDCAST_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a Boardcast process can be told."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./data"
+    store: str = "sqlite"
+    address: str | None = None  # a Ray cluster to join; None starts a local one
+    backend: str = "ray"  # "ray", or "local" to run board hosts in the gateway process
+    hosts: int = 2  # shared board hosts (Ray actors) to run
+    dedicated_boards: tuple[str, ...] = ()
+    max_frame_bytes: int = 32 * 1024 * 1024
+    send_buffer_bytes: int = 16 * 1024 * 1024
+    heartbeat_seconds: float = 30.0
+    idle_seconds: float = 30.0
+    snapshot_every: int = 500
+    host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_settings(self) -> HostSettings:
+        """The subset a board host needs."""
+        return HostSettings(
+            bind_host=self.host_bind,
+            idle_seconds=self.idle_seconds,
+            snapshot_every=self.snapshot_every,
+        )
+
+    @classmethod
+    def load(cls, flags: dict[str, Any] | None = None) -> Settings:
+        """Build settings from environment variables, overridden by non-None ``flags``."""
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            if spec.name == "extra":
+                continue
+            raw = os.environ.get(ENV_PREFIX + spec.name.upper())
+            if raw is not None:
+                values[spec.name] = _parse(spec.name, raw)
+        for name, value in (flags or {}).items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+
+def _parse(name: str, raw: str) -> Any:
+    default = getattr(Settings(), name)
+    if name == "dedicated_boards":
+        return tuple(part for part in raw.split(",") if part)
+    if isinstance(default, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw

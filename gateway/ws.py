@@ -1,0 +1,88 @@
+"""The WebSocket pump: ``GET /ws/{board_id}`` speaking the y-websocket protocol.
+
+It reads frames and hands them to the board's host; it never parses them. The
+host decides whether a frame is bad and answers with a named close code. What
+the host sends back is written by :class:`gateway.routing.GatewayLink`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import weakref
+
+from aiohttp import WSMsgType, web
+from crdt.close_codes import REASONS, CloseCode
+
+from gateway.connection import ClientConnection
+from gateway.routing import Router
+from gateway.settings import Settings
+
+log = logging.getLogger("boardcast.gateway")
+
+# Any URL path segment a y-websocket room name can become, without control characters.
+BOARD_ID = re.compile(r"^[^/\x00-\x1f\x7f]{1,200}$")
+
+_connection_ids = itertools.count(1)
+
+
+def problem(status: int, title: str, detail: str) -> web.Response:
+    """An RFC 9457 problem response."""
+    return web.json_response(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+async def board_socket(
+    request: web.Request,
+    router: Router,
+    settings: Settings,
+    sockets: weakref.WeakSet[web.WebSocketResponse],
+) -> web.StreamResponse:
+    """Serve one client's session on one board."""
+    board_id = request.match_info["board_id"]
+    if not BOARD_ID.match(board_id):
+        return problem(400, "Invalid board id", "a board id is 1-200 characters, no '/'")
+    ws = web.WebSocketResponse(
+        heartbeat=settings.heartbeat_seconds,
+        max_msg_size=settings.max_frame_bytes,
+        compress=False,
+    )
+    await ws.prepare(request)
+    sockets.add(ws)
+    transport = request.transport
+    if transport is None:
+        return ws
+    conn = ClientConnection(
+        next(_connection_ids), board_id, ws, transport, send_limit=settings.send_buffer_bytes
+    )
+    try:
+        link = await router.attach(conn)
+    except Exception as exc:
+        log.warning("board %s unavailable: %s", board_id, exc)
+        code = CloseCode.TRY_AGAIN_LATER
+        await ws.close(code=code, message=REASONS[code].encode())
+        return ws
+    try:
+        async for message in ws:
+            if message.type is WSMsgType.BINARY:
+                if conn.closing or link.closed:
+                    break
+                link.forward(conn, message.data)
+                if link.stream.needs_drain():
+                    await link.stream.drain()
+            elif message.type is WSMsgType.TEXT:
+                code = CloseCode.UNSUPPORTED_DATA
+                await ws.close(code=code, message=REASONS[code].encode())
+                break
+            elif message.type is WSMsgType.ERROR:
+                log.info("client on board %s: %s", board_id, ws.exception())
+                break
+    except ConnectionError:
+        pass
+    finally:
+        link.leave(conn)
+    return ws

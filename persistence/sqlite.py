@@ -1,0 +1,225 @@
+"""The embedded board store: one SQLite file in WAL mode, fsynced on every commit.
+
+sqlite3 blocks, so every statement runs on one dedicated worker thread that owns the
+connection; the event loop only awaits. Several processes may open the same file: writes
+take SQLite's write lock up front (``BEGIN IMMEDIATE``) and read the next seq from the table
+inside that transaction, so seqs stay gap-free even if two processes wrote the same board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from persistence.store import BoardStore, LogEntry, StoredBoard, check_snapshot_seq
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS updates (
+        board_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        "update" BLOB NOT NULL,
+        PRIMARY KEY (board_id, seq)
+    )""",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        board_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state BLOB NOT NULL
+    )""",
+)
+
+# The snapshot's seq counts too: compaction may have emptied the log.
+_LAST_SEQ = """SELECT MAX(
+    COALESCE((SELECT MAX(seq) FROM updates WHERE board_id = ?1), 0),
+    COALESCE((SELECT seq FROM snapshots WHERE board_id = ?1), 0))"""
+
+
+class SqliteStore(BoardStore):
+    """A board store in one SQLite file, safe to share between processes on one machine.
+
+    Args:
+        path: the database file; its directory is created if missing.
+        busy_timeout: seconds to wait for another process's write lock before failing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout = busy_timeout
+        self._connection: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="boardcast-sqlite")
+        self._closed = False
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the board store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # Runs on the worker thread, the only thread that ever touches the connection.
+        if self._connection is None:
+            self._connection = self._connect()
+        return work(self._connection)
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        # isolation_level=None: transactions are begun and ended explicitly below.
+        connection = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            mode = self._enable_wal(connection)
+            if mode != "wal":
+                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            # FULL fsyncs the WAL on every commit: an acknowledged append survives power loss.
+            connection.execute("PRAGMA synchronous = FULL")
+            _in_transaction(connection, lambda c: [c.execute(sql) for sql in _SCHEMA])
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _enable_wal(self, connection: sqlite3.Connection) -> str:
+        # Switching a fresh file to WAL takes a lock that SQLite does not wait for with the busy
+        # handler, so a second process opening the file at the same moment retries here.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    async def load(self, board_id: str) -> StoredBoard:
+        """Return the board's snapshot and the log after it (an empty board if unknown)."""
+
+        def read(connection: sqlite3.Connection) -> StoredBoard:
+            row = connection.execute(
+                "SELECT seq, state FROM snapshots WHERE board_id = ?", (board_id,)
+            ).fetchone()
+            snapshot_seq, snapshot = (int(row[0]), bytes(row[1])) if row else (0, None)
+            rows = connection.execute(
+                'SELECT seq, "update", at FROM updates WHERE board_id = ? AND seq > ? ORDER BY seq',
+                (board_id, snapshot_seq),
+            ).fetchall()
+            updates = [LogEntry(int(seq), bytes(update), float(at)) for seq, update, at in rows]
+            return StoredBoard(board_id, snapshot, snapshot_seq, updates)
+
+        # One read transaction, so a compaction by another process cannot land between reads.
+        return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
+
+    async def append(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+        """Append several boards' updates in one transaction; returns each board's last seq."""
+        if not batches:
+            return {}
+        # Copied on the caller's thread: the caller may reuse its buffers once we are awaiting.
+        rows_by_board = {
+            board_id: [bytes(u) for u in updates] for board_id, updates in batches.items()
+        }
+
+        def write(connection: sqlite3.Connection) -> dict[str, int]:
+            at = time.time()
+            last_seqs: dict[str, int] = {}
+            rows: list[tuple[str, int, float, bytes]] = []
+            for board_id, updates in rows_by_board.items():
+                last = int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
+                rows.extend((board_id, last + i, at, u) for i, u in enumerate(updates, start=1))
+                last_seqs[board_id] = last + len(updates)
+            connection.executemany(
+                'INSERT INTO updates (board_id, seq, at, "update") VALUES (?, ?, ?, ?)', rows
+            )
+            return last_seqs
+
+        return await self._run(lambda c: _in_transaction(c, write))
+
+    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+        """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically."""
+        state = bytes(state)
+
+        def write(connection: sqlite3.Connection) -> None:
+            row = connection.execute(
+                "SELECT seq FROM snapshots WHERE board_id = ?", (board_id,)
+            ).fetchone()
+            if row is not None and upto_seq < int(row[0]):
+                return
+            check_snapshot_seq(
+                board_id, upto_seq, int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
+            )
+            connection.execute(
+                "INSERT INTO snapshots (board_id, seq, at, state) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (board_id) DO UPDATE"
+                " SET seq = excluded.seq, at = excluded.at, state = excluded.state",
+                (board_id, upto_seq, time.time(), state),
+            )
+            connection.execute(
+                "DELETE FROM updates WHERE board_id = ? AND seq <= ?", (board_id, upto_seq)
+            )
+
+        await self._run(lambda c: _in_transaction(c, write))
+
+    async def list_boards(self) -> list[str]:
+        """Return the ids of every stored board, sorted."""
+
+        def read(connection: sqlite3.Connection) -> list[str]:
+            rows = connection.execute(
+                "SELECT board_id FROM snapshots UNION SELECT board_id FROM updates ORDER BY 1"
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return await self._run(read)
+
+    async def delete_board(self, board_id: str) -> None:
+        """Forget the board's snapshot and log in one transaction."""
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM updates WHERE board_id = ?", (board_id,))
+            connection.execute("DELETE FROM snapshots WHERE board_id = ?", (board_id,))
+
+        await self._run(lambda c: _in_transaction(c, write))
+
+    async def close(self) -> None:
+        """Close the connection after the calls already queued; further calls raise RuntimeError."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_connection() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, close_connection)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _in_transaction(
+    connection: sqlite3.Connection,
+    work: Callable[[sqlite3.Connection], T],
+    *,
+    begin: str = "BEGIN IMMEDIATE",
+) -> T:
+    """Run ``work`` in one transaction, rolled back if anything in it fails."""
+    # IMMEDIATE takes the write lock before reading the next seq, so no other process can
+    # assign the same seq between our read and our insert.
+    connection.execute(begin)
+    try:
+        result = work(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return result
