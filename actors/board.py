@@ -13,18 +13,22 @@ import enum
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
+from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
 from crdt.close_codes import REASONS, CloseCode
 from crdt.errors import BoardcastError, InvalidUpdate
 from crdt.room import BoardRoom
 from persistence.store import StoredBoard
-
-from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
 
 
 class Link(Protocol):
     """The host side of a gateway connection, as a board sees it."""
 
     number: int
+    closed: bool
+
+    @property
+    def peer(self) -> str:
+        """The gateway's address, for logs."""
 
     def send(self, message: list[Any]) -> None:
         """Queue a message to the gateway."""

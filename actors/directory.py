@@ -13,12 +13,10 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 
-DEDICATED_PREFIX = "boardcast-board-"
 
-
-def dedicated_host_name(board_id: str) -> str:
+def dedicated_host_name(cluster_name: str, board_id: str) -> str:
     """The name of the host that serves ``board_id`` alone."""
-    return DEDICATED_PREFIX + board_id
+    return f"{cluster_name}-board-{board_id}"
 
 
 def rendezvous_host(board_id: str, host_names: Iterable[str]) -> str:
@@ -41,10 +39,12 @@ class Directory:
         self,
         host_names: Iterable[str],
         *,
+        cluster_name: str = "boardcast",
         dedicated: Iterable[str] = (),
         create_dedicated_host: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._hosts = sorted(set(host_names))
+        self._cluster_name = cluster_name
         self._dedicated = set(dedicated)
         self._create = create_dedicated_host
         self._created: dict[str, asyncio.Future[None]] = {}
@@ -62,7 +62,7 @@ class Directory:
         """The name of the host serving ``board_id``, creating a dedicated one if needed."""
         if board_id not in self._dedicated or self._create is None:
             return rendezvous_host(board_id, self._hosts)
-        name = dedicated_host_name(board_id)
+        name = dedicated_host_name(self._cluster_name, board_id)
         created = self._created.get(name)
         if created is None:
             # Concurrent first opens share one creation.

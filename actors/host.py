@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actors.board import BoardActor, BoardPhase, Link
+from actors.stream import CLOSE, FRAME, OPEN, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
 from persistence.store import BoardStore
-
-from actors.board import BoardActor, BoardPhase
-from actors.stream import CLOSE, FRAME, OPEN, REJECT, StreamLink
 
 log = logging.getLogger("boardcast.host")
 
@@ -161,7 +160,7 @@ class BoardHost:
             return
         self._handle(board, link, message)
 
-    def _handle(self, board: BoardActor, link: HostLink, message: list[Any]) -> None:
+    def _handle(self, board: BoardActor, link: Link, message: list[Any]) -> None:
         kind = message[0]
         if kind == FRAME:
             updates = board.receive(link, message[2], message[3])

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from persistence.store import BoardStore
-
 from actors.cluster import Cluster
 from actors.directory import Directory
 from actors.host import BoardHost, HostSettings
+from persistence.store import BoardStore
 
 StoreFactory = Callable[[], Awaitable[BoardStore]]
 
@@ -28,13 +27,17 @@ class LocalCluster(Cluster):
         host_count: int = 2,
         settings: HostSettings | None = None,
         dedicated: Iterable[str] = (),
+        cluster_name: str = "boardcast",
     ) -> None:
         self._store_factory = store_factory
         self._settings = settings or HostSettings()
         self.hosts: dict[str, BoardHost] = {}
-        names = [f"boardcast-host-{index}" for index in range(host_count)]
+        names = [f"{cluster_name}-host-{index}" for index in range(host_count)]
         self.directory = Directory(
-            names, dedicated=dedicated, create_dedicated_host=self._create_host
+            names,
+            cluster_name=cluster_name,
+            dedicated=dedicated,
+            create_dedicated_host=self._create_host,
         )
 
     async def _create_host(self, name: str) -> None:

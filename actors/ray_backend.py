@@ -15,22 +15,26 @@ from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import ray  # noqa: E402
-from persistence.store import open_store  # noqa: E402
+import ray
 
-from actors.cluster import Cluster  # noqa: E402
-from actors.directory import Directory  # noqa: E402
-from actors.host import BoardHost, HostSettings  # noqa: E402
+from actors.cluster import Cluster
+from actors.directory import Directory
+from actors.host import BoardHost, HostSettings
+from persistence.store import open_store
 
 log = logging.getLogger("boardcast.ray")
 
 NAMESPACE = "boardcast"
-DIRECTORY_NAME = "boardcast-directory"
 
 
-def shared_host_names(count: int) -> list[str]:
-    """Names of the shared board hosts."""
-    return [f"boardcast-host-{index}" for index in range(count)]
+def directory_name(cluster_name: str) -> str:
+    """The Ray actor name of a deployment's directory."""
+    return f"{cluster_name}-directory"
+
+
+def shared_host_names(cluster_name: str, count: int) -> list[str]:
+    """Names of a deployment's shared board hosts."""
+    return [f"{cluster_name}-host-{index}" for index in range(count)]
 
 
 class HostActor:
@@ -82,20 +86,32 @@ class DirectoryActor:
     """The :class:`Directory` in a Ray actor; creates dedicated hosts as Ray actors."""
 
     def __init__(
-        self, host_names: list[str], dedicated: list[str], store_url: str, data_dir: str,
+        self,
+        cluster_name: str,
+        host_names: list[str],
+        dedicated: list[str],
+        store_url: str,
+        data_dir: str,
         settings: HostSettings,
     ) -> None:
         self._store_url = store_url
         self._data_dir = data_dir
         self._settings = settings
+        self._dedicated_handles: dict[str, Any] = {}
         self._directory = Directory(
-            host_names, dedicated=dedicated, create_dedicated_host=self._create_host
+            host_names,
+            cluster_name=cluster_name,
+            dedicated=dedicated,
+            create_dedicated_host=self._create_host,
         )
 
     async def _create_host(self, name: str) -> None:
-        handle = RemoteHost.options(
-            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
-        ).remote(name, self._store_url, self._data_dir, self._settings)
+        # Owned by this directory actor: it goes when the deployment goes.
+        handle: Any = RemoteHost.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
+            name, self._store_url, self._data_dir, self._settings
+        )
+        # Ray collects an actor once no handle to it is left, even a named one.
+        self._dedicated_handles[name] = handle
         await handle.endpoint.remote()
 
     async def locate(self, board_id: str) -> str:
@@ -143,6 +159,7 @@ class RayCluster(Cluster):
     """Gateways' view of board hosts running as Ray actors."""
 
     def __init__(self, directory: Any, host_names: list[str], *, owner: bool) -> None:
+        """Use :meth:`launch` or :meth:`join` rather than this."""
         self._directory = directory
         self._host_names = host_names
         self._owner = owner
@@ -151,20 +168,26 @@ class RayCluster(Cluster):
 
     @classmethod
     async def launch(
-        cls, *, hosts: int, store_url: str, data_dir: str, settings: HostSettings,
+        cls,
+        *,
+        cluster_name: str,
+        hosts: int,
+        store_url: str,
+        data_dir: str,
+        settings: HostSettings,
         dedicated: list[str],
     ) -> RayCluster:
         """Create the directory and shared hosts (this process owns them)."""
-        names = shared_host_names(hosts)
+        names = shared_host_names(cluster_name, hosts)
         data_dir = os.path.abspath(data_dir)
         handles = {}
         for name in names:
             handles[name] = RemoteHost.options(name=name, get_if_exists=True).remote(
                 name, store_url, data_dir, settings
             )
-        directory = RemoteDirectory.options(name=DIRECTORY_NAME, get_if_exists=True).remote(
-            names, dedicated, store_url, data_dir, settings
-        )
+        directory = RemoteDirectory.options(
+            name=directory_name(cluster_name), get_if_exists=True
+        ).remote(cluster_name, names, dedicated, store_url, data_dir, settings)
         cluster = cls(directory, names, owner=True)
         cluster._handles.update(handles)
         # Start every host now, so the first client does not wait for it.
@@ -172,9 +195,9 @@ class RayCluster(Cluster):
         return cluster
 
     @classmethod
-    async def join(cls) -> RayCluster:
+    async def join(cls, *, cluster_name: str) -> RayCluster:
         """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster."""
-        directory = ray.get_actor(DIRECTORY_NAME, namespace=NAMESPACE)
+        directory = ray.get_actor(directory_name(cluster_name), namespace=NAMESPACE)
         names = await directory.host_names.remote()
         return cls(directory, list(names), owner=False)
 
@@ -217,3 +240,6 @@ class RayCluster(Cluster):
                 await asyncio.wait_for(handle.stop.remote(), 30)
             except Exception as exc:
                 log.warning("host %s did not stop cleanly: %s", name, exc)
+            ray.kill(handle, no_restart=True)
+        ray.kill(self._directory, no_restart=True)
+        self._handles.clear()

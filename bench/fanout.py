@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import math
 import random
@@ -24,15 +25,23 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pycrdt
 
-from crdt.protocol import SyncStep1, SyncStep2, SyncUpdate, decode_frame, sync_step1, sync_step2
-from crdt.protocol import sync_update
+from crdt.errors import ProtocolError
+from crdt.protocol import (
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+    decode_frame,
+    sync_step1,
+    sync_step2,
+    sync_update,
+)
 
 MARKER = re.compile(rb"~m\d+\.\d+~")
 EMPTY_STATE_VECTOR = b"\x00"
@@ -73,7 +82,8 @@ class Ledger:
     """Send times of every update and the deliveries seen, on one clock."""
 
     def __init__(self) -> None:
-        self.sent: dict[bytes, tuple[float, int]] = {}
+        # marker -> (send time, writer id, in the measured window)
+        self.sent: dict[bytes, tuple[float, int, bool]] = {}
         self.measure_start = math.inf
         self.measure_end = math.inf
         self.latencies: list[float] = []
@@ -86,19 +96,25 @@ class Ledger:
         self.observed_total = 0
         self.duplicates = 0
         self.disconnects = 0
+        self.errors: list[str] = []
+        self.closing = False
 
-    def measuring(self, at: float) -> bool:
-        """True if a send at ``at`` falls in the measured window."""
-        return self.measure_start <= at < self.measure_end
+    def measuring(self, due: float) -> bool:
+        """True if a send scheduled at ``due`` belongs to the measured window."""
+        return self.measure_start <= due < self.measure_end
 
-    def record_send(self, marker: bytes, writer_id: int, receivers: int, at: float) -> None:
+    def record_send(
+        self, marker: bytes, writer_id: int, receivers: int, *, at: float, due: float
+    ) -> None:
         """Note an update about to be sent, and how many clients should receive it."""
-        self.sent[marker] = (at, writer_id)
+        measured = self.measuring(due)
+        self.sent[marker] = (at, writer_id, measured)
         self.sends_total += 1
         self.expected_total += receivers
-        if self.measuring(at):
+        if measured:
             self.sends += 1
             self.expected += receivers
+            self.schedule_lags.append(at - due)
 
     def deliver(self, data: bytes, connection: Connection) -> None:
         """Account for every marked update found in a received payload."""
@@ -112,7 +128,7 @@ class Ledger:
                 continue
             connection.seen.add(marker)
             self.observed_total += 1
-            if self.measuring(entry[0]):
+            if entry[2]:
                 self.observed += 1
                 self.latencies.append(now - entry[0])
 
@@ -133,6 +149,16 @@ def is_single_update(data: bytes) -> bool:
 
 async def receive(connection: Connection, ledger: Ledger) -> None:
     """Answer the sync handshake and account for deliveries until the socket closes."""
+    try:
+        await _receive_frames(connection, ledger)
+    except (ProtocolError, ValueError) as exc:
+        ledger.errors.append(f"{connection.board}: {exc!r}")
+        await connection.ws.close()
+    if not ledger.closing:
+        ledger.disconnects += 1
+
+
+async def _receive_frames(connection: Connection, ledger: Ledger) -> None:
     ws = connection.ws
     async for message in ws:
         if message.type is not aiohttp.WSMsgType.BINARY:
@@ -153,8 +179,6 @@ async def receive(connection: Connection, ledger: Ledger) -> None:
                 if connection.doc is not None:
                     connection.doc.apply_update(item.update)
                 connection.synced.set()
-    if not ledger.measuring(math.inf):
-        ledger.disconnects += 1
 
 
 async def write(
@@ -183,9 +207,7 @@ async def write(
         board[marker] = payload
         frame = sync_update(updates.pop())
         now = time.perf_counter()
-        if ledger.measuring(now):
-            ledger.schedule_lags.append(now - due)
-        ledger.record_send(marker.encode(), connection.writer_id, receivers, now)
+        ledger.record_send(marker.encode(), connection.writer_id, receivers, at=now, due=due)
         try:
             await connection.ws.send_bytes(frame)
         except (ConnectionError, aiohttp.ClientError):
@@ -231,67 +253,114 @@ def summarize(seconds: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-async def run(params: FanoutParams) -> dict[str, Any]:
+def board_specs(params: FanoutParams) -> list[tuple[str, int | None]]:
+    """(board name, writer id or None) of every client; names are new on every run."""
+    run_id = uuid.uuid4().hex[:8]
+    writer_ids = iter(range(params.boards * params.writers))
+    return [
+        (f"{params.board_prefix}-{run_id}-{b}", next(writer_ids) if c < params.writers else None)
+        for b in range(params.boards)
+        for c in range(params.clients)
+    ]
+
+
+def server_cpu_s(pids: Sequence[int]) -> float | None:
+    """CPU seconds used so far by the server processes and their children (psutil)."""
+    if not pids:
+        return None
+    psutil: Any = importlib.import_module("psutil")  # a test extra, needed only here
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(pid)
+            for process in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+async def drive(
+    params: FanoutParams, ledger: Ledger, connections: list[Connection], server_pids: Sequence[int]
+) -> dict[str, Any]:
+    """Run the writers through warm-up and the measured window; return the CPU figures."""
+    start_at = time.perf_counter() + 0.1
+    ledger.measure_start = start_at + params.warmup
+    ledger.measure_end = ledger.measure_start + params.duration
+    loop_lags: list[float] = []
+    stop_watch = asyncio.Event()
+    watcher = asyncio.create_task(watch_loop_lag(loop_lags, stop_watch))
+    writers = [
+        asyncio.create_task(write(c, ledger, params, start_at, ledger.measure_end))
+        for c in connections
+        if c.writer_id is not None
+    ]
+    await asyncio.sleep(max(0.0, ledger.measure_start - time.perf_counter()))
+    wall_before, usage_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    server_before = server_cpu_s(server_pids)
+    await asyncio.gather(*writers)
+    await asyncio.sleep(max(0.0, ledger.measure_end - time.perf_counter()))
+    wall_s = time.perf_counter() - wall_before
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    server_after = server_cpu_s(server_pids)
+    stop_watch.set()
+    await watcher
+    user_s, system_s = (
+        usage.ru_utime - usage_before.ru_utime,
+        usage.ru_stime - usage_before.ru_stime,
+    )
+    fraction = (user_s + system_s) / wall_s
+    server: dict[str, Any] | None = None
+    if server_before is not None and server_after is not None:
+        used = server_after - server_before
+        server = {"pids": list(server_pids), "cpu_s": round(used, 3)}
+        server["cpu_fraction_of_one_core"] = round(used / wall_s, 3)
+    generator = {
+        "cpu_s": round(user_s + system_s, 3),
+        "user_s": round(user_s, 3),
+        "system_s": round(system_s, 3),
+        "cpu_fraction_of_one_core": round(fraction, 3),
+        "saturated": fraction > SATURATED_CPU_FRACTION,
+        "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+        "loop_lag_ms": summarize(loop_lags),
+        "send_schedule_lag_ms": summarize(ledger.schedule_lags),
+    }
+    return {"load_generator": generator, "server": server}
+
+
+async def run(params: FanoutParams, server_pids: Sequence[int] = ()) -> dict[str, Any]:
     """Connect, write for warm-up + duration, drain, disconnect; return the report."""
     ledger = Ledger()
-    run_id = uuid.uuid4().hex[:8]
-    specs: list[tuple[str, int | None]] = []
-    writer_ids = iter(range(params.boards * params.writers))
-    for b in range(params.boards):
-        board = f"{params.board_prefix}-{run_id}-{b}"
-        specs += [(board, next(writer_ids) if c < params.writers else None) for c in range(params.clients)]
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        connections: list[Connection] = []
-        receivers: list[asyncio.Task[None]] = []
-        connect_started = time.perf_counter()
+    specs = board_specs(params)
+    connections: list[Connection] = []
+    receivers: list[asyncio.Task[None]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         try:
+            connect_started = time.perf_counter()
             for i in range(0, len(specs), params.connect_batch):
+                chunk = specs[i : i + params.connect_batch]
                 batch = await asyncio.gather(
-                    *(open_connection(session, params, board, wid) for board, wid in specs[i : i + params.connect_batch])
+                    *(open_connection(session, params, board, wid) for board, wid in chunk)
                 )
                 connections += batch
                 receivers += [asyncio.create_task(receive(c, ledger)) for c in batch]
             async with asyncio.timeout(30.0 + len(specs) / 50):
                 await asyncio.gather(*(c.synced.wait() for c in connections))
             connect_s = time.perf_counter() - connect_started
-
-            start_at = time.perf_counter() + 0.1
-            ledger.measure_start = start_at + params.warmup
-            ledger.measure_end = ledger.measure_start + params.duration
-            loop_lags: list[float] = []
-            stop_watch = asyncio.Event()
-            watcher = asyncio.create_task(watch_loop_lag(loop_lags, stop_watch))
-            writers = [
-                asyncio.create_task(write(c, ledger, params, start_at, ledger.measure_end))
-                for c in connections
-                if c.writer_id is not None
-            ]
-            await asyncio.sleep(max(0.0, ledger.measure_start - time.perf_counter()))
-            cpu_before, usage_before = time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
-            wall_before = time.perf_counter()
-            await asyncio.gather(*writers)
-            await asyncio.sleep(max(0.0, ledger.measure_end - time.perf_counter()))
-            wall_s = time.perf_counter() - wall_before
-            cpu_s = time.process_time() - cpu_before
-            usage_after = resource.getrusage(resource.RUSAGE_SELF)
-            stop_watch.set()
-            await watcher
+            cpu = await drive(params, ledger, connections, server_pids)
             drain_until = time.perf_counter() + params.drain
-            while ledger.observed_total < ledger.expected_total and time.perf_counter() < drain_until:
+            while ledger.observed_total < ledger.expected_total:
+                if time.perf_counter() > drain_until:
+                    break
                 await asyncio.sleep(0.02)
         finally:
-            ledger.measure_end = ledger.measure_start = -math.inf  # closes are not disconnects
+            ledger.closing = True
             for i in range(0, len(connections), params.connect_batch):
-                await asyncio.gather(
-                    *(c.ws.close() for c in connections[i : i + params.connect_batch]),
-                    return_exceptions=True,
-                )
+                chunk_of = connections[i : i + params.connect_batch]
+                await asyncio.gather(*(c.ws.close() for c in chunk_of), return_exceptions=True)
             for task in receivers:
                 task.cancel()
             await asyncio.gather(*receivers, return_exceptions=True)
-
-    cpu_fraction = cpu_s / wall_s if wall_s > 0 else 0.0
     return {
         "benchmark": "fanout",
         "server_url": params.url,
@@ -306,24 +375,18 @@ async def run(params: FanoutParams) -> dict[str, Any]:
         "lost": ledger.expected - ledger.observed,
         "duplicates": ledger.duplicates,
         "disconnects": ledger.disconnects,
+        "errors": ledger.errors[:10],
         "updates_per_s": round(ledger.sends / params.duration, 1),
         "deliveries_per_s": round(ledger.observed / params.duration, 1),
-        "load_generator": {
-            "cpu_s": round(cpu_s, 3),
-            "user_s": round(usage_after.ru_utime - usage_before.ru_utime, 3),
-            "system_s": round(usage_after.ru_stime - usage_before.ru_stime, 3),
-            "cpu_fraction_of_one_core": round(cpu_fraction, 3),
-            "saturated": cpu_fraction > SATURATED_CPU_FRACTION,
-            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-            "loop_lag_ms": summarize(loop_lags),
-            "send_schedule_lag_ms": summarize(ledger.schedule_lags),
-        },
+        **cpu,
     }
 
 
-def parse_args(argv: Sequence[str]) -> tuple[FanoutParams, str | None, bool]:
-    """Read the command line into parameters, the output path and the loop choice."""
-    parser = argparse.ArgumentParser(prog="python -m bench fanout", description=__doc__.split("\n")[0])
+def parse_args(argv: Sequence[str]) -> tuple[FanoutParams, argparse.Namespace]:
+    """Read the command line into parameters and the run options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench fanout", description="Fan-out latency of a y-websocket server."
+    )
     parser.add_argument("--url", default="ws://127.0.0.1:8000/ws", help="base WebSocket URL")
     parser.add_argument("--boards", type=int, default=1)
     parser.add_argument("--clients", type=int, default=10, help="clients per board")
@@ -337,38 +400,33 @@ def parse_args(argv: Sequence[str]) -> tuple[FanoutParams, str | None, bool]:
     parser.add_argument("--board-prefix", default="fanout")
     parser.add_argument("--out", help="write the JSON report here (default: stdout)")
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="also report the CPU of this local server process and its children (repeatable)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.writers <= args.clients or args.rate <= 0 or args.clients < 1:
         parser.error("need 0 <= writers <= clients, clients >= 1 and rate > 0")
-    params = FanoutParams(
-        url=args.url,
-        boards=args.boards,
-        clients=args.clients,
-        writers=args.writers,
-        rate=args.rate,
-        duration=args.duration,
-        warmup=args.warmup,
-        drain=args.drain,
-        payload_bytes=args.payload_bytes,
-        connect_batch=args.connect_batch,
-        board_prefix=args.board_prefix,
-    )
-    return params, args.out, not args.no_uvloop
+    params = FanoutParams(**{f.name: getattr(args, f.name) for f in fields(FanoutParams)})
+    return params, args
 
 
 def main(argv: Sequence[str]) -> int:
     """Run the benchmark from the command line; print a one-line summary to stderr."""
-    params, out, want_uvloop = parse_args(argv)
+    params, options = parse_args(argv)
     runner: Any = asyncio.run
-    if want_uvloop:
+    if not options.no_uvloop:
         with contextlib.suppress(ImportError):
             import uvloop
 
             runner = uvloop.run
-    report = runner(run(params))
+    report = runner(run(params, options.server_pid))
     text = json.dumps(report, indent=2)
-    if out:
-        with open(out, "w", encoding="utf-8") as file:
+    if options.out:
+        with open(options.out, "w", encoding="utf-8") as file:
             file.write(text + "\n")
     else:
         print(text)

@@ -6,10 +6,10 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 
-from actors.cluster import Cluster
 from aiohttp import web
-from crdt.close_codes import REASONS, CloseCode
 
+from actors.cluster import Cluster
+from crdt.close_codes import REASONS, CloseCode
 from gateway.routing import Router
 from gateway.settings import Settings
 from gateway.ws import board_socket
@@ -19,10 +19,12 @@ log = logging.getLogger("boardcast.gateway")
 SETTINGS = web.AppKey("settings", Settings)
 CLUSTER = web.AppKey("cluster", Cluster)
 ROUTER = web.AppKey("router", Router)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
-def create_app(settings: Settings, cluster: Cluster, *, own_cluster: bool = True) -> web.Application:
+def create_app(
+    settings: Settings, cluster: Cluster, *, own_cluster: bool = True
+) -> web.Application:
     """Build the gateway application for ``cluster``.
 
     Args:
@@ -46,7 +48,8 @@ def create_app(settings: Settings, cluster: Cluster, *, own_cluster: bool = True
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
-        for ws in list(app[SOCKETS]):
+        sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+        for ws in list(sockets):
             code = CloseCode.GOING_AWAY
             await ws.close(code=code, message=REASONS[code].encode())
         await app[ROUTER].close()

@@ -45,6 +45,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--address", help="Ray cluster address to join (default: start one)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--cluster-name", help="deployment name on the Ray cluster (boardcast)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -54,6 +55,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "port": args.port,
         "address": args.address,
         "log_level": args.log_level,
+        "cluster_name": args.cluster_name,
     }
     if args.command == "serve":
         flags.update(
@@ -85,6 +87,7 @@ async def run(command: str, settings: Settings) -> None:
             host_count=settings.hosts,
             settings=settings.host_settings,
             dedicated=settings.dedicated_boards,
+            cluster_name=settings.cluster_name,
         )
     else:
         from actors import ray_backend
@@ -93,6 +96,7 @@ async def run(command: str, settings: Settings) -> None:
         if command == "serve":
             os.makedirs(settings.data_dir, exist_ok=True)
             cluster = await ray_backend.RayCluster.launch(
+                cluster_name=settings.cluster_name,
                 hosts=settings.hosts,
                 store_url=settings.store,
                 data_dir=settings.data_dir,
@@ -100,7 +104,7 @@ async def run(command: str, settings: Settings) -> None:
                 dedicated=list(settings.dedicated_boards),
             )
         else:
-            cluster = await ray_backend.RayCluster.join()
+            cluster = await ray_backend.RayCluster.join(cluster_name=settings.cluster_name)
 
     app = create_app(settings, cluster, own_cluster=command == "serve")
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 
 from aiohttp import web
+
 from crdt.close_codes import REASONS, CloseCode
 
 log = logging.getLogger("boardcast.gateway")

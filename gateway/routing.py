@@ -16,7 +16,6 @@ from typing import Any
 from actors.cluster import Cluster
 from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
 from crdt.close_codes import CloseCode
-
 from gateway.connection import ClientConnection
 from gateway.frames import encode_binary_frame
 
@@ -85,13 +84,13 @@ class GatewayLink:
                 if conn_id != exclude:
                     conn.send_encoded(frame)
         elif kind == SEND:
-            conn = self.connections.get(message[1])
-            if conn is not None:
-                conn.send_encoded(encode_binary_frame(message[2]))
+            target = self.connections.get(message[1])
+            if target is not None:
+                target.send_encoded(encode_binary_frame(message[2]))
         elif kind == REJECT:
-            conn = self.connections.get(message[1])
-            if conn is not None:
-                conn.close_soon(CloseCode(message[2]), message[3])
+            target = self.connections.get(message[1])
+            if target is not None:
+                target.close_soon(CloseCode(message[2]), message[3])
         else:
             log.warning("unknown message kind %r from host %s", kind, self.host_name)
 

@@ -27,6 +27,7 @@ class Settings:
     address: str | None = None  # a Ray cluster to join; None starts a local one
     backend: str = "ray"  # "ray", or "local" to run board hosts in the gateway process
     hosts: int = 2  # shared board hosts (Ray actors) to run
+    cluster_name: str = "boardcast"  # prefix of Ray actor names: one deployment per name
     dedicated_boards: tuple[str, ...] = ()
     max_frame_bytes: int = 32 * 1024 * 1024
     send_buffer_bytes: int = 16 * 1024 * 1024

@@ -13,8 +13,8 @@ import re
 import weakref
 
 from aiohttp import WSMsgType, web
-from crdt.close_codes import REASONS, CloseCode
 
+from crdt.close_codes import REASONS, CloseCode
 from gateway.connection import ClientConnection
 from gateway.routing import Router
 from gateway.settings import Settings

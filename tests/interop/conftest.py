@@ -25,6 +25,8 @@ RAY_ADDRESS = re.compile(r"\(ray (?P<address>[^)\s]+)\)")
 # Starting Ray locally takes ~5 s on an idle 2-core machine; leave room for a loaded CI run.
 READY_TIMEOUT = float(os.environ.get("BOARDCAST_TEST_READY_TIMEOUT", "120"))
 STOP_TIMEOUT = 30.0
+# Extra `boardcast serve` flags, e.g. "--backend local" to run the suite without Ray.
+SERVE_ARGS = os.environ.get("BOARDCAST_INTEROP_SERVE_ARGS", "").split()
 _OUTPUT_KEPT = 400
 
 
@@ -99,7 +101,9 @@ class BoardcastProcess:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._reader = threading.Thread(target=self._read_output, args=(self._process,), daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_output, args=(self._process,), daemon=True
+        )
         self._reader.start()
         deadline = time.monotonic() + READY_TIMEOUT
         while not self._ready.wait(0.1):
@@ -185,7 +189,9 @@ class BoardcastProcess:
 def serve_process(data_dir: Path, *extra_args: str) -> BoardcastProcess:
     """A `boardcast serve` process (not yet started) on a free port."""
     return BoardcastProcess(
-        "serve", port=free_port(), extra_args=["--data-dir", str(data_dir), *extra_args]
+        "serve",
+        port=free_port(),
+        extra_args=["--data-dir", str(data_dir), *SERVE_ARGS, *extra_args],
     )
 
 
@@ -226,6 +232,8 @@ def boardcast_server(boardcast_module_server: BoardcastProcess) -> BoardcastProc
 def second_gateway(boardcast_server: BoardcastProcess) -> Iterator[BoardcastProcess]:
     """Another gateway process on the shared server's Ray cluster."""
     if boardcast_server.ray_address is None:
+        if "local" in SERVE_ARGS:
+            pytest.skip("the server runs its boards in-process: no cluster for a second gateway")
         pytest.fail(f"the server printed no Ray address:\n{boardcast_server.output_tail()}")
     gateway = gateway_process(boardcast_server.ray_address)
     gateway.start()

@@ -58,13 +58,20 @@ class JsClient:
     def __init__(self, *, name: str = "js", command_timeout: float = 30.0) -> None:
         self.name = name
         self.command_timeout = command_timeout
-        self.client_id: int | None = None
+        self._client_id: int | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self.stderr_lines: list[str] = []
+
+    @property
+    def client_id(self) -> int:
+        """The Yjs clientID of this client's document (also its awareness id)."""
+        if self._client_id is None:
+            raise JsClientError(f"{self.name}: not connected yet")
+        return self._client_id
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -151,8 +158,8 @@ class JsClient:
         if awareness is not None:
             args["awareness"] = awareness
         result = await self.request("connect", **args)
-        self.client_id = int(result["client_id"])
-        return self.client_id
+        self._client_id = int(result["client_id"])
+        return self._client_id
 
     async def wait_synced(self, timeout: float = 10.0) -> None:
         """Wait until the provider has received the server's sync step 2."""

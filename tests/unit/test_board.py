@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from itertools import count
 from typing import Any
@@ -11,9 +12,10 @@ import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from crdt.board import Board, BoardMeta, Column, Task, utc_timestamp
+from crdt.positions import position_between
 
 
-def ticking_clock() -> Any:
+def ticking_clock() -> Callable[[], datetime]:
     """A clock that advances one second per reading, so updated_at visibly moves."""
     ticks = count()
     return lambda: datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC).replace(
@@ -119,7 +121,12 @@ def test_update_task_changes_fields_and_bumps_updated_at(board: Board) -> None:
     before = board.get_task(task_id)
     board.update_task(task_id, title="New", description="text", labels=["b", "c"], due=None)
     after = board.get_task(task_id)
-    assert (after.title, after.description, after.labels, after.due) == ("New", "text", ("b", "c"), None)
+    assert (after.title, after.description, after.labels, after.due) == (
+        "New",
+        "text",
+        ("b", "c"),
+        None,
+    )
     assert after.updated_at > before.updated_at
     assert after.created_at == before.created_at
 
@@ -193,7 +200,8 @@ def test_delete_task(board: Board) -> None:
 def test_columns_are_ordered_renamed_moved_and_deleted(board: Board) -> None:
     doing = board.add_column("Doing")
     assert [column.name for column in board.columns()] == ["To do", "Done", "Doing"]
-    board.move_column(doing, board.columns()[0].position[:1] + "0V")  # between a0 and a1
+    todo, done = board.columns()[:2]
+    board.move_column(doing, position_between(todo.position, done.position))
     board.rename_column("done", "Shipped")
     assert [column.name for column in board.columns()] == ["To do", "Doing", "Shipped"]
     assert board.get_column("done") == Column("done", "Shipped", "a1")
@@ -208,7 +216,7 @@ def test_deleting_a_column_deletes_its_tasks_or_moves_them_in_order(board: Board
     board.add_task("gone", "done")
     doing = board.add_column("Doing", column_id="doing")
     board.delete_column("done")
-    assert board.tasks() == board.tasks_in_column("todo")
+    assert {task.id for task in board.tasks()} == set(kept)
     board.delete_column("todo", move_tasks_to=doing)
     assert [task.id for task in board.tasks_in_column(doing)] == kept
 
@@ -222,7 +230,9 @@ def test_meta(board: Board) -> None:
 
 def test_export_is_json_and_imports_into_an_equal_board(board: Board) -> None:
     board.set_meta(title="Launch", project="apollo")
-    board.add_task("a", "todo", description="é🚀", assignees=["ann"], labels=["x"], due="2026-03-04")
+    board.add_task(
+        "a", "todo", description="é🚀", assignees=["ann"], labels=["x"], due="2026-03-04"
+    )
     board.add_task("b", "done")
     exported = json.loads(json.dumps(board.to_dict()))
     copy = Board.from_dict(exported)
@@ -258,7 +268,7 @@ def test_replicas_converge_on_the_same_board(board: Board) -> None:
 def test_the_document_uses_plain_yjs_types_any_client_can_read(board: Board) -> None:
     task_id = board.add_task("t", "todo", description="d", assignees=["ann"], labels=["x"])
     board.set_meta(title="Board")
-    plain = Doc()
+    plain: Doc[Any] = Doc()
     plain.apply_update(board.doc.get_update())
     task = plain.get("tasks", type=Map)[task_id]
     assert isinstance(task, Map)
@@ -273,7 +283,7 @@ def test_the_document_uses_plain_yjs_types_any_client_can_read(board: Board) -> 
 
 
 def test_tasks_written_carelessly_by_another_client_still_read(board: Board) -> None:
-    other = Doc()
+    other: Doc[Any] = Doc()
     other.apply_update(board.doc.get_update())
     tasks = other.get("tasks", type=Map)
     tasks["sloppy"] = Map(

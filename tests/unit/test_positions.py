@@ -82,9 +82,7 @@ def test_room_remains_after_the_largest_integer() -> None:
     assert largest < position_between(largest, above) < above
 
 
-@pytest.mark.parametrize(
-    "key", ["", "5", "a", "a00", "a0!", "b0", SMALLEST_INTEGER, "a0 ", "é0"]
-)
+@pytest.mark.parametrize("key", ["", "5", "a", "a00", "a0!", "b0", SMALLEST_INTEGER, "a0 ", "é0"])
 def test_malformed_keys_are_rejected(key: str) -> None:
     assert not is_valid_position(key)
     with pytest.raises(ValueError):

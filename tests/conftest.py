@@ -1,0 +1,120 @@
+"""Shared fixtures: a Boardcast server on loopback port 0, in-process or on real Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from actors.cluster import Cluster
+from actors.local import LocalCluster
+from aiohttp import web
+from gateway.app import create_app
+from gateway.settings import Settings
+from persistence.store import BoardStore, open_store
+
+# Slow machines can stretch every bounded wait in the suite.
+TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, message: str = "condition"
+) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` (scaled) seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout * TIMEOUT_SCALE
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray cluster for the whole session, started and shut down by this process.
+
+    ``ray.shutdown()`` stops exactly the processes this ``ray.init()`` started;
+    ``ray stop`` is never used (it kills every Ray process of the user).
+    """
+    from actors import ray_backend
+
+    ray_backend.init_ray(None, num_cpus=2)
+    yield
+    ray_backend.shutdown_ray()
+
+
+@dataclass
+class RunningServer:
+    """A gateway serving on loopback, and the cluster behind it."""
+
+    url: str
+    port: int
+    cluster: Cluster
+    runner: web.AppRunner
+    settings: Settings
+
+    async def stop(self) -> None:
+        """Stop like SIGTERM would: close sockets, flush and snapshot every board."""
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve(backend: str, data_dir: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+    """Run a gateway and board hosts; ``backend`` is ``local`` or ``ray``."""
+    settings = Settings(
+        port=0, data_dir=str(data_dir), backend=backend, **overrides
+    )
+    cluster: Cluster
+    if backend == "ray":
+        from actors.ray_backend import RayCluster
+
+        cluster = await RayCluster.launch(
+            cluster_name=settings.cluster_name,
+            hosts=settings.hosts,
+            store_url=settings.store,
+            data_dir=settings.data_dir,
+            settings=settings.host_settings,
+            dedicated=list(settings.dedicated_boards),
+        )
+    else:
+
+        async def store_factory() -> BoardStore:
+            return open_store(settings.store, data_dir=settings.data_dir)
+
+        cluster = LocalCluster(
+            store_factory,
+            host_count=settings.hosts,
+            settings=settings.host_settings,
+            dedicated=settings.dedicated_boards,
+            cluster_name=settings.cluster_name,
+        )
+    app = create_app(settings, cluster)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = RunningServer(f"ws://127.0.0.1:{port}/ws", port, cluster, runner, settings)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test once with in-process board hosts and once on real Ray."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return str(request.param)
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    """A Ray actor name prefix of its own, so tests never share board hosts."""
+    return f"bc{uuid.uuid4().hex[:8]}"
