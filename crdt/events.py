@@ -26,7 +26,6 @@ from crdt.board import TASK_FIELDS
 
 _COLUMN_FIELDS = ("name", "position")
 _META_FIELDS = ("title", "project")
-_MOVE_FIELDS = frozenset({"column", "position"})
 _QUIET_FIELDS = frozenset({"updated_at"})
 
 
@@ -171,9 +170,13 @@ class _TaskChange:
 
     created: bool = False
     deleted: bool = False
+    task: Map[Any] | None = None
     moved: bool = False
     from_column: str | None = None
-    assignees: bool = False
+    to_column: str | None = None
+    position: str | None = None
+    # Where the new assignees can be read: the Y.Array edited, or the value that replaced it.
+    assignees: object = None
     fields: set[str] = field(default_factory=set)
 
 
@@ -191,7 +194,7 @@ class BoardEventRecorder:
         with doc.transaction():
             for task_id, task in self._tasks.items():
                 if isinstance(task, Map):
-                    self._assignees[task_id] = _assignees_of(task)
+                    self._assignees[task_id] = _strings(task.get("assignees"))
         self._subscriptions: list[tuple[Map[Any], Subscription]] = [
             (self._tasks, self._tasks.observe_deep(self._on_tasks)),
             (self._columns, self._columns.observe_deep(self._on_columns)),
@@ -221,37 +224,47 @@ class BoardEventRecorder:
                 continue
             entry = changes.setdefault(str(path[0]), _TaskChange())
             if len(path) > 1:
-                _note_task_field(entry, str(path[1]), None)
+                if path[1] == "assignees":
+                    entry.assignees = event.target
+                else:
+                    entry.fields.add(str(path[1]))
                 continue
-            for key, change in getattr(event, "keys", {}).items():
-                _note_task_field(entry, key, change)
+            entry.task = event.target
+            for key, change in event.keys.items():
+                _note_task_key(entry, key, change)
         for task_id, entry in changes.items():
             self._emit_task(task_id, entry)
 
     def _emit_task(self, task_id: str, entry: _TaskChange) -> None:
+        # The events carry the changed values and their targets; reading the document again
+        # would cost more than the rest of this method together.
         board = self._board_id
         if entry.deleted:
             self._assignees.pop(task_id, None)
             self._events.append(TaskDeleted(board, task_id))
-        task = self._tasks.get(task_id)
-        if not isinstance(task, Map):
-            return
         if entry.created:
-            self._assignees[task_id] = _assignees_of(task)
-            self._events.append(TaskCreated(board, task_id))
+            task = self._tasks.get(task_id)
+            if isinstance(task, Map):
+                self._assignees[task_id] = _strings(task.get("assignees"))
+                self._events.append(TaskCreated(board, task_id))
+        if entry.created or entry.deleted:
             return
-        if entry.deleted:
-            return
-        if entry.moved:
-            column, position = _string(task.get("column")), _string(task.get("position"))
-            from_column = column if entry.from_column is None else entry.from_column
-            self._events.append(TaskMoved(board, task_id, from_column, column, position))
+        if entry.moved and entry.task is not None:
+            task = entry.task
+            to_column = entry.to_column
+            if to_column is None:
+                to_column = _string(task.get("column"))
+            position = entry.position
+            if position is None:
+                position = _string(task.get("position"))
+            from_column = to_column if entry.from_column is None else entry.from_column
+            self._events.append(TaskMoved(board, task_id, from_column, to_column, position))
         updated = entry.fields - _QUIET_FIELDS
         if updated:
             self._events.append(TaskUpdated(board, task_id, _ordered(updated, TASK_FIELDS)))
-        if entry.assignees:
+        if entry.assignees is not None:
             before = self._assignees.get(task_id, ())
-            after = _assignees_of(task)
+            after = _strings(entry.assignees)
             self._assignees[task_id] = after
             added = tuple(user for user in after if user not in before)
             removed = tuple(user for user in before if user not in after)
@@ -287,23 +300,27 @@ class BoardEventRecorder:
             self._events.append(MetaUpdated(self._board_id, _ordered(names, _META_FIELDS)))
 
 
-def _note_task_field(entry: _TaskChange, key: str, change: Mapping[str, Any] | None) -> None:
-    if key in _MOVE_FIELDS:
+def _note_task_key(entry: _TaskChange, key: str, change: Mapping[str, Any]) -> None:
+    new_value = change.get("newValue")
+    if key == "column":
         entry.moved = True
-        if key == "column" and change is not None and entry.from_column is None:
-            entry.from_column = _string(change.get("oldValue"))
+        entry.from_column = _string(change.get("oldValue"))
+        entry.to_column = _string(new_value)
+    elif key == "position":
+        entry.moved = True
+        entry.position = _string(new_value)
     elif key == "assignees":
-        entry.assignees = True
+        entry.assignees = new_value if new_value is not None else ()
     else:
         entry.fields.add(key)
 
 
-def _assignees_of(task: Map[Any]) -> tuple[str, ...]:
-    array = task.get("assignees")
-    values = array.to_py() if isinstance(array, Array) else array
-    if not isinstance(values, list):
+def _strings(value: object) -> tuple[str, ...]:
+    """Distinct strings of a ``Y.Array`` or list, in order; nothing for any other value."""
+    values = value.to_py() if isinstance(value, Array) else value
+    if not isinstance(values, list | tuple):
         return ()
-    return tuple(dict.fromkeys(value for value in values if isinstance(value, str)))
+    return tuple(dict.fromkeys(item for item in values if isinstance(item, str)))
 
 
 def _string(value: object) -> str:

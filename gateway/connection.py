@@ -19,7 +19,8 @@ from crdt.close_codes import REASONS, CloseCode
 
 log = logging.getLogger("boardcast.gateway")
 
-_CLOSE_GRACE_S = 2.0
+# Long enough for a slow but live client to read what is queued and see the close code.
+_CLOSE_GRACE_S = 10.0
 
 
 class ClientConnection:
