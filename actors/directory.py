@@ -71,6 +71,9 @@ class Directory:
         try:
             await asyncio.shield(created)
         except Exception:
-            self._created.pop(name, None)
+            # Only forget this failed attempt: a caller that already retried may
+            # have started the next one, which must not be started twice.
+            if self._created.get(name) is created:
+                del self._created[name]
             raise
         return name

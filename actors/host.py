@@ -36,6 +36,7 @@ class HostSettings:
     snapshot_every: int = 500
     sweep_seconds: float = 5.0
     store_retry_seconds: float = 0.5
+    drain_seconds: float = 5.0  # on stop, how long to wait for gateways to close their links
 
 
 class HostLink(StreamLink):
@@ -68,6 +69,7 @@ class BoardHost:
         self._server: asyncio.Server | None = None
         self._endpoint: tuple[str, int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._link_tasks: set[asyncio.Task[Any]] = set()
         self._started = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------
@@ -90,6 +92,11 @@ class BoardHost:
         """Stop serving; persist and snapshot every board, then close the store."""
         if self._server is not None:
             self._server.close()
+        # Gateways close their links first when they shut down; read what they
+        # sent up to that point before committing, so no received frame is lost.
+        serving = [task for task in self._link_tasks if not task.done()]
+        if serving:
+            await asyncio.wait(serving, timeout=self.settings.drain_seconds)
         for link in list(self._links):
             link.abort()
         await self.flush()
@@ -128,6 +135,10 @@ class BoardHost:
         link = HostLink(reader, writer)
         link.number = next(self._link_numbers)
         self._links.add(link)
+        task = asyncio.current_task()
+        if task is not None:
+            self._link_tasks.add(task)
+            task.add_done_callback(self._link_tasks.discard)
         log.info("gateway %s connected to host %s", link.peer, self.name)
         try:
             while (batch := await link.read_batches()) is not None:
@@ -194,6 +205,9 @@ class BoardHost:
 
     async def flush(self) -> None:
         """Return once every update received so far is durable in the store."""
+        # Always take the write lock once: a write already in flight holds
+        # updates that are no longer in _pending but are not durable yet.
+        await self._write_pending()
         while self._pending:
             await self._write_pending()
 

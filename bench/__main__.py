@@ -1,4 +1,4 @@
-"""Run a benchmark: ``python -m bench <scenario> [options]`` (scenarios: fanout)."""
+"""Run a benchmark: ``python -m bench <scenario> [options]`` (scenarios: fanout, hops)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from collections.abc import Callable, Sequence
 
 from bench import fanout
 
-SCENARIOS: dict[str, Callable[[Sequence[str]], int]] = {"fanout": fanout.main}
+
+def _hops(argv: Sequence[str]) -> int:
+    # Imported on demand: it starts Ray.
+    from bench import hops
+
+    return hops.main(argv)
+
+
+SCENARIOS: dict[str, Callable[[Sequence[str]], int]] = {"fanout": fanout.main, "hops": _hops}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -16,13 +16,14 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import ray  # noqa: E402
+import ray
 
-from actors.stream import StreamLink  # noqa: E402
+from actors.stream import StreamLink
 
 FRAME = bytes(64)
 
@@ -110,7 +111,7 @@ async def measure(messages: int, burst: int) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench hops", description=__doc__)
     parser.add_argument("--messages", type=int, default=2000)
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=2)
     print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -188,7 +188,7 @@ class ClientProtocol:
             elif isinstance(message, QueryAwareness):
                 # Only the own state: echoing the peers' states multiplies traffic.
                 if self.active and self._state is not None:
-                    self._send_own_entry(json.dumps(self._state))
+                    self._send_own_entry(_to_json(self._state))
             elif isinstance(message, PermissionDenied):
                 self.denied_reason = message.reason
             elif isinstance(message, Persisted):
@@ -238,7 +238,7 @@ class ClientProtocol:
     def _announce(self, state: dict[str, Any] | None, now: float) -> None:
         self._clock += 1
         self._state_set_at = now
-        self._send_own_entry(NULL_STATE if state is None else json.dumps(state))
+        self._send_own_entry(NULL_STATE if state is None else _to_json(state))
 
     def _send_own_entry(self, state_json: str) -> None:
         entry = AwarenessEntry(self.client_id, self._clock, state_json)
@@ -328,9 +328,16 @@ class BoardClient:
         await self._teardown()
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(
-            self.url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
-        )
+        try:
+            self._ws = await self._session.ws_connect(
+                self.url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+            )
+        except BaseException:
+            # ``async with`` never reaches __aexit__ when connecting fails.
+            if self._owns_session:
+                await self._session.close()
+                self._session = None
+            raise
         self.close_code = None
         self.error = None
         self._outbox = asyncio.Queue()
@@ -485,6 +492,10 @@ async def wait_for(
 
 def _now(now: float | None) -> float:
     return time.monotonic() if now is None else now
+
+
+def _to_json(state: dict[str, Any]) -> str:
+    return json.dumps(state, separators=(",", ":"))
 
 
 def _parse_state(state_json: str) -> dict[str, Any] | None:

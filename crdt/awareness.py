@@ -91,7 +91,8 @@ class Awareness:
                 or (entry.clock == current_clock and not (is_removal and present))
             ):
                 continue
-            if is_removal and not present and current_clock is not None:
+            if is_removal and not present:
+                # Nobody was shown this client, so there is nothing to take away.
                 self._clocks[entry.client_id] = entry.clock
                 continue
             self._clocks[entry.client_id] = entry.clock
@@ -127,10 +128,11 @@ class Awareness:
         for cid in client_ids:
             if cid not in self._states:
                 continue
-            clock = self._clocks[cid] + 1
-            self._clocks[cid] = clock
+            # The clock stays: peers accept a removal at the clock they hold (as
+            # y-protocols' removeAwarenessStates sends it), and a client that
+            # reconnects is seen again on its next clock instead of two later.
             self._forget(cid)
-            removed.append(AwarenessEntry(cid, clock, NULL_STATE))
+            removed.append(AwarenessEntry(cid, self._clocks[cid], NULL_STATE))
         return encode_awareness(removed) if removed else None
 
     def _claim(self, client_id: int, connection: Hashable) -> None:

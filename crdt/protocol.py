@@ -15,6 +15,7 @@ asks for it (see docs/protocol.md): ``100`` persisted, ``varUint(seq)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from crdt.encoding import Decoder, write_var_bytes, write_var_string, write_var_uint
@@ -97,13 +98,20 @@ def decode_frame(frame: bytes | bytearray | memoryview) -> list[Message]:
     Raises:
         ProtocolError: the frame is empty, truncated or of an unknown type.
     """
+    return list(iter_frame(frame))
+
+
+def iter_frame(frame: bytes | bytearray | memoryview) -> Iterator[Message]:
+    """Yield the messages of one frame in order, decoding each only when it is asked for.
+
+    A caller can act on the messages before a bad one; the bad one raises
+    :class:`ProtocolError` when reached.
+    """
     decoder = Decoder(frame)
     if decoder.at_end():
         raise ProtocolError("empty frame")
-    messages: list[Message] = []
     while not decoder.at_end():
-        messages.append(_decode_message(decoder))
-    return messages
+        yield _decode_message(decoder)
 
 
 def _decode_message(decoder: Decoder) -> Message:

@@ -23,7 +23,7 @@ from crdt.protocol import (
     SyncStep2,
     SyncUpdate,
     awareness_frame,
-    decode_frame,
+    iter_frame,
     sync_step1,
     sync_step2,
     sync_update,
@@ -110,7 +110,7 @@ class BoardRoom:
         return output
 
     def _process(self, connection: Hashable, frame: bytes, now: float, output: RoomOutput) -> None:
-        for message in decode_frame(frame):
+        for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
                 output.reply.append(sync_step2(self._diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):

@@ -39,15 +39,6 @@ def driver_unavailable_reason() -> str | None:
     return None
 
 
-def skip_unless_driver_available() -> None:
-    """Skip the calling test when Node or the driver's npm packages are missing."""
-    reason = driver_unavailable_reason()
-    if reason is not None:
-        import pytest
-
-        pytest.skip(f"JavaScript Yjs client unavailable: {reason}")
-
-
 class JsClient:
     """One Y.Doc with a WebsocketProvider, living in its own Node process.
 
@@ -326,3 +317,49 @@ class JsClient:
         if not self.stderr_lines:
             return ""
         return "; driver stderr: " + " | ".join(self.stderr_lines[-5:])
+
+
+# y-websocket logs these when a frame is not a message it knows, or the server denied access;
+# the driver logs the others when something threw.
+STOCK_CLIENT_COMPLAINTS = (
+    "Unable to compute message",
+    "Permission denied",
+    "uncaught exception",
+    "unhandled rejection",
+)
+
+
+class JsClients:
+    """Starts JS clients on demand and closes them all at the end of a test."""
+
+    def __init__(self) -> None:
+        self._clients: list[JsClient] = []
+
+    async def new(self, name: str | None = None) -> JsClient:
+        """A started driver process, not yet connected."""
+        client = JsClient(name=name or f"js{len(self._clients) + 1}")
+        self._clients.append(client)
+        await client.start()
+        return client
+
+    async def joined(
+        self, url: str, board_id: str, name: str | None = None, *, sync_timeout: float = 20.0
+    ) -> JsClient:
+        """A driver connected to `board_id` and synced."""
+        client = await self.new(name)
+        await client.connect(url, board_id)
+        await client.wait_synced(timeout=sync_timeout)
+        return client
+
+    async def close_all(self) -> None:
+        """Stop every driver started here."""
+        await asyncio.gather(*(client.close() for client in self._clients))
+
+    def complaints(self) -> list[str]:
+        """What the stock clients logged about frames they could not handle, or crashes."""
+        return [
+            f"{client.name}: {line}"
+            for client in self._clients
+            for line in client.stderr_lines
+            if any(sign in line for sign in STOCK_CLIENT_COMPLAINTS)
+        ]

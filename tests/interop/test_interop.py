@@ -13,17 +13,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
-from conftest import BoardcastProcess, JsClients
-from jsclient import JsClient
 from pycrdt import Doc, Map
 
 from clients.provider import BoardClient
 from crdt.board import Board
+from tests.interop.jsclient import JsClient, JsClients
+from tests.interop.servers import TIMEOUT_SCALE, BoardcastProcess
 
 pytestmark = pytest.mark.interop
 
 BOARD_ROOTS = ("tasks", "columns", "meta")
-SYNC_TIMEOUT = 20.0
+SYNC_TIMEOUT = 20.0 * TIMEOUT_SCALE
 # A client's own awareness timeout is 30 s; a removal seen sooner came from the server.
 AWARENESS_REMOVAL_TIMEOUT = 15.0
 ONE_MIB = 1024 * 1024
