@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -132,6 +133,15 @@ async def run(command: str, settings: Settings) -> None:
     print("Boardcast stopped", flush=True)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    # uvloop cuts the gateway's CPU per frame noticeably; plain asyncio works too.
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``boardcast`` command."""
     args = build_parser().parse_args(argv)
@@ -139,8 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args.command, settings))
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
+        loop_factory=_loop_factory()
+    ) as runner:
+        runner.run(run(args.command, settings))
     sys.exit(0)
 
 
