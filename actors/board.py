@@ -16,8 +16,12 @@ from typing import Any, Protocol
 from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
 from crdt.close_codes import REASONS, CloseCode
 from crdt.errors import BoardcastError, InvalidUpdate
+from crdt.events import BoardEventRecorder, DomainEvent
 from crdt.room import BoardRoom
 from persistence.store import StoredBoard
+
+EventSink = Callable[[list[DomainEvent]], None]
+"""Receives the domain events of each applied frame (task created, moved...)."""
 
 
 class Link(Protocol):
@@ -52,7 +56,13 @@ def close_code_for(error: BoardcastError) -> CloseCode:
 class BoardActor:
     """One board, live: serves sync and awareness, and collects updates to persist."""
 
-    def __init__(self, board_id: str, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        board_id: str,
+        *,
+        clock: Callable[[], float],
+        event_sink: EventSink | None = None,
+    ) -> None:
         self.board_id = board_id
         self.phase = BoardPhase.LOADING
         self.room = BoardRoom(board_id)
@@ -62,6 +72,8 @@ class BoardActor:
         self.log_since_snapshot = 0
         self.idle_since: float | None = None
         self._clock = clock
+        self._event_sink = event_sink
+        self._recorder: BoardEventRecorder | None = None
 
     @property
     def connection_count(self) -> int:
@@ -76,6 +88,9 @@ class BoardActor:
             self.room.load(entry.update)
         self.persisted_seq = stored.last_seq
         self.log_since_snapshot = len(stored.updates)
+        if self._event_sink is not None:
+            # Observed only from here on: loading stored state is not news.
+            self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
 
@@ -93,6 +108,10 @@ class BoardActor:
             link.send([SEND, conn, frame])
         for frame in output.broadcast:
             self.broadcast(frame, origin=link, exclude=conn)
+        if output.updates and self._recorder is not None and self._event_sink is not None:
+            events = self._recorder.drain()
+            if events:
+                self._event_sink(events)
         if output.error is not None:
             code = close_code_for(output.error)
             link.send([REJECT, conn, int(code), f"{REASONS[code]}: {output.error}"[:120]])
@@ -133,6 +152,13 @@ class BoardActor:
         removal = self.room.expire_awareness(self._clock())
         if removal is not None:
             self.broadcast(removal, origin=None, exclude=NO_CONNECTION)
+
+    def release(self) -> None:
+        """Stop observing the document; the board is leaving memory."""
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+        self.room.close()
 
     def reject_all(self, code: CloseCode, reason: str) -> None:
         """Close every client of this board (used when it cannot be served)."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from actors.board import BoardActor, BoardPhase, Link
+from actors.board import BoardActor, BoardPhase, EventSink, Link
 from actors.stream import CLOSE, FRAME, OPEN, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
 from persistence.store import BoardStore
@@ -55,8 +55,20 @@ class BoardHost:
         settings: HostSettings | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        event_sink: EventSink | None = None,
     ) -> None:
+        """Create a host; nothing runs until :meth:`start`.
+
+        Args:
+            name: the host's name in the directory.
+            store: where boards are persisted; the host closes it on stop.
+            settings: timings and limits.
+            clock: monotonic seconds (tests pass a fake one).
+            event_sink: receives domain events of applied updates; without one,
+                no events are derived at all.
+        """
         self.name = name
+        self._event_sink = event_sink
         self.store = store
         self.settings = settings or HostSettings()
         self._clock = clock
@@ -103,7 +115,7 @@ class BoardHost:
         for board in list(self._boards.values()):
             if board.phase is not BoardPhase.LOADING:
                 await self._snapshot(board)
-            board.room.close()
+            board.release()
         self._boards.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -163,7 +175,7 @@ class BoardHost:
                 code = CloseCode.SERVICE_RESTART
                 link.send([REJECT, conn, int(code), REASONS[code]])
                 return
-            board = BoardActor(board_id, clock=self._clock)
+            board = BoardActor(board_id, clock=self._clock, event_sink=self._event_sink)
             self._boards[board_id] = board
             self._spawn(self._activate(board))
         if board.phase is BoardPhase.LOADING:
@@ -194,7 +206,7 @@ class BoardHost:
             code = CloseCode.TRY_AGAIN_LATER
             board.reject_all(code, REASONS[code])
             self._boards.pop(board.board_id, None)
-            board.room.close()
+            board.release()
             return
         inbox, board.inbox = board.inbox, []
         for link, message in inbox:
@@ -284,6 +296,6 @@ class BoardHost:
         if board.subscribers or board_id in self._pending:
             return False
         del self._boards[board_id]
-        board.room.close()
+        board.release()
         log.debug("board %s passivated", board_id)
         return True

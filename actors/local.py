@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.directory import Directory
 from actors.host import BoardHost, HostSettings
@@ -28,9 +29,11 @@ class LocalCluster(Cluster):
         settings: HostSettings | None = None,
         dedicated: Iterable[str] = (),
         cluster_name: str = "boardcast",
+        event_sink: EventSink | None = None,
     ) -> None:
         self._store_factory = store_factory
         self._settings = settings or HostSettings()
+        self._event_sink = event_sink
         self.hosts: dict[str, BoardHost] = {}
         names = [f"{cluster_name}-host-{index}" for index in range(host_count)]
         self.directory = Directory(
@@ -42,7 +45,9 @@ class LocalCluster(Cluster):
 
     async def _create_host(self, name: str) -> None:
         if name not in self.hosts:
-            self.hosts[name] = BoardHost(name, await self._store_factory(), self._settings)
+            self.hosts[name] = BoardHost(
+                name, await self._store_factory(), self._settings, event_sink=self._event_sink
+            )
 
     async def locate(self, board_id: str) -> str:
         """See :meth:`Cluster.locate`."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.local import LocalCluster
 from aiohttp import web
@@ -64,8 +65,13 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def serve(backend: str, data_dir: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
-    """Run a gateway and board hosts; ``backend`` is ``local`` or ``ray``."""
+async def serve(
+    backend: str, data_dir: Path, *, event_sink: EventSink | None = None, **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    """Run a gateway and board hosts; ``backend`` is ``local`` or ``ray``.
+
+    ``event_sink`` (in-process hosts only) receives the domain events of applied updates.
+    """
     settings = Settings(
         port=0, data_dir=str(data_dir), backend=backend, **overrides
     )
@@ -92,6 +98,7 @@ async def serve(backend: str, data_dir: Path, **overrides: Any) -> AsyncIterator
             settings=settings.host_settings,
             dedicated=settings.dedicated_boards,
             cluster_name=settings.cluster_name,
+            event_sink=event_sink,
         )
     app = create_app(settings, cluster)
     runner = web.AppRunner(app, shutdown_timeout=2)
