@@ -14,6 +14,10 @@ import os
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# A local cluster uses Ray's token auth with the token in ~/.ray/auth_token; a
+# process joining it must opt in, and Ray reads the mode when it is imported.
+if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray
 
@@ -134,10 +138,6 @@ def init_ray(address: str | None, *, num_cpus: int | None = None) -> str:
     """Join the Ray cluster at ``address``, or start a local one; return its address."""
     if not ray.is_initialized():
         if address:
-            # A local cluster started by `boardcast serve` uses Ray's token auth
-            # with the token in ~/.ray/auth_token; a joining driver must opt in.
-            if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
         else:
             ray.init(

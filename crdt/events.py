@@ -11,19 +11,26 @@ Rules, per transaction and per task: a task created in it yields only ``TaskCrea
 deleted one only ``TaskDeleted``; otherwise a change of ``column`` and/or ``position`` is one
 ``TaskMoved``, a change of ``assignees`` is one ``TaskAssigned``, and any other field (text
 edits inside ``description`` included) is named in one ``TaskUpdated``. ``updated_at`` alone is
-bookkeeping and yields nothing. Entries that are not ``Y.Map`` (malformed tasks) are ignored.
+bookkeeping and yields nothing. Plain objects stored as tasks or columns count as entries;
+any other value under a task or column id is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from pycrdt import Array, Doc, Map, Subscription
+from pycrdt import Doc, Map, Subscription
+from pycrdt._pycrdt import Array as _RawArray
+from pycrdt._pycrdt import Map as _RawMap
+from pycrdt._pycrdt import Transaction as _RawTransaction
 
-from crdt.board import TASK_FIELDS
+from crdt.board import TASK_FIELDS, plain_value
 
+_log = logging.getLogger(__name__)
 _COLUMN_FIELDS = ("name", "position")
 _META_FIELDS = ("title", "project")
 _QUIET_FIELDS = frozenset({"updated_at"})
@@ -168,15 +175,15 @@ def event_from_dict(data: Mapping[str, Any]) -> DomainEvent:
 class _TaskChange:
     """What one transaction did to one task, gathered before events are emitted."""
 
-    created: bool = False
+    created: Any = None  # the new task map (raw) or plain object
     deleted: bool = False
-    task: Map[Any] | None = None
+    task: _RawMap | None = None
     moved: bool = False
     from_column: str | None = None
     to_column: str | None = None
     position: str | None = None
     # Where the new assignees can be read: the Y.Array edited, or the value that replaced it.
-    assignees: object = None
+    assignees: Any = None
     fields: set[str] = field(default_factory=set)
 
 
@@ -185,20 +192,21 @@ class BoardEventRecorder:
 
     def __init__(self, doc: Doc[Any], board_id: str) -> None:
         self._board_id = board_id
-        self._tasks: Map[Any] = doc.get("tasks", type=Map)
-        self._columns: Map[Any] = doc.get("columns", type=Map)
-        self._meta: Map[Any] = doc.get("meta", type=Map)
+        tasks: Map[Any] = doc.get("tasks", type=Map)
+        columns: Map[Any] = doc.get("columns", type=Map)
+        meta: Map[Any] = doc.get("meta", type=Map)
         self._events: list[DomainEvent] = []
         # Array deltas say how many items went, not which: keep each task's assignees to diff.
         self._assignees: dict[str, tuple[str, ...]] = {}
-        with doc.transaction():
-            for task_id, task in self._tasks.items():
-                if isinstance(task, Map):
-                    self._assignees[task_id] = _strings(task.get("assignees"))
-        self._subscriptions: list[tuple[Map[Any], Subscription]] = [
-            (self._tasks, self._tasks.observe_deep(self._on_tasks)),
-            (self._columns, self._columns.observe_deep(self._on_columns)),
-            (self._meta, self._meta.observe_deep(self._on_meta)),
+        for task_id, task in plain_value(tasks).items():
+            if isinstance(task, dict):
+                self._assignees[task_id] = _strings(task.get("assignees"))
+        # Observing the Yrs types directly skips pycrdt's wrapping of every event value, which
+        # cost 6-8 us per transaction: most of this recorder's overhead.
+        self._subscriptions: list[Subscription] = [
+            tasks.integrated.observe_deep(self._guarded(self._on_tasks)),
+            columns.integrated.observe_deep(self._guarded(self._on_columns)),
+            meta.integrated.observe_deep(self._guarded(self._on_meta)),
         ]
 
     def drain(self) -> list[DomainEvent]:
@@ -208,19 +216,33 @@ class BoardEventRecorder:
 
     def close(self) -> None:
         """Stop observing the document (idempotent)."""
-        for root, subscription in self._subscriptions:
-            root.unobserve(subscription)
+        for subscription in self._subscriptions:
+            subscription.drop()
         self._subscriptions = []
 
+    def _guarded(self, handler: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+        def observe(events: list[Any]) -> None:
+            # An exception escaping a Yrs observer breaks the document's transaction state, and
+            # the update is applied by then anyway: report it and keep the document usable.
+            try:
+                handler(events)
+            except Exception:
+                _log.exception("cannot derive domain events for board %s", self._board_id)
+
+        return observe
+
     def _on_tasks(self, events: list[Any]) -> None:
+        txn = events[0].transaction
         changes: dict[str, _TaskChange] = {}
         for event in events:
             path = event.path
             if not path:
                 for task_id, change in event.keys.items():
                     entry = changes.setdefault(task_id, _TaskChange())
-                    entry.deleted |= isinstance(change.get("oldValue"), Map)
-                    entry.created |= isinstance(change.get("newValue"), Map)
+                    entry.deleted |= _is_entry(change.get("oldValue"))
+                    new_value = change.get("newValue")
+                    if _is_entry(new_value):
+                        entry.created = new_value
                 continue
             entry = changes.setdefault(str(path[0]), _TaskChange())
             if len(path) > 1:
@@ -233,30 +255,27 @@ class BoardEventRecorder:
             for key, change in event.keys.items():
                 _note_task_key(entry, key, change)
         for task_id, entry in changes.items():
-            self._emit_task(task_id, entry)
+            self._emit_task(task_id, entry, txn)
 
-    def _emit_task(self, task_id: str, entry: _TaskChange) -> None:
-        # The events carry the changed values and their targets; reading the document again
-        # would cost more than the rest of this method together.
+    def _emit_task(self, task_id: str, entry: _TaskChange, txn: _RawTransaction) -> None:
+        # Changed values come with the event; read the document only for what they lack.
         board = self._board_id
         if entry.deleted:
             self._assignees.pop(task_id, None)
             self._events.append(TaskDeleted(board, task_id))
-        if entry.created:
-            task = self._tasks.get(task_id)
-            if isinstance(task, Map):
-                self._assignees[task_id] = _strings(task.get("assignees"))
-                self._events.append(TaskCreated(board, task_id))
-        if entry.created or entry.deleted:
+        if entry.created is not None:
+            created = _plain(entry.created, txn)
+            self._assignees[task_id] = _strings(created.get("assignees"))
+            self._events.append(TaskCreated(board, task_id))
+        if entry.created is not None or entry.deleted:
             return
         if entry.moved and entry.task is not None:
-            task = entry.task
             to_column = entry.to_column
             if to_column is None:
-                to_column = _string(task.get("column"))
+                to_column = _string(entry.task.get(txn, "column"))
             position = entry.position
             if position is None:
-                position = _string(task.get("position"))
+                position = _string(entry.task.get(txn, "position"))
             from_column = to_column if entry.from_column is None else entry.from_column
             self._events.append(TaskMoved(board, task_id, from_column, to_column, position))
         updated = entry.fields - _QUIET_FIELDS
@@ -264,7 +283,7 @@ class BoardEventRecorder:
             self._events.append(TaskUpdated(board, task_id, _ordered(updated, TASK_FIELDS)))
         if entry.assignees is not None:
             before = self._assignees.get(task_id, ())
-            after = _strings(entry.assignees)
+            after = _strings(_plain(entry.assignees, txn))
             self._assignees[task_id] = after
             added = tuple(user for user in after if user not in before)
             removed = tuple(user for user in before if user not in after)
@@ -274,19 +293,22 @@ class BoardEventRecorder:
     def _on_columns(self, events: list[Any]) -> None:
         board = self._board_id
         updated: dict[str, set[str]] = {}
+        gone: set[str] = set()
         for event in events:
             path = event.path
             if not path:
                 for column_id, change in event.keys.items():
-                    if isinstance(change.get("oldValue"), Map):
+                    if _is_entry(change.get("oldValue")):
+                        gone.add(column_id)
                         self._events.append(ColumnDeleted(board, column_id))
-                    if isinstance(change.get("newValue"), Map):
+                    if _is_entry(change.get("newValue")):
+                        gone.discard(column_id)
                         self._events.append(ColumnCreated(board, column_id))
                 continue
-            keys = [str(path[1])] if len(path) > 1 else getattr(event, "keys", {})
+            keys = [str(path[1])] if len(path) > 1 else event.keys
             updated.setdefault(str(path[0]), set()).update(keys)
         for column_id, names in updated.items():
-            if isinstance(self._columns.get(column_id), Map):
+            if column_id not in gone:
                 self._events.append(
                     ColumnUpdated(board, column_id, _ordered(names, _COLUMN_FIELDS))
                 )
@@ -295,7 +317,7 @@ class BoardEventRecorder:
         names: set[str] = set()
         for event in events:
             path = event.path
-            names.update([str(path[0])] if path else getattr(event, "keys", {}))
+            names.update([str(path[0])] if path else event.keys)
         if names:
             self._events.append(MetaUpdated(self._board_id, _ordered(names, _META_FIELDS)))
 
@@ -315,12 +337,22 @@ def _note_task_key(entry: _TaskChange, key: str, change: Mapping[str, Any]) -> N
         entry.fields.add(key)
 
 
+def _is_entry(value: object) -> bool:
+    """Whether a value stored under a task or column id counts as one (see ``crdt.board``)."""
+    return isinstance(value, _RawMap | dict)
+
+
+def _plain(value: Any, txn: _RawTransaction) -> Any:
+    if isinstance(value, _RawMap | _RawArray):
+        return json.loads(value.to_json(txn))
+    return value
+
+
 def _strings(value: object) -> tuple[str, ...]:
-    """Distinct strings of a ``Y.Array`` or list, in order; nothing for any other value."""
-    values = value.to_py() if isinstance(value, Array) else value
-    if not isinstance(values, list | tuple):
+    """Distinct strings of a list, in order; nothing for any other value."""
+    if not isinstance(value, list | tuple):
         return ()
-    return tuple(dict.fromkeys(item for item in values if isinstance(item, str)))
+    return tuple(dict.fromkeys(item for item in value if isinstance(item, str)))
 
 
 def _string(value: object) -> str:

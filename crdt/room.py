@@ -118,7 +118,12 @@ class BoardRoom:
             elif isinstance(message, AwarenessUpdate):
                 changed = self.awareness.apply(message.payload, connection, now)
                 if changed is not None:
-                    output.broadcast.append(awareness_frame(changed))
+                    frame = awareness_frame(changed)
+                    # The sender gets its change back too, as from the reference server:
+                    # stock clients take their own 15 s renewals coming back as proof the
+                    # connection is alive, and reconnect after 30 s without any message.
+                    output.reply.append(frame)
+                    output.broadcast.append(frame)
             elif isinstance(message, QueryAwareness):
                 present = self.awareness.full_update()
                 if present is not None:

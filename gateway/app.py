@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -46,16 +47,23 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
+    async def close_sockets(app: web.Application) -> None:
+        # Runs before aiohttp waits for handlers to finish: ending the sessions
+        # here lets every WebSocket handler return at once.
+        sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+        code = CloseCode.GOING_AWAY
+        await asyncio.gather(
+            *(ws.close(code=code, message=REASONS[code].encode()) for ws in list(sockets)),
+            return_exceptions=True,
+        )
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
-        sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
-        for ws in list(sockets):
-            code = CloseCode.GOING_AWAY
-            await ws.close(code=code, message=REASONS[code].encode())
         await app[ROUTER].close()
         if own_cluster:
             await cluster.close()
 
+    app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(lifecycle)
     return app
 

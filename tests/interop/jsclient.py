@@ -11,6 +11,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ DRIVER = DRIVER_DIR / "driver.mjs"
 # A 1 MiB text comes back as one JSON line; asyncio's default 64 KiB line limit is far too small.
 _LINE_LIMIT = 64 * 1024 * 1024
 _STDERR_KEPT = 200
+# Waits for the server are bounded; generous, as a loaded 2-core CI machine also runs Ray.
+DEFAULT_WAIT = 20.0 * float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
 
 
 class JsClientError(RuntimeError):
@@ -152,7 +155,7 @@ class JsClient:
         self._client_id = int(result["client_id"])
         return self._client_id
 
-    async def wait_synced(self, timeout: float = 10.0) -> None:
+    async def wait_synced(self, timeout: float = DEFAULT_WAIT) -> None:
         """Wait until the provider has received the server's sync step 2."""
         await self.request("wait_synced", _timeout=timeout + 5, timeout_ms=int(timeout * 1000))
 
@@ -202,7 +205,7 @@ class JsClient:
         return await self.request("get_json", path=list(path), types=types or {})
 
     async def wait_until(
-        self, path: Sequence[str | int], equals: Any, *, timeout: float = 10.0
+        self, path: Sequence[str | int], equals: Any, *, timeout: float = DEFAULT_WAIT
     ) -> None:
         """Wait until the JSON value at `path` equals `equals`."""
         await self.request(
@@ -251,7 +254,7 @@ class JsClient:
         self,
         predicate: Callable[[Any], bool],
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_WAIT,
         source: str = "doc",
         interval: float = 0.05,
     ) -> Any:
@@ -342,13 +345,11 @@ class JsClients:
         await client.start()
         return client
 
-    async def joined(
-        self, url: str, board_id: str, name: str | None = None, *, sync_timeout: float = 20.0
-    ) -> JsClient:
+    async def joined(self, url: str, board_id: str, name: str | None = None) -> JsClient:
         """A driver connected to `board_id` and synced."""
         client = await self.new(name)
         await client.connect(url, board_id)
-        await client.wait_synced(timeout=sync_timeout)
+        await client.wait_synced()
         return client
 
     async def close_all(self) -> None:

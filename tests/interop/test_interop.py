@@ -120,7 +120,7 @@ async def test_two_js_clients_and_a_python_client_converge(
         board.update_task("shared", title="Carol's title")
 
         expected_ids = {"shared", "from-alice", "from-bob", "from-carol"}
-        state_a = await alice.wait_for(lambda s: set(s["tasks"]) == expected_ids)
+        await alice.wait_for(lambda s: set(s["tasks"]) == expected_ids)
         await eventually(lambda: set(board_json(carol.doc)["tasks"]) == expected_ids, "python")
         state_a = await alice.wait_for(
             lambda s: board_part(s) == board_json(carol.doc), timeout=SYNC_TIMEOUT

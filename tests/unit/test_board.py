@@ -53,7 +53,7 @@ def test_a_new_task_reads_back_with_every_field(board: Board) -> None:
         description="Schema page",
         assignees=["ann", "bob", "ann"],
         labels=["docs"],
-        due=date(2026, 2, 1),
+        due=datetime(2026, 2, 1, 23, 30, tzinfo=UTC),
     )
     task = board.get_task(task_id)
     assert task == Task(
@@ -164,6 +164,18 @@ def test_concurrent_label_and_assignee_changes_merge_as_sets(board: Board) -> No
         assert task.assignees == ("bob",)
 
 
+def test_the_same_user_assigned_twice_concurrently_is_listed_once(board: Board) -> None:
+    task_id = board.add_task("t", "todo")
+    other = fork(board)
+    board.assign(task_id, "ann")
+    other.assign(task_id, "ann")
+    sync(board, other)
+    assert board.get_task(task_id).assignees == ("ann",)
+    board.unassign(task_id, "ann")
+    sync(board, other)
+    assert other.get_task(task_id).assignees == ()
+
+
 def test_assign_and_unassign_report_whether_anything_changed(board: Board) -> None:
     task_id = board.add_task("t", "todo")
     assert board.assign(task_id, "ann") is True
@@ -231,7 +243,7 @@ def test_meta(board: Board) -> None:
 def test_export_is_json_and_imports_into_an_equal_board(board: Board) -> None:
     board.set_meta(title="Launch", project="apollo")
     board.add_task(
-        "a", "todo", description="é🚀", assignees=["ann"], labels=["x"], due="2026-03-04"
+        "a", "todo", description="é🚀", assignees=["ann"], labels=["x"], due=date(2026, 3, 4)
     )
     board.add_task("b", "done")
     exported = json.loads(json.dumps(board.to_dict()))
@@ -290,6 +302,7 @@ def test_tasks_written_carelessly_by_another_client_still_read(board: Board) -> 
         {"title": "t", "column": "todo", "position": "a0", "description": "plain str"}
     )
     tasks["not-a-task"] = "garbage"
+    tasks["plain"] = {"title": "plain object", "column": "todo", "position": "a1"}
     board.doc.apply_update(other.get_update(board.doc.get_state()))
     sloppy = board.get_task("sloppy")
     assert (sloppy.description, sloppy.assignees, sloppy.due, sloppy.created_at) == (
@@ -299,7 +312,10 @@ def test_tasks_written_carelessly_by_another_client_still_read(board: Board) -> 
         "",
     )
     assert not board.has_task("not-a-task")
+    assert board.get_task("plain").title == "plain object"
+    with pytest.raises(ValueError, match="plain object"):
+        board.update_task("plain", title="edit")
     # Editing a field that was missing or of the wrong type repairs it.
     board.update_task("sloppy", description="now text", assignees=["ann"])
     assert board.get_task("sloppy").assignees == ("ann",)
-    assert [task.id for task in board.tasks_in_column("todo")] == ["sloppy"]
+    assert [task.id for task in board.tasks_in_column("todo")] == ["sloppy", "plain"]

@@ -11,6 +11,7 @@ import pycrdt
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
+from crdt import events as events_module
 from crdt.board import Board
 from crdt.events import (
     BoardEventRecorder,
@@ -237,6 +238,35 @@ def test_malformed_entries_from_a_client_raise_nothing_and_report_nothing(
     assert server.receive(client.doc) == []
     del tasks["junk"]
     assert server.receive(client.doc) == []
+
+
+def test_plain_object_tasks_from_a_careless_client_are_reported(
+    server: Server, client: Board
+) -> None:
+    tasks = client.doc.get("tasks", type=Map)
+    tasks["plain"] = {"title": "t", "column": "todo", "position": "a0", "assignees": ["ann"]}
+    assert server.receive(client.doc) == [TaskCreated(BOARD, "plain")]
+    del tasks["plain"]
+    assert server.receive(client.doc) == [TaskDeleted(BOARD, "plain")]
+
+
+def test_a_failure_while_deriving_events_never_breaks_applying_updates(
+    server: Server, client: Board, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    task_id = client.add_task("t", "todo")
+    server.receive(client.doc)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(events_module, "_note_task_key", broken)
+    client.update_task(task_id, title="applied anyway")
+    assert server.receive(client.doc) == []
+    assert "cannot derive domain events for board board-1" in caplog.text
+    assert Board(server.doc).get_task(task_id).title == "applied anyway"
+    monkeypatch.undo()
+    client.update_task(task_id, title="again")
+    assert server.receive(client.doc) == [TaskUpdated(BOARD, task_id, ("title",))]
 
 
 def test_a_closed_recorder_records_nothing(server: Server, client: Board) -> None:

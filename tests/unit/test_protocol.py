@@ -9,6 +9,8 @@ message type as y-websocket writes it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,7 +66,7 @@ def test_step1_of_a_document_with_content() -> None:
 def test_update_frame_from_yjs_carries_an_update_pycrdt_applies() -> None:
     [message] = decode_frame(frame(HI_UPDATE_FRAME))
     assert message == SyncUpdate(bytes.fromhex(HI_UPDATE))
-    doc: Doc = Doc()
+    doc: Doc[Any] = Doc()
     doc.apply_update(message.update)
     assert str(doc.get("t", type=Text)) == "hi"
     assert sync_update(message.update) == frame(HI_UPDATE_FRAME)
@@ -138,8 +140,9 @@ def test_messages_before_a_bad_one_can_be_used() -> None:
     ],
 )
 def test_bad_frames_raise_the_named_error(data: str, error: type[ProtocolError]) -> None:
-    with pytest.raises(error):
+    with pytest.raises(ProtocolError) as caught:
         decode_frame(frame(data))
+    assert type(caught.value) is error
 
 
 def messages() -> st.SearchStrategy[Message]:
