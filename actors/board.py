@@ -67,6 +67,8 @@ class BoardActor:
         self.phase = BoardPhase.LOADING
         self.room = BoardRoom(board_id)
         self.subscribers: dict[Link, set[int]] = {}
+        # Update messages received per connection that asked for acknowledgements.
+        self.acked_connections: dict[tuple[Link, int], int] = {}
         self.inbox: list[tuple[Link, list[Any]]] = []
         self.persisted_seq = 0
         self.log_since_snapshot = 0
@@ -94,16 +96,30 @@ class BoardActor:
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
 
-    def open(self, link: Link, conn: int) -> None:
+    def open(self, link: Link, conn: int, *, ack: bool = False) -> None:
         """A client joined through ``link``: start its sync."""
         self.subscribers.setdefault(link, set()).add(conn)
+        if ack:
+            self.acked_connections[(link, conn)] = 0
         self.idle_since = None
         for frame in self.room.join():
             link.send([SEND, conn, frame])
 
-    def receive(self, link: Link, conn: int, data: bytes) -> list[bytes]:
-        """Process a frame from a client; return the updates to persist."""
+    def receive(self, link: Link, conn: int, data: bytes) -> tuple[list[bytes], int | None]:
+        """Process a frame from a client.
+
+        Returns:
+            The updates to persist, and, for a client that asked for
+            acknowledgements and sent updates, the count to acknowledge once
+            they are durable (else ``None``).
+        """
         output = self.room.receive(_key(link, conn), data, self._clock())
+        ack: int | None = None
+        if output.update_messages:
+            count = self.acked_connections.get((link, conn))
+            if count is not None:
+                ack = count + output.update_messages
+                self.acked_connections[(link, conn)] = ack
         for frame in output.reply:
             link.send([SEND, conn, frame])
         for frame in output.broadcast:
@@ -116,7 +132,7 @@ class BoardActor:
             code = close_code_for(output.error)
             link.send([REJECT, conn, int(code), f"{REASONS[code]}: {output.error}"[:120]])
             self.close(link, conn)
-        return output.updates
+        return output.updates, ack
 
     def close(self, link: Link, conn: int) -> None:
         """A client left: forget it and tell the others its presence is gone."""
@@ -124,6 +140,7 @@ class BoardActor:
         if conns is None or conn not in conns:
             return
         conns.discard(conn)
+        self.acked_connections.pop((link, conn), None)
         if not conns:
             del self.subscribers[link]
         removal = self.room.leave(_key(link, conn))

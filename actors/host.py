@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.board import BoardActor, BoardPhase, EventSink, Link
-from actors.stream import CLOSE, FRAME, OPEN, REJECT, StreamLink
+from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
 from persistence.store import BoardStore
 
@@ -35,7 +35,9 @@ class HostSettings:
     idle_seconds: float = 30.0
     snapshot_every: int = 500
     sweep_seconds: float = 5.0
-    store_retry_seconds: float = 0.5
+    store_retry_seconds: float = 0.5  # first retry after a failed store write; doubles
+    store_retry_max_seconds: float = 5.0
+    max_unsaved_bytes: int = 64 * 1024 * 1024  # past this, writes are refused (4503)
     drain_seconds: float = 5.0  # on stop, how long to wait for gateways to close their links
 
 
@@ -76,6 +78,8 @@ class BoardHost:
         self._links: set[HostLink] = set()
         self._link_numbers = itertools.count(1)
         self._pending: dict[str, list[bytes]] = {}
+        self._pending_acks: dict[tuple[Link, int], int] = {}
+        self._unsaved_bytes = 0
         self._dirty = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
@@ -130,6 +134,7 @@ class BoardHost:
             "connections": sum(b.connection_count for b in self._boards.values()),
             "gateways": len(self._links),
             "pending_updates": sum(len(u) for u in self._pending.values()),
+            "unsaved_bytes": self._unsaved_bytes,
         }
 
     def board_ids(self) -> list[str]:
@@ -186,12 +191,24 @@ class BoardHost:
     def _handle(self, board: BoardActor, link: Link, message: list[Any]) -> None:
         kind = message[0]
         if kind == FRAME:
-            updates = board.receive(link, message[2], message[3])
+            if self._unsaved_bytes > self.settings.max_unsaved_bytes:
+                # The store has been failing long enough to fill the backlog:
+                # refuse rather than accept what cannot be persisted. The client
+                # keeps its edits and resyncs when it reconnects.
+                code = CloseCode.STORE_UNAVAILABLE
+                link.send([REJECT, message[2], int(code), REASONS[code]])
+                board.close(link, message[2])
+                return
+            updates, ack = board.receive(link, message[2], message[3])
             if updates:
                 self._pending.setdefault(board.board_id, []).extend(updates)
+                self._unsaved_bytes += sum(len(update) for update in updates)
+            if ack is not None:
+                self._pending_acks[(link, message[2])] = ack
+            if updates or ack is not None:
                 self._dirty.set()
         elif kind == OPEN:
-            board.open(link, message[2])
+            board.open(link, message[2], ack=len(message) > 3 and bool(message[3]))
         elif kind == CLOSE:
             board.close(link, message[2])
         else:
@@ -220,33 +237,48 @@ class BoardHost:
         # Always take the write lock once: a write already in flight holds
         # updates that are no longer in _pending but are not durable yet.
         await self._write_pending()
-        while self._pending:
+        while self._pending or self._pending_acks:
             await self._write_pending()
 
     async def _flush_loop(self) -> None:
+        delay = self.settings.store_retry_seconds
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             try:
                 await self._write_pending()
-            except Exception:
-                log.exception("store write failed; retrying")
-                await asyncio.sleep(self.settings.store_retry_seconds)
+            except Exception as exc:
+                log.warning(
+                    "store write failed (%s); %d bytes unsaved, retrying in %.1f s",
+                    exc,
+                    self._unsaved_bytes,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.store_retry_max_seconds)
                 self._dirty.set()
+            else:
+                delay = self.settings.store_retry_seconds
 
     async def _write_pending(self) -> None:
         async with self._write_lock:
-            if not self._pending:
+            if not self._pending and not self._pending_acks:
                 return
             batch, self._pending = self._pending, {}
+            acks, self._pending_acks = self._pending_acks, {}
             try:
-                seqs = await self.store.append(batch)
+                seqs = await self.store.append(batch) if batch else {}
             except BaseException:
-                # Put the batch back in front of anything that arrived meanwhile.
+                # Put everything back in front of what arrived meanwhile.
                 for board_id, updates in self._pending.items():
                     batch.setdefault(board_id, []).extend(updates)
                 self._pending = batch
+                self._pending_acks = {**acks, **self._pending_acks}
                 raise
+            self._unsaved_bytes -= sum(len(u) for updates in batch.values() for u in updates)
+            # Everything each client sent before the batch was taken is durable now.
+            for (link, conn), count in acks.items():
+                link.send([PERSISTED, conn, count])
             for board_id, seq in seqs.items():
                 board = self._boards.get(board_id)
                 if board is None:
@@ -262,7 +294,8 @@ class BoardHost:
         # The document holds at least everything up to persisted_seq.
         upto = board.persisted_seq
         await self.store.write_snapshot(board.board_id, board.room.state(), upto)
-        board.log_since_snapshot = 0
+        # Updates committed while the snapshot was being written are not in it.
+        board.log_since_snapshot = board.persisted_seq - upto
 
     # -- passivation and presence expiry -------------------------------------
 
@@ -291,9 +324,12 @@ class BoardHost:
         try:
             await self.flush()
             await self._snapshot(board)
+            # A client may have come, edited and gone during the snapshot write:
+            # its updates must be committed and covered before the board may go.
+            await self.flush()
         finally:
             board.phase = BoardPhase.ACTIVE
-        if board.subscribers or board_id in self._pending:
+        if board.subscribers or board_id in self._pending or board.log_since_snapshot:
             return False
         del self._boards[board_id]
         board.release()

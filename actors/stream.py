@@ -8,7 +8,8 @@ not one per frame, and no Ray call is ever made per frame.
 
 Gateway to host::
 
-    [OPEN, board_id, conn_id]         a client joined board_id
+    [OPEN, board_id, conn_id, ack]    a client joined board_id (ack: it wants
+                                      "persisted up to here" messages)
     [FRAME, board_id, conn_id, data]  a y-protocol frame from that client
     [CLOSE, board_id, conn_id]        the client left (cleanly or not)
 
@@ -18,6 +19,8 @@ Host to gateway::
     [BROADCAST, board_id, exclude, data]  a frame for every client of the board
                                           on this gateway except ``exclude``
     [REJECT, conn_id, code, reason]       close that client with a named code
+    [PERSISTED, conn_id, count]           the client's first ``count`` update
+                                          messages on this connection are durable
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ CLOSE = 3
 SEND = 10
 BROADCAST = 11
 REJECT = 12
+PERSISTED = 13
 
 NO_CONNECTION = -1
 # Past this many unsent bytes the peer is not keeping up: the link is dropped

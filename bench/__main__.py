@@ -1,11 +1,32 @@
-"""Run a benchmark: ``python -m bench <scenario> [options]`` (scenarios: fanout, hops)."""
+"""Run a benchmark: ``python -m bench <command> [options]``.
+
+Commands: ``run`` (a scenario on one or more targets it starts itself),
+``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
+server you started), ``hops`` (Ray call versus frame stream).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
 
-from bench import fanout
+
+def _run(argv: Sequence[str]) -> int:
+    from bench import runner
+
+    return runner.main(argv)
+
+
+def _setup(argv: Sequence[str]) -> int:
+    from bench import install
+
+    return install.main(argv)
+
+
+def _fanout(argv: Sequence[str]) -> int:
+    from bench import fanout
+
+    return fanout.main(argv)
 
 
 def _hops(argv: Sequence[str]) -> int:
@@ -15,15 +36,20 @@ def _hops(argv: Sequence[str]) -> int:
     return hops.main(argv)
 
 
-SCENARIOS: dict[str, Callable[[Sequence[str]], int]] = {"fanout": fanout.main, "hops": _hops}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": _run,
+    "setup": _setup,
+    "fanout": _fanout,
+    "hops": _hops,
+}
 
 
 def main(argv: Sequence[str]) -> int:
-    """Dispatch to the scenario named by the first argument."""
-    if not argv or argv[0] not in SCENARIOS:
-        print(f"usage: python -m bench {{{','.join(SCENARIOS)}}} [options]", file=sys.stderr)
+    """Dispatch to the command named by the first argument."""
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m bench {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
-    return SCENARIOS[argv[0]](argv[1:])
+    return COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

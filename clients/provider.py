@@ -120,7 +120,9 @@ class ClientProtocol:
         """Begin a connection: send sync step 1 and the own awareness state."""
         self.active = True
         self.synced = False
+        # Acknowledgements count this connection's update messages from zero.
         self.updates_sent = 0
+        self.persisted_seq = 0
         if self._subscription is None:
             self._subscription = self.doc.observe(self._on_transaction)
         self._send(sync_step1(self.doc.get_state()))
@@ -180,6 +182,8 @@ class ClientProtocol:
                 except ValueError as exc:
                     raise ProtocolError("sync step 1 holds an invalid state vector") from exc
                 self._send(sync_step2(missing))
+                # The server counts a step 2 like an update: it may carry offline edits.
+                self.updates_sent += 1
             elif isinstance(message, SyncStep2):
                 self._apply_remote(message.update)
                 self.synced = True
@@ -260,8 +264,11 @@ class BoardClient:
         doc: Doc[Any] | None = None,
         params: dict[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        ack: bool = True,
     ) -> None:
-        self.url = socket_url(base_url, board_id, params)
+        # ack=1 asks the server for "persisted up to here" messages (docs/protocol.md).
+        query = {"ack": "1", **(params or {})} if ack else params
+        self.url = socket_url(base_url, board_id, query)
         self.board_id = board_id
         self.doc: Doc[Any] = doc if doc is not None else Doc()
         self.close_code: int | None = None
@@ -361,9 +368,13 @@ class BoardClient:
         """Wait until the server's sync step 2 has been applied."""
         await self._wait(lambda: self._protocol.synced, timeout)
 
-    async def persisted(self, seq: int, timeout: float | None = 10.0) -> None:
-        """Wait until the server reports updates durable up to ``seq``."""
-        await self._wait(lambda: self._protocol.persisted_seq >= seq, timeout)
+    async def persisted(self, seq: int | None = None, timeout: float | None = 10.0) -> None:
+        """Wait until the server reports this connection's updates durable up to ``seq``.
+
+        Without ``seq``: every update sent on this connection so far.
+        """
+        target = self._protocol.updates_sent if seq is None else seq
+        await self._wait(lambda: self._protocol.persisted_seq >= target, timeout)
 
     async def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until every queued frame has been written to the socket."""

@@ -23,6 +23,7 @@ class CloseCode(IntEnum):
     BAD_MESSAGE = 4400  # bytes that are not y-protocol messages
     SLOW_CONSUMER = 4408  # the client did not read fast enough; reconnect and resync
     INVALID_UPDATE = 4422  # a well-framed Yjs update that cannot be applied
+    STORE_UNAVAILABLE = 4503  # storage is down and the unsaved backlog is full: retry later
 
 
 REASONS: dict[CloseCode, str] = {
@@ -36,4 +37,5 @@ REASONS: dict[CloseCode, str] = {
     CloseCode.BAD_MESSAGE: "malformed message",
     CloseCode.SLOW_CONSUMER: "send queue overflow, reconnect to resync",
     CloseCode.INVALID_UPDATE: "invalid update",
+    CloseCode.STORE_UNAVAILABLE: "storage unavailable, writes refused, retry later",
 }

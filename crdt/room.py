@@ -38,6 +38,8 @@ class RoomOutput:
         reply: frames for the connection that sent the frame, in order.
         broadcast: frames for every other connection on the board, in order.
         updates: Yjs updates that changed the document, to be persisted in order.
+        update_messages: sync step 2 and update messages applied, changing the
+            document or not (what a client counts to match acknowledgements).
         error: set when the frame was bad; the messages before the bad one were
             processed and their output above must still be delivered, then the
             connection closed.
@@ -46,6 +48,7 @@ class RoomOutput:
     reply: list[bytes] = field(default_factory=list)
     broadcast: list[bytes] = field(default_factory=list)
     updates: list[bytes] = field(default_factory=list)
+    update_messages: int = 0
     error: BoardcastError | None = None
 
 
@@ -115,15 +118,16 @@ class BoardRoom:
                 output.reply.append(sync_step2(self._diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 self._apply(message.update, output)
+                output.update_messages += 1
             elif isinstance(message, AwarenessUpdate):
                 changed = self.awareness.apply(message.payload, connection, now)
                 if changed is not None:
-                    frame = awareness_frame(changed)
+                    change = awareness_frame(changed)
                     # The sender gets its change back too, as from the reference server:
                     # stock clients take their own 15 s renewals coming back as proof the
                     # connection is alive, and reconnect after 30 s without any message.
-                    output.reply.append(frame)
-                    output.broadcast.append(frame)
+                    output.reply.append(change)
+                    output.broadcast.append(change)
             elif isinstance(message, QueryAwareness):
                 present = self.awareness.full_update()
                 if present is not None:

@@ -149,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(
-        loop_factory=_loop_factory()
-    ) as runner:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
         runner.run(run(args.command, settings))
     sys.exit(0)
 

@@ -26,7 +26,16 @@ _CLOSE_GRACE_S = 10.0
 class ClientConnection:
     """A client connected to one board through this gateway."""
 
-    __slots__ = ("_close_task", "_transport", "board_id", "closing", "conn_id", "send_limit", "ws")
+    __slots__ = (
+        "_close_task",
+        "_transport",
+        "board_id",
+        "closing",
+        "conn_id",
+        "send_limit",
+        "wants_acks",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -36,12 +45,16 @@ class ClientConnection:
         transport: asyncio.Transport,
         *,
         send_limit: int,
+        wants_acks: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.board_id = board_id
         self.ws = ws
         self._transport = transport
         self.send_limit = send_limit
+        # Only clients that ask get "persisted" messages: stock clients would
+        # choke on a message type they do not know.
+        self.wants_acks = wants_acks
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
 

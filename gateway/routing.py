@@ -14,8 +14,9 @@ import logging
 from typing import Any
 
 from actors.cluster import Cluster
-from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
+from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, PERSISTED, REJECT, SEND, StreamLink
 from crdt.close_codes import CloseCode
+from crdt.protocol import Persisted, encode_message
 from gateway.connection import ClientConnection
 from gateway.frames import encode_binary_frame
 
@@ -40,7 +41,7 @@ class GatewayLink:
         """Route a new client's board session over this link."""
         self.boards.setdefault(conn.board_id, {})[conn.conn_id] = conn
         self.connections[conn.conn_id] = conn
-        self.stream.send([OPEN, conn.board_id, conn.conn_id])
+        self.stream.send([OPEN, conn.board_id, conn.conn_id, conn.wants_acks])
 
     def forward(self, conn: ClientConnection, data: bytes) -> None:
         """Pass a client's frame to its board."""
@@ -87,6 +88,10 @@ class GatewayLink:
             target = self.connections.get(message[1])
             if target is not None:
                 target.send_encoded(encode_binary_frame(message[2]))
+        elif kind == PERSISTED:
+            target = self.connections.get(message[1])
+            if target is not None:
+                target.send_encoded(encode_binary_frame(encode_message(Persisted(message[2]))))
         elif kind == REJECT:
             target = self.connections.get(message[1])
             if target is not None:

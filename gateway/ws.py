@@ -57,7 +57,12 @@ async def board_socket(
     if transport is None:
         return ws
     conn = ClientConnection(
-        next(_connection_ids), board_id, ws, transport, send_limit=settings.send_buffer_bytes
+        next(_connection_ids),
+        board_id,
+        ws,
+        transport,
+        send_limit=settings.send_buffer_bytes,
+        wants_acks=request.query.get("ack") in {"1", "true"},
     )
     try:
         link = await router.attach(conn)

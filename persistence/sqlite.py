@@ -4,6 +4,8 @@ sqlite3 blocks, so every statement runs on one dedicated worker thread that owns
 connection; the event loop only awaits. Several processes may open the same file: writes
 take SQLite's write lock up front (``BEGIN IMMEDIATE``) and read the next seq from the table
 inside that transaction, so seqs stay gap-free even if two processes wrote the same board.
+Compaction moves the replaced snapshot to ``snapshot_history`` and thins it in the same
+transaction (``persistence/history.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from persistence.store import BoardStore, LogEntry, StoredBoard, check_snapshot_seq
+from persistence.history import DEFAULT_HISTORY, HistoryPolicy, snapshots_to_drop
+from persistence.store import (
+    BoardStore,
+    LogEntry,
+    StoredBoard,
+    Version,
+    check_snapshot_seq,
+    gap_free_tail,
+    history_unavailable,
+    sorted_versions,
+)
 
 T = TypeVar("T")
 
@@ -34,6 +46,13 @@ _SCHEMA = (
         at REAL NOT NULL,
         state BLOB NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS snapshot_history (
+        board_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (board_id, seq)
+    )""",
 )
 
 # The snapshot's seq counts too: compaction may have emptied the log.
@@ -48,11 +67,22 @@ class SqliteStore(BoardStore):
     Args:
         path: the database file; its directory is created if missing.
         busy_timeout: seconds to wait for another process's write lock before failing.
+        history: which past snapshots to keep.
+        clock: the source of the times stamped on updates and snapshots.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        history: HistoryPolicy = DEFAULT_HISTORY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
+        self._history = history
+        self._clock = clock
         self._connection: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="boardcast-sqlite")
         self._closed = False
@@ -128,7 +158,7 @@ class SqliteStore(BoardStore):
         }
 
         def write(connection: sqlite3.Connection) -> dict[str, int]:
-            at = time.time()
+            at = self._clock()
             last_seqs: dict[str, int] = {}
             rows: list[tuple[str, int, float, bytes]] = []
             for board_id, updates in rows_by_board.items():
@@ -143,7 +173,10 @@ class SqliteStore(BoardStore):
         return await self._run(lambda c: _in_transaction(c, write))
 
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically."""
+        """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically.
+
+        The snapshot it replaces moves to the board's history, which is then thinned.
+        """
         state = bytes(state)
 
         def write(connection: sqlite3.Connection) -> None:
@@ -155,17 +188,81 @@ class SqliteStore(BoardStore):
             check_snapshot_seq(
                 board_id, upto_seq, int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
             )
+            now = self._clock()
+            # One with the same seq covers the same log: it is replaced, not kept.
+            keep_replaced = row is not None and int(row[0]) < upto_seq
+            if keep_replaced:
+                connection.execute(
+                    "INSERT OR REPLACE INTO snapshot_history (board_id, seq, at, state)"
+                    " SELECT board_id, seq, at, state FROM snapshots WHERE board_id = ?",
+                    (board_id,),
+                )
             connection.execute(
                 "INSERT INTO snapshots (board_id, seq, at, state) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (board_id) DO UPDATE"
                 " SET seq = excluded.seq, at = excluded.at, state = excluded.state",
-                (board_id, upto_seq, time.time(), state),
+                (board_id, upto_seq, now, state),
             )
             connection.execute(
                 "DELETE FROM updates WHERE board_id = ? AND seq <= ?", (board_id, upto_seq)
             )
+            if keep_replaced:
+                past = connection.execute(
+                    "SELECT seq, at FROM snapshot_history WHERE board_id = ?", (board_id,)
+                ).fetchall()
+                dropped = snapshots_to_drop(
+                    [(int(seq), float(at)) for seq, at in past], now=now, policy=self._history
+                )
+                connection.executemany(
+                    "DELETE FROM snapshot_history WHERE board_id = ? AND seq = ?",
+                    [(board_id, seq) for seq in dropped],
+                )
 
         await self._run(lambda c: _in_transaction(c, write))
+
+    async def versions(self, board_id: str) -> list[Version]:
+        """Return every retained version of the board, oldest first."""
+
+        def read(connection: sqlite3.Connection) -> list[Version]:
+            rows = connection.execute(
+                "SELECT seq, at, 'snapshot' FROM snapshot_history WHERE board_id = ?1"
+                " UNION ALL SELECT seq, at, 'snapshot' FROM snapshots WHERE board_id = ?1"
+                " UNION ALL SELECT seq, at, 'update' FROM updates WHERE board_id = ?1",
+                (board_id,),
+            ).fetchall()
+            return [
+                Version(int(seq), float(at), "snapshot" if kind == "snapshot" else "update")
+                for seq, at, kind in rows
+            ]
+
+        return sorted_versions(await self._run(lambda c: _in_transaction(c, read, begin="BEGIN")))
+
+    async def load_at(self, board_id: str, at: float) -> StoredBoard:
+        """Return the snapshot and log entries that rebuild the board as it was at ``at``."""
+
+        def read(connection: sqlite3.Connection) -> StoredBoard:
+            current = connection.execute(
+                "SELECT seq, at, state FROM snapshots WHERE board_id = ?", (board_id,)
+            ).fetchone()
+            if current is None or float(current[1]) <= at:
+                base, snapshot = (int(current[0]), bytes(current[2])) if current else (0, None)
+                rows = connection.execute(
+                    'SELECT seq, "update", at FROM updates'
+                    " WHERE board_id = ? AND seq > ? AND at <= ? ORDER BY seq",
+                    (board_id, base, at),
+                ).fetchall()
+                entries = [LogEntry(int(seq), bytes(update), float(t)) for seq, update, t in rows]
+                return StoredBoard(board_id, snapshot, base, gap_free_tail(entries, base))
+            past = connection.execute(
+                "SELECT seq, state FROM snapshot_history WHERE board_id = ? AND at <= ?"
+                " ORDER BY at DESC, seq DESC LIMIT 1",
+                (board_id, at),
+            ).fetchone()
+            if past is None:
+                raise history_unavailable(board_id, at)
+            return StoredBoard(board_id, bytes(past[1]), int(past[0]), [])
+
+        return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
 
     async def list_boards(self) -> list[str]:
         """Return the ids of every stored board, sorted."""
@@ -179,11 +276,12 @@ class SqliteStore(BoardStore):
         return await self._run(read)
 
     async def delete_board(self, board_id: str) -> None:
-        """Forget the board's snapshot and log in one transaction."""
+        """Forget the board's snapshot, log and history in one transaction."""
 
         def write(connection: sqlite3.Connection) -> None:
             connection.execute("DELETE FROM updates WHERE board_id = ?", (board_id,))
             connection.execute("DELETE FROM snapshots WHERE board_id = ?", (board_id,))
+            connection.execute("DELETE FROM snapshot_history WHERE board_id = ?", (board_id,))
 
         await self._run(lambda c: _in_transaction(c, write))
 

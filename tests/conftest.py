@@ -72,9 +72,7 @@ async def serve(
 
     ``event_sink`` (in-process hosts only) receives the domain events of applied updates.
     """
-    settings = Settings(
-        port=0, data_dir=str(data_dir), backend=backend, **overrides
-    )
+    settings = Settings(port=0, data_dir=str(data_dir), backend=backend, **overrides)
     cluster: Cluster
     if backend == "ray":
         from actors.ray_backend import RayCluster

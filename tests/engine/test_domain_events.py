@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.provider import BoardClient
-from crdt.events import DomainEvent, TaskCreated, TaskMoved
 from pycrdt import Map
 
+from clients.provider import BoardClient
+from crdt.events import DomainEvent, TaskCreated, TaskMoved
 from tests.conftest import serve, wait_until
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pycrdt import Doc, Map, Text
+
 from clients.provider import BoardClient
 from crdt.close_codes import CloseCode
 from crdt.encoding import var_uint
 from crdt.protocol import decode_frame, sync_update
-from pycrdt import Doc, Map, Text
-
+from persistence.store import open_store
 from tests.conftest import serve, wait_until
 
 
@@ -124,7 +125,10 @@ async def test_awareness_echoes_are_not_relayed(
 async def test_large_insert_propagates(backend: str, tmp_path: Path, cluster_name: str) -> None:
     big = "x" * (1024 * 1024)
     async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
-        async with BoardClient(server.url, "big") as writer, BoardClient(server.url, "big") as reader:
+        async with (
+            BoardClient(server.url, "big") as writer,
+            BoardClient(server.url, "big") as reader,
+        ):
             await writer.synced()
             await reader.synced()
             writer.doc.get("notes", type=Text).insert(0, big)
@@ -148,7 +152,10 @@ async def test_offline_edits_merge_on_reconnect(
     backend: str, tmp_path: Path, cluster_name: str
 ) -> None:
     async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
-        async with BoardClient(server.url, "off") as online, BoardClient(server.url, "off") as roamer:
+        async with (
+            BoardClient(server.url, "off") as online,
+            BoardClient(server.url, "off") as roamer,
+        ):
             await online.synced()
             await roamer.synced()
             await roamer.abort()
@@ -178,42 +185,78 @@ async def bad_client(server_url: str, board: str, frame: bytes | str) -> int | N
 async def test_bad_input_closes_only_the_offender(
     backend: str, tmp_path: Path, cluster_name: str
 ) -> None:
-    async with serve(
-        backend, tmp_path, cluster_name=cluster_name, max_frame_bytes=64 * 1024
-    ) as server:
-        async with BoardClient(server.url, "shared") as alice, BoardClient(
-            server.url, "shared"
-        ) as bob:
-            await alice.synced()
-            await bob.synced()
-            cases = {
-                "garbage": (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", CloseCode.BAD_MESSAGE),
-                "truncated varint": (b"\x00\x80", CloseCode.BAD_MESSAGE),
-                "unknown type": (b"\x09\x00", CloseCode.BAD_MESSAGE),
-                "length past end": (b"\x00\x02\x10abc", CloseCode.BAD_MESSAGE),
-                "malformed update": (b"\x00\x02\x04\x01\x02\x03\x04", CloseCode.INVALID_UPDATE),
-                "oversized frame": (b"\x00\x02" + b"\x01" * (70 * 1024), CloseCode.MESSAGE_TOO_BIG),
-                "text frame": ("hello", CloseCode.UNSUPPORTED_DATA),
-            }
-            for name, (frame, expected) in cases.items():
-                code = await bad_client(server.url, "shared", frame)
-                assert code == expected, f"{name}: got {code}, want {int(expected)}"
-                alice.doc.get("tasks", type=Map)[name] = "still fine"
-                await wait_until(lambda n=name: n in tasks(bob), message=f"after {name}")
-            assert len(tasks(bob)) == len(cases)
+    async with (
+        serve(backend, tmp_path, cluster_name=cluster_name, max_frame_bytes=64 * 1024) as server,
+        BoardClient(server.url, "shared") as alice,
+        BoardClient(server.url, "shared") as bob,
+    ):
+        await alice.synced()
+        await bob.synced()
+        cases = {
+            "garbage": (b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", CloseCode.BAD_MESSAGE),
+            "truncated varint": (b"\x00\x80", CloseCode.BAD_MESSAGE),
+            "unknown type": (b"\x09\x00", CloseCode.BAD_MESSAGE),
+            "length past end": (b"\x00\x02\x10abc", CloseCode.BAD_MESSAGE),
+            "malformed update": (b"\x00\x02\x04\x01\x02\x03\x04", CloseCode.INVALID_UPDATE),
+            "oversized frame": (b"\x00\x02" + b"\x01" * (70 * 1024), CloseCode.MESSAGE_TOO_BIG),
+            "text frame": ("hello", CloseCode.UNSUPPORTED_DATA),
+        }
+        for name, (frame, expected) in cases.items():
+            code = await bad_client(server.url, "shared", frame)
+            assert code == expected, f"{name}: got {code}, want {int(expected)}"
+            alice.doc.get("tasks", type=Map)[name] = "still fine"
+            await wait_until(lambda n=name: n in tasks(bob), message=f"after {name}")
+        assert len(tasks(bob)) == len(cases)
 
 
 async def test_dedicated_board_is_served_by_its_own_host(
     backend: str, tmp_path: Path, cluster_name: str
 ) -> None:
-    async with serve(
-        backend, tmp_path, cluster_name=cluster_name, dedicated_boards=("hot",)
-    ) as server:
-        async with BoardClient(server.url, "hot") as a, BoardClient(server.url, "hot") as b:
-            await a.synced()
-            await b.synced()
-            a.doc.get("tasks", type=Map)["x"] = 1
-            await wait_until(lambda: tasks(b) == {"x": 1})
-            hosts = {h["name"]: h for h in await server.cluster.stats()}
-            assert hosts[f"{cluster_name}-board-hot"]["boards"] == 1
-            assert sum(h["boards"] for h in hosts.values()) == 1
+    async with (
+        serve(backend, tmp_path, cluster_name=cluster_name, dedicated_boards=("hot",)) as server,
+        BoardClient(server.url, "hot") as a,
+        BoardClient(server.url, "hot") as b,
+    ):
+        await a.synced()
+        await b.synced()
+        a.doc.get("tasks", type=Map)["x"] = 1
+        await wait_until(lambda: tasks(b) == {"x": 1})
+        hosts = {h["name"]: h for h in await server.cluster.stats()}
+        assert hosts[f"{cluster_name}-board-hot"]["boards"] == 1
+        assert sum(h["boards"] for h in hosts.values()) == 1
+
+
+async def test_acknowledged_updates_are_already_in_the_store(
+    backend: str, tmp_path: Path, cluster_name: str
+) -> None:
+    async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
+        async with BoardClient(server.url, "acked") as writer:
+            await writer.synced()
+            for index in range(20):
+                writer.doc.get("tasks", type=Map)[f"t{index}"] = index
+            await writer.persisted()
+            assert writer.persisted_seq >= 20
+            # Read the store behind the server's back, while it is still running.
+            store = open_store("sqlite", data_dir=str(tmp_path))
+            stored = await store.load("acked")
+            await store.close()
+            doc: Doc[Any] = Doc()
+            for update in ([stored.snapshot] if stored.snapshot else []) + [
+                entry.update for entry in stored.updates
+            ]:
+                doc.apply_update(update)
+            assert doc.get("tasks", type=Map).to_py() == {f"t{i}": i for i in range(20)}
+
+
+async def test_stock_clients_get_no_acknowledgements(
+    backend: str, tmp_path: Path, cluster_name: str
+) -> None:
+    async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
+        async with BoardClient(server.url, "plain", ack=False) as writer:
+            await writer.synced()
+            writer.doc.get("tasks", type=Map)["x"] = 1
+            async with BoardClient(server.url, "plain") as reader:
+                await reader.synced()
+                assert tasks(reader) == {"x": 1}
+                await reader.persisted(0)
+            assert writer.persisted_seq == 0

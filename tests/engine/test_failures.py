@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import websockets
-from clients.provider import BoardClient
-from crdt.close_codes import CloseCode
 from pycrdt import Map, Text
 from websockets.asyncio.client import connect
 
+from clients.provider import BoardClient
+from crdt.close_codes import CloseCode
 from tests.conftest import serve, wait_until
 
 
@@ -28,9 +28,10 @@ async def test_slow_reader_is_closed_with_a_named_code_and_others_keep_up(
         # max_queue=1: the library stops reading the socket once one message waits,
         # so this client's TCP window fills like a stalled browser tab's.
         slow = await connect(f"{server.url}/busy", max_queue=1, max_size=None)
-        async with BoardClient(server.url, "busy") as writer, BoardClient(
-            server.url, "busy"
-        ) as reader:
+        async with (
+            BoardClient(server.url, "busy") as writer,
+            BoardClient(server.url, "busy") as reader,
+        ):
             await writer.synced()
             await reader.synced()
             text = writer.doc.get("notes", type=Text)
@@ -58,9 +59,10 @@ async def test_killed_board_host_comes_back_and_clients_converge(
     ray_session: None, tmp_path: Path, cluster_name: str
 ) -> None:
     async with serve("ray", tmp_path, cluster_name=cluster_name, hosts=1) as server:
-        async with BoardClient(server.url, "crash") as alice, BoardClient(
-            server.url, "crash"
-        ) as bob:
+        async with (
+            BoardClient(server.url, "crash") as alice,
+            BoardClient(server.url, "crash") as bob,
+        ):
             await alice.synced()
             await bob.synced()
             alice.doc.get("tasks", type=Map)["before"] = "written before the crash"
@@ -79,9 +81,11 @@ async def test_killed_board_host_comes_back_and_clients_converge(
             alice.doc.get("tasks", type=Map)["after"] = "written after the restart"
             expected = {"before", "during", "after"}
             await wait_until(
-                lambda: set(alice.doc.get("tasks", type=Map).keys())
-                == set(bob.doc.get("tasks", type=Map).keys())
-                == expected,
+                lambda: (
+                    set(alice.doc.get("tasks", type=Map).keys())
+                    == set(bob.doc.get("tasks", type=Map).keys())
+                    == expected
+                ),
                 timeout=20,
             )
             assert (await server.cluster.stats())[0]["pid"] != pid

@@ -1,6 +1,8 @@
 """The contract every board store passes, run against each implementation.
 
-To cover a new store, add a function returning a ``Backend`` to ``BACKENDS``.
+To cover a new store, add a function returning a ``Backend`` to ``BACKENDS``. The MongoDB
+store runs against SecantusDB (or ``BOARDCAST_TEST_MONGO_URL``); see
+``tests/persistence_servers.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import pycrdt
 import pytest
 
 from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore, open_store
+from persistence.history import KEEP_EVERYTHING, HistoryPolicy
+from persistence.mongo import MongoStore
+from persistence.store import HistoryUnavailable, Version
+from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,29 +34,38 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Backend:
     """How to open a store under test."""
 
-    open: Callable[[], BoardStore]
+    url: str
+    data_dir: Path
     # Whether stores from separate open() calls share storage, as separate processes would,
     # and whether data outlives close().
     shared: bool
 
-
-def sqlite_backend(tmp_path: Path) -> Backend:
-    return Backend(lambda: open_store("sqlite", data_dir=str(tmp_path / "data")), shared=True)
-
-
-def memory_backend(tmp_path: Path) -> Backend:
-    return Backend(lambda: open_store("memory", data_dir=str(tmp_path)), shared=False)
+    def open(self, **options: Any) -> BoardStore:
+        return open_store(self.url, data_dir=str(self.data_dir), **options)
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return Backend("sqlite", tmp_path / "data", shared=True)
+
+
+def memory_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return Backend("memory", tmp_path, shared=False)
+
+
+def mongo_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return Backend(request.getfixturevalue("mongo_url"), tmp_path, shared=True)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
     "sqlite": sqlite_backend,
     "memory": memory_backend,
+    "mongo": mongo_backend,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture
@@ -238,12 +253,16 @@ async def test_everything_survives_close_and_reopen(shared_backend: Backend) -> 
     async with shared_backend.open() as store:
         await store.append({"a": [b"a1", b"a2", b"a3"], "b": [b"b1"]})
         await store.write_snapshot("a", b"snap-a", 2)
+        await store.write_snapshot("a", b"snap-a3", 3)
         await store.append({"a": [b"a4"]})
         before = await store.load("a")
+        history = await store.versions("a")
 
     async with shared_backend.open() as reopened:
         assert await reopened.list_boards() == ["a", "b"]
         assert await reopened.load("a") == before
+        assert await reopened.versions("a") == history
+        assert [v.kind for v in history] == ["snapshot", "snapshot", "update"]
         assert [(e.seq, e.update) for e in (await reopened.load("b")).updates] == [(1, b"b1")]
         assert await reopened.append({"a": [b"a5"]}) == {"a": 5}
 
@@ -281,7 +300,179 @@ async def test_two_instances_writing_one_board_still_get_distinct_seqs(
         assert seqs((await first.load("b")).updates) == list(range(1, 41))
 
 
-def test_open_store_urls(tmp_path: Path) -> None:
+class FakeClock:
+    """A clock the test moves by hand, so stamped times are exact."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TaskBoard:
+    """A Yjs document of tasks whose edits are collected as updates, as a board's would be."""
+
+    def __init__(self) -> None:
+        self.doc: pycrdt.Doc[pycrdt.Map[Any]] = pycrdt.Doc()
+        self.tasks = self.doc.get("tasks", type=pycrdt.Map)
+        self.pending: list[bytes] = []
+        self.doc.observe(lambda event: self.pending.append(event.update))
+
+    def add(self, task_id: str, title: str) -> None:
+        self.tasks[task_id] = pycrdt.Map({"title": title})
+
+    def rename(self, task_id: str, title: str) -> None:
+        task: pycrdt.Map[Any] = self.tasks[task_id]
+        task["title"] = title
+
+    def content(self) -> dict[str, Any]:
+        return dict(self.tasks.to_py() or {})
+
+    async def flush(self, store: BoardStore, board_id: str = "board") -> int:
+        last = (await store.append({board_id: list(self.pending)}))[board_id]
+        self.pending.clear()
+        return last
+
+
+def content_of(state: bytes) -> dict[str, Any]:
+    doc: pycrdt.Doc[pycrdt.Map[Any]] = pycrdt.Doc()
+    doc.apply_update(state)
+    return dict(doc.get("tasks", type=pycrdt.Map).to_py() or {})
+
+
+async def test_versions_list_retained_snapshots_and_updates_oldest_first(
+    backend: Backend,
+) -> None:
+    clock = FakeClock(1000.0)
+    async with backend.open(clock=clock) as store:
+        assert await store.versions("b") == []
+        await store.append({"b": [b"u1", b"u2"], "other": [b"o1"]})
+        clock.now = 1010.0
+        await store.write_snapshot("b", b"upto-2", 2)
+        clock.now = 1020.0
+        await store.append({"b": [b"u3"]})
+        clock.now = 1030.0
+        await store.write_snapshot("b", b"upto-3", 3)
+        clock.now = 1040.0
+        await store.append({"b": [b"u4"]})
+        # A snapshot with the seq of the current one replaces it instead of joining history.
+        clock.now = 1050.0
+        await store.append({"b": [b"u5"]})
+        await store.write_snapshot("b", b"upto-5", 5)
+        await store.write_snapshot("b", b"upto-5-again", 5)
+
+        assert await store.versions("b") == [
+            Version(2, 1010.0, "snapshot"),
+            Version(3, 1030.0, "snapshot"),
+            Version(5, 1050.0, "snapshot"),
+        ]
+        await store.append({"b": [b"u6"]})
+        assert (await store.versions("b"))[-1] == Version(6, 1050.0, "update")
+        assert await store.versions("other") == [Version(1, 1000.0, "update")]
+
+
+async def test_state_at_reads_the_past_of_a_compacted_board(backend: Backend) -> None:
+    clock = FakeClock(100.0)
+    board = TaskBoard()
+    seen: dict[float, dict[str, Any]] = {}
+    async with backend.open(clock=clock) as store:
+        board.add("t1", "write spec")
+        await board.flush(store)
+        seen[100.0] = board.content()
+
+        clock.now = 200.0
+        board.add("t2", "review")
+        await board.flush(store)
+        seen[200.0] = board.content()
+        clock.now = 250.0
+        await store.write_snapshot("board", board.doc.get_update(), 2)
+
+        clock.now = 300.0
+        board.add("t3", "ship")
+        await board.flush(store)
+        clock.now = 400.0
+        board.rename("t1", "write the spec ✓")
+        last = await board.flush(store)
+        seen[400.0] = board.content()
+        clock.now = 450.0
+        await store.write_snapshot("board", board.doc.get_update(), last)
+
+        clock.now = 500.0
+        board.add("t4", "celebrate")
+        await board.flush(store)
+        seen[500.0] = board.content()
+
+        # Since the current snapshot (450), every update is kept.
+        assert content_of(await store.state_at("board", 450.0)) == seen[400.0]
+        assert content_of(await store.state_at("board", 499.0)) == seen[400.0]
+        assert content_of(await store.state_at("board", 500.0)) == seen[500.0]
+        assert content_of(await store.state_at("board", 9e9)) == seen[500.0]
+        # Before it, the past is read from the snapshot written at 250: the edit at 300
+        # was compacted away.
+        assert content_of(await store.state_at("board", 250.0)) == seen[200.0]
+        assert content_of(await store.state_at("board", 399.0)) == seen[200.0]
+        # Before the oldest snapshot, the log it covered is gone.
+        with pytest.raises(HistoryUnavailable, match="board"):
+            await store.state_at("board", 249.0)
+
+
+async def test_state_at_of_a_board_never_compacted_replays_its_log(backend: Backend) -> None:
+    clock = FakeClock(100.0)
+    board = TaskBoard()
+    async with backend.open(clock=clock) as timed:
+        board.add("t1", "one")
+        await board.flush(timed)
+        first = board.content()
+        clock.now = 200.0
+        board.add("t2", "two")
+        await board.flush(timed)
+
+        assert content_of(await timed.state_at("board", 99.0)) == {}
+        assert content_of(await timed.state_at("board", 150.0)) == first
+        assert content_of(await timed.state_at("board", 200.0)) == board.content()
+        assert content_of(await timed.state_at("never-written", 200.0)) == {}
+        # The merged state is the board's whole document, as a client would sync it.
+        assert await timed.state_at("board", 200.0) == board.doc.get_update()
+
+
+async def test_history_is_thinned_by_the_policy(backend: Backend) -> None:
+    clock = FakeClock(1000.0)
+    policy = HistoryPolicy(keep_last=2, hourly_for=0.0, daily_for=0.0)
+    async with backend.open(clock=clock, history=policy) as store:
+        for seq in range(1, 6):
+            clock.now += 60
+            await store.append({"b": [f"u{seq}".encode()]})
+            await store.write_snapshot("b", f"upto-{seq}".encode(), seq)
+
+        kept = [(v.seq, v.kind) for v in await store.versions("b")]
+        # The current snapshot and the two newest past ones.
+        assert kept == [(3, "snapshot"), (4, "snapshot"), (5, "snapshot")]
+        assert (await store.load_at("b", 1000.0 + 3 * 60)).snapshot == b"upto-3"
+        with pytest.raises(HistoryUnavailable):
+            await store.load_at("b", 1000.0 + 2 * 60)
+
+
+async def test_every_snapshot_is_kept_when_the_policy_says_so(backend: Backend) -> None:
+    clock = FakeClock(1000.0)
+    async with backend.open(clock=clock, history=KEEP_EVERYTHING) as store:
+        for seq in range(1, 31):
+            clock.now += 3600
+            await store.append({"b": [f"u{seq}".encode()]})
+            await store.write_snapshot("b", f"upto-{seq}".encode(), seq)
+        assert [v.seq for v in await store.versions("b")] == list(range(1, 31))
+
+
+async def test_delete_board_forgets_its_history(store: BoardStore) -> None:
+    await store.append({"gone": [b"g1", b"g2"]})
+    await store.write_snapshot("gone", b"s1", 1)
+    await store.write_snapshot("gone", b"s2", 2)
+    await store.delete_board("gone")
+    assert await store.versions("gone") == []
+    assert (await store.load_at("gone", 9e9)).snapshot is None
+
+
+async def test_open_store_urls(tmp_path: Path) -> None:
     assert isinstance(open_store("memory", data_dir=str(tmp_path)), MemoryStore)
     default = open_store("sqlite", data_dir=str(tmp_path / "d"))
     assert isinstance(default, SqliteStore)
@@ -291,8 +482,11 @@ def test_open_store_urls(tmp_path: Path) -> None:
     relative = open_store("sqlite://rel.db", data_dir=str(tmp_path))
     assert isinstance(relative, SqliteStore) and relative.path == str(tmp_path / "rel.db")
 
-    with pytest.raises(NotImplementedError, match="BOARDCAST_STORE"):
-        open_store("mongodb://127.0.0.1:27017/boardcast", data_dir=str(tmp_path))
+    # Opening connects to nothing yet.
+    async with open_store("mongodb://127.0.0.1:1/boards?w=1", data_dir="/unused") as named:
+        assert isinstance(named, MongoStore) and named.database_name == "boards"
+    async with open_store("mongodb://127.0.0.1:1", data_dir="/unused") as unnamed:
+        assert isinstance(unnamed, MongoStore) and unnamed.database_name == "boardcast"
     with pytest.raises(ValueError, match="BOARDCAST_STORE"):
         open_store("postgres://x", data_dir=str(tmp_path))
 

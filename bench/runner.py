@@ -1,0 +1,247 @@
+"""``python -m bench run SCENARIO --targets a,b --out DIR``: start each target, run, report.
+
+For every target and repeat: start the server on a free loopback port, start the
+sampler on its processes, run the scenario's load, stop everything, and read the
+server's CPU and memory over the scenario's measured window. Writes
+DIR/results.json (one object per target: medians over repeats, and every run),
+DIR/summary.md, DIR/*.png, and per-run raw data under DIR/runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.report import aggregate, write_summary
+from bench.samples import read_samples, window_stats
+from bench.scenarios import capacity, failover, fanout, opens
+from bench.scenarios.base import Measured, RunContext
+from bench.stats import summarize_ms
+from bench.targets import TARGETS, ServerProcess, Target
+
+SETTLE_S = 2.0
+SAMPLER_TAIL_S = 1.5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario: its defaults, its load, and which targets it applies to."""
+
+    name: str
+    defaults: dict[str, Any]
+    run: Callable[[RunContext], Awaitable[Measured]]
+    latency_is: str
+    applies: Callable[[Target], bool] = lambda target: True
+    not_applicable: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("hot-board", fanout.HOT_BOARD, fanout.hot_board, "update delivery"),
+        Scenario("many-boards", fanout.MANY_BOARDS, fanout.many_boards, "update delivery"),
+        Scenario(
+            "idle-capacity", capacity.IDLE_CAPACITY, capacity.idle_capacity, "connect to synced"
+        ),
+        Scenario(
+            "cold-opens",
+            opens.COLD_OPENS,
+            opens.cold_opens,
+            "open to synced (after restart)",
+            applies=lambda target: target.persistent,
+            not_applicable="runs in memory as shipped here: nothing survives a restart",
+            # Boards leave memory soon after seeding, so seeding 1,000 large boards stays small.
+            env={"BOARDCAST_IDLE_SECONDS": "5"},
+        ),
+        Scenario("large-board", opens.LARGE_BOARD, opens.large_board, "late joiner to synced"),
+        Scenario(
+            "failover",
+            failover.FAILOVER,
+            failover.failover,
+            "update delivery",
+            applies=lambda target: target.ray,
+            not_applicable="no Ray board hosts to kill",
+        ),
+    )
+}
+
+# Command-line flags that override a scenario default of the same name.
+OVERRIDES: dict[str, type] = {
+    "duration": float,
+    "warmup": float,
+    "boards": int,
+    "clients_per_board": int,
+    "writers": int,
+    "rate": float,
+    "tasks": int,
+    "joins": int,
+    "hold": float,
+    "kill_after": float,
+}
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures come from."""
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def run_async(coroutine: Awaitable[Measured]) -> Measured:
+    """Run the load on uvloop when installed, like the server's gateway."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)  # type: ignore[arg-type]
+    return uvloop.run(coroutine)  # type: ignore[arg-type]
+
+
+def run_once(
+    scenario: Scenario, target: Target, params: dict[str, Any], out: Path, repeat: int
+) -> dict[str, Any]:
+    """One repeat of one scenario on one target; raw data goes to ``out/runs``."""
+    tag = f"{target.name}-{scenario.name}-{repeat}"
+    server = ServerProcess(target, out / "logs" / f"{tag}.log", extra_env=scenario.env)
+    samples_path = out / "samples" / f"{tag}.jsonl"
+    samples_path.unlink(missing_ok=True)
+    ctx = RunContext(target=target, server=server, samples_path=samples_path, params=params)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    try:
+        server.start()
+        ctx.start_sampler()
+        time.sleep(SETTLE_S)
+        measured = run_async(scenario.run(ctx))
+        time.sleep(SAMPLER_TAIL_S)  # one more sample after the window closes
+    finally:
+        ctx.stop_sampler()
+        server.stop()
+        server.cleanup()
+    samples = read_samples(samples_path)
+    record: dict[str, Any] = {
+        "target": target.name,
+        "scenario": scenario.name,
+        "repeat": repeat,
+        "parameters": params,
+        "latency_is": scenario.latency_is,
+        "latency_ms": summarize_ms(measured.latencies_s),
+        "lost": measured.lost,
+        **window_stats(samples, *measured.window),
+        **measured.loadgen_report(),
+        "window_s": round(measured.window[1] - measured.window[0], 3),
+        "server_ready_s": round(server.ready_s, 2),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_s": round(time.monotonic() - started, 1),
+        "details": measured.details,
+    }
+    raw = {
+        "record": record,
+        "window": measured.window,
+        "latencies_s": measured.latencies_s,
+        "timeline": measured.timeline,
+        "samples": samples,
+    }
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    with open(out / "runs" / f"{tag}.json", "w", encoding="utf-8") as file:
+        json.dump(raw, file)
+    return record
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The ``run`` command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench run", description=__doc__)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--targets", default="boardcast", help=f"comma list of {list(TARGETS)}")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--out", required=True, help="directory for results")
+    parser.add_argument("--no-awareness", action="store_true", help="clients send no awareness")
+    parser.add_argument("--no-plots", action="store_true")
+    for name, kind in OVERRIDES.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.targets.split(",") if t not in TARGETS]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; known: {list(TARGETS)}")
+    return args
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run a scenario on every target, ``--repeat`` times each; write the reports."""
+    args = parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    params = dict(scenario.defaults)
+    for name in OVERRIDES:
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = value
+    if args.no_awareness:
+        params["awareness"] = False
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python -m bench run " + " ".join(argv)
+    results: list[dict[str, Any]] = []
+    for name in args.targets.split(","):
+        target = TARGETS[name]
+        if not scenario.applies(target):
+            results.append(
+                {"target": name, "scenario": scenario.name, "parameters": params,
+                 "not_applicable": scenario.not_applicable}
+            )  # fmt: skip
+            continue
+        runs = []
+        for repeat in range(args.repeat):
+            print(f"[bench] {scenario.name} on {name}, run {repeat + 1}/{args.repeat}", flush=True)
+            record = run_once(scenario, target, params, out, repeat)
+            runs.append(record)
+            print(f"[bench]   {_one_line(record)}", flush=True)
+        results.append(aggregate(runs))
+    meta = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
+    for entry in results:
+        entry["run_info"] = meta
+    with open(out / "results.json", "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2)
+    write_summary(out / "summary.md", scenario.name, results, meta)
+    if not args.no_plots:
+        with contextlib.suppress(ImportError):
+            from bench.plots import plot_all
+
+            plot_all(out, scenario.name)
+    print((out / "summary.md").read_text(), flush=True)
+    return 0
+
+
+def _one_line(record: dict[str, Any]) -> str:
+    latency = record["latency_ms"]
+    return (
+        f"p50 {latency['p50']} p99 {latency['p99']} max {latency['max']} ms "
+        f"(n={latency['count']}), lost {record['lost']}, server cpu {record['server_cpu_s']} s, "
+        f"uss {record['server_uss_mb']} MB, loadgen {record['loadgen_cpu_fraction']:.0%}"
+        + (" LOADGEN-BOUND" if record["loadgen_bound"] else "")
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

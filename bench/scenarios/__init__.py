@@ -1,0 +1,1 @@
+"""The scenarios of ``python -m bench run``, by name."""

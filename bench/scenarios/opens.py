@@ -1,0 +1,227 @@
+"""cold-opens and large-board: how long until a client opening a big board is synced.
+
+Boards are built once as one Yjs update following docs/schema.md (tasks with
+every field, in three columns) and written through the server like any client
+edit. A marker in the board's title proves each opener got the whole board
+back: ``lost`` counts openers whose synced state lacked it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from bench.client import EMPTY_STATE_VECTOR, Behaviour
+from bench.ledger import Ledger, SendRecord
+from bench.scenarios.base import (
+    Measured,
+    Pool,
+    RunContext,
+    client_session,
+    process_cpu_s,
+    watch_loop_lag,
+)
+from bench.scenarios.fanout import board_names, write_at_rate
+from bench.wire import Wire
+from crdt.board import Board
+from crdt.positions import position_between
+from crdt.protocol import SyncStep2, iter_frame, sync_step1, sync_update
+
+SEED_MARKER = b"~m0.0~"
+COLD_OPENS: dict[str, Any] = {"boards": 1000, "tasks": 1000, "awareness": True}
+LARGE_BOARD: dict[str, Any] = {
+    "tasks": 10000,
+    "clients_per_board": 5,
+    "writers": 1,
+    "rate": 2.0,
+    "joins": 10,
+    "awareness": True,
+}
+SEED_CONCURRENCY = 8
+SEED_TIMEOUT_S = 60.0
+
+
+def board_update(tasks: int) -> bytes:
+    """One update creating a board of ``tasks`` tasks (every field set), titled with a marker."""
+    board = Board()
+    columns = [board.add_column(name) for name in ("To do", "Doing", "Done")]
+    board.set_meta(title=f"Bench board {SEED_MARKER.decode()}", project="bench")
+    last: dict[str, str | None] = dict.fromkeys(columns)
+    for index in range(tasks):
+        column = columns[index % len(columns)]
+        position = position_between(last[column], None)
+        last[column] = position
+        board.add_task(
+            f"Task {index}: check the quarterly figures",
+            column,
+            description=f"Details of task {index}, written by someone who cares.",
+            assignees=[f"user-{index % 17}"],
+            labels=["bench", f"label-{index % 5}"],
+            due="2026-12-31",
+            position=position,
+        )
+    return bytes(board.doc.get_update())
+
+
+async def seed_board(
+    session: aiohttp.ClientSession, wire: Wire, base_url: str, board: str, update: bytes
+) -> None:
+    """Write ``update`` to ``board`` through the server; return once the server holds it."""
+    async with session.ws_connect(wire.socket_url(base_url, board), max_msg_size=0) as ws:
+        for message in wire.opening(board):
+            await ws.send_bytes(message)
+        await ws.send_bytes(wire.wrap(board, sync_update(update)))
+        # Messages on one socket are handled in order: the answer to this step 1
+        # is a state that includes the update.
+        await ws.send_bytes(wire.wrap(board, sync_step1(EMPTY_STATE_VECTOR)))
+        async with asyncio.timeout(SEED_TIMEOUT_S):
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    continue
+                frame, _ = wire.unwrap(board, message.data)
+                if frame is None:
+                    continue
+                for item in iter_frame(frame):
+                    if isinstance(item, SyncStep2) and SEED_MARKER in item.update:
+                        return
+        raise RuntimeError(f"{board}: the server closed before confirming the seed")
+
+
+async def seed_boards(ctx: RunContext, session: aiohttp.ClientSession, boards: list[str],
+                      update: bytes) -> float:  # fmt: skip
+    """Seed every board, a few at a time; return the seconds taken."""
+    started = time.monotonic()
+    gate = asyncio.Semaphore(SEED_CONCURRENCY)
+
+    async def one(board: str) -> None:
+        async with gate:
+            await seed_board(session, ctx.wire, ctx.server.url, board, update)
+
+    await asyncio.gather(*(one(board) for board in boards))
+    return time.monotonic() - started
+
+
+def _seed_ledger() -> Ledger:
+    ledger = Ledger()
+    # Known to the ledger so that openers remember seeing it; never measured.
+    ledger.sent[SEED_MARKER] = SendRecord(at=0.0, writer_id=-1, board="*", measured=False)
+    return ledger
+
+
+async def cold_opens(ctx: RunContext) -> Measured:
+    """Scenario 4: seed N stored boards, restart the server, open them all at once."""
+    params = ctx.params
+    update = board_update(int(params["tasks"]))
+    boards = board_names("cold", int(params["boards"]))
+    ledger = _seed_ledger()
+    async with client_session() as session:
+        seed_s = await seed_boards(ctx, session, boards, update)
+    restart_s = await ctx.restart_server()
+    await asyncio.sleep(3.0)
+    async with client_session() as session:
+        pool = Pool(ctx, session, ledger, Behaviour(awareness=bool(params["awareness"])))
+        lags: list[float] = []
+        watcher = asyncio.create_task(watch_loop_lag(lags))
+        clients = [pool.make(board) for board in boards]
+        try:
+            cpu_before, window_start = process_cpu_s(), time.monotonic()
+            open_s = await pool.open(clients, batch=len(clients), timeout=120.0)
+            window = (window_start, time.monotonic())
+            loadgen_cpu = process_cpu_s() - cpu_before
+        finally:
+            watcher.cancel()
+            await pool.close()
+    restored = sum(1 for c in clients if SEED_MARKER in c.seen)
+    return Measured(
+        latencies_s=[c.syncs[0][1] - c.syncs[0][0] for c in clients if c.syncs],
+        window=window,
+        loadgen_cpu_s=loadgen_cpu,
+        lost=len(boards) - restored,
+        loop_lag_s=lags,
+        details={
+            "boards": len(boards),
+            "tasks_per_board": int(params["tasks"]),
+            "board_bytes": len(update),
+            "seed_s": round(seed_s, 1),
+            "restart_s": round(restart_s, 1),
+            "open_all_s": round(open_s, 2),
+            "restored_boards": restored,
+            **pool.report(),
+        },
+    )
+
+
+async def large_board(ctx: RunContext) -> Measured:
+    """Scenario 5: a live board of 10,000 tasks; late joiners one after another."""
+    params = ctx.params
+    build_started = time.monotonic()
+    update = board_update(int(params["tasks"]))
+    build_s = time.monotonic() - build_started
+    (board,) = board_names("large", 1)
+    ledger = _seed_ledger()
+    behaviour = Behaviour(awareness=bool(params["awareness"]))
+    async with client_session() as session:
+        pool = Pool(ctx, session, ledger, behaviour)
+        live = [
+            pool.make(board, index if index < int(params["writers"]) else None)
+            for index in range(int(params["clients_per_board"]))
+        ]
+        lags: list[float] = []
+        watcher = asyncio.create_task(watch_loop_lag(lags))
+        writers: list[asyncio.Task[None]] = []
+        joiners = []
+        try:
+            # Clients first: servers that keep boards only in memory drop an empty room.
+            await pool.open(live)
+            seed_s = await seed_boards(ctx, session, [board], update)
+            far = time.monotonic() + 3600.0
+            writers = [
+                asyncio.create_task(
+                    write_at_rate(
+                        c,
+                        ledger,
+                        rate=float(params["rate"]),
+                        start_at=time.monotonic(),
+                        stop_at=far,
+                        receivers=len(live) - 1,
+                        payload_bytes=32,
+                    )
+                )
+                for c in live
+                if c.writer_id is not None
+            ]
+            lags.clear()
+            cpu_before, window_start = process_cpu_s(), time.monotonic()
+            for _ in range(int(params["joins"])):
+                joiner = pool.make(board)
+                joiners.append(joiner)
+                await pool.open([joiner], timeout=60.0)
+                await joiner.close()
+                await asyncio.sleep(0.5)
+            window = (window_start, time.monotonic())
+            loadgen_cpu = process_cpu_s() - cpu_before
+        finally:
+            for task in writers:
+                task.cancel()
+            watcher.cancel()
+            await pool.close()
+    restored = sum(1 for c in joiners if SEED_MARKER in c.seen)
+    return Measured(
+        latencies_s=[c.syncs[0][1] - c.syncs[0][0] for c in joiners if c.syncs],
+        window=window,
+        loadgen_cpu_s=loadgen_cpu,
+        lost=len(joiners) - restored,
+        loop_lag_s=lags,
+        details={
+            "tasks": int(params["tasks"]),
+            "board_bytes": len(update),
+            "build_s": round(build_s, 2),
+            "seed_s": round(seed_s, 2),
+            "joins": len(joiners),
+            "joined_with_whole_board": restored,
+            **pool.report(),
+        },
+    )

@@ -1,0 +1,177 @@
+"""A MongoDB-compatible server for store tests: SecantusDB on a free loopback port.
+
+``BOARDCAST_TEST_MONGO_URL`` points the tests at a server of your own instead (each test
+then works in a database of its own, dropped afterwards). Without it, the ``mongo_server``
+fixture starts ``secantusd-py`` once per test session, or skips if SecantusDB is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pymongo
+import pytest
+
+MONGO_URL_SETTING = "BOARDCAST_TEST_MONGO_URL"
+# Slow machines can stretch every bounded wait in the suite.
+TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
+START_TIMEOUT = 60.0 * TIMEOUT_SCALE
+STOP_TIMEOUT = 15.0 * TIMEOUT_SCALE
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def secantus_command() -> str | None:
+    """The ``secantusd-py`` of the interpreter running the tests, or None if not installed."""
+    if importlib.util.find_spec("secantus") is None:
+        return None
+    script = Path(sys.executable).with_name("secantusd-py")
+    return str(script) if script.exists() else shutil.which("secantusd-py")
+
+
+class MongoServer:
+    """One ``secantusd-py`` process on a loopback port, journaling every commit to ``storage``."""
+
+    def __init__(self, storage: Path, *, port: int | None = None) -> None:
+        self.storage = storage
+        self.port = port if port is not None else free_port()
+        self.url = f"mongodb://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Launch the server and return once it answers ping (bounded wait)."""
+        command = secantus_command()
+        if command is None:
+            raise RuntimeError("SecantusDB is not installed: pip install SecantusDB")
+        self.storage.mkdir(parents=True, exist_ok=True)
+        log = open(self.storage.with_name(self.storage.name + ".log"), "ab")  # noqa: SIM115
+        with log:
+            self._process = subprocess.Popen(
+                [
+                    *[command, "--host", "127.0.0.1", "--port", str(self.port)],
+                    *["--storage-path", str(self.storage), "--sync-on-commit"],
+                    *["--log-level", "WARNING"],
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers_ping():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"secantusd-py exited with {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"secantusd-py not answering after {START_TIMEOUT} s")
+            time.sleep(0.1)
+
+    def _answers_ping(self) -> bool:
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            self.url, directConnection=True, serverSelectionTimeoutMS=200
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM the server, SIGKILL it if it has not exited after a bounded wait."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server at once, as a crash of its machine would."""
+        process = self._process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT)
+        self._process = None
+
+
+class _Shared:
+    # The fixture is imported by more than one test directory, and pytest makes one instance
+    # per place; counting users keeps a single server for the whole session.
+    server: MongoServer | None = None
+    users = 0
+
+
+@contextlib.contextmanager
+def shared_mongo_server(storage: Path) -> Iterator[str]:
+    """Yield the URL of the session's server, starting it for its first user."""
+    if _Shared.server is None:
+        server = MongoServer(storage)
+        server.start()
+        _Shared.server = server
+    _Shared.users += 1
+    try:
+        yield _Shared.server.url
+    finally:
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.server is not None:
+            _Shared.server.stop()
+            _Shared.server = None
+
+
+def database_url(server_url: str, database: str) -> str:
+    """The server URL with its path naming ``database`` (options kept)."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a MongoDB-compatible server for the session (see the module docstring)."""
+    external = os.environ.get(MONGO_URL_SETTING)
+    if external:
+        yield external
+        return
+    if secantus_command() is None:
+        pytest.skip("SecantusDB is not installed (pip install SecantusDB)")
+    with shared_mongo_server(tmp_path_factory.mktemp("secantus") / "data") as url:
+        yield url
+
+
+@pytest.fixture
+def mongo_url(mongo_server: str) -> Iterator[str]:
+    """A ``mongodb://`` URL naming a database of this test's own, dropped afterwards."""
+    name = f"boardcast_test_{uuid.uuid4().hex[:12]}"
+    yield database_url(mongo_server, name)
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        mongo_server, serverSelectionTimeoutMS=int(10_000 * TIMEOUT_SCALE)
+    )
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
