@@ -1,7 +1,7 @@
 """A board host without Ray: real loopback frame streams, a fake gateway, an in-memory store.
 
 The fake gateway speaks the msgpack stream of :mod:`actors.stream` and runs a sans-I/O
-y-websocket client (:class:`clients.provider.ClientProtocol`) per connection, so every
+y-websocket client (:class:`crdt.session.ClientProtocol`) per connection, so every
 assertion is about what a client sees or what the store holds.
 """
 
@@ -18,10 +18,10 @@ from pycrdt import Doc, Text
 
 from actors.host import BoardHost, HostSettings
 from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
-from clients.provider import ClientProtocol
 from crdt.awareness import AwarenessEntry, encode_awareness
 from crdt.close_codes import CloseCode
 from crdt.protocol import awareness_frame
+from crdt.session import ClientProtocol
 from persistence.memory import MemoryStore
 from persistence.sqlite import SqliteStore
 from persistence.store import BoardStore, StoredBoard

@@ -8,7 +8,7 @@ from typing import Any
 import pycrdt
 import pytest
 
-from clients.provider import ClientProtocol, socket_url
+from clients.provider import socket_url
 from crdt.awareness import AwarenessEntry, decode_awareness, encode_awareness
 from crdt.errors import InvalidUpdate, ProtocolError
 from crdt.protocol import (
@@ -27,6 +27,7 @@ from crdt.protocol import (
     sync_step2,
     sync_update,
 )
+from crdt.session import ClientProtocol
 
 
 class Peer:
