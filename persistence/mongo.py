@@ -212,8 +212,8 @@ class MongoStore(BoardStore):
             if not pending:
                 break
             try:
-                # insert_many adds an _id to each document; a retry must not reuse them.
-                await self.updates.insert_many([dict(d) for d in pending], ordered=True)
+                # Ordered: on a taken seq the server stops there, so what follows is unwritten.
+                await self.updates.insert_many(pending, ordered=True)
                 break
             except BulkWriteError as error:
                 failed = _first_duplicate_seq(error)
@@ -221,6 +221,7 @@ class MongoStore(BoardStore):
                 board_id = pending[0]["board_id"]
                 last = (await self._read_last_seqs([board_id]))[board_id]
                 for document in pending:
+                    document.pop("_id", None)  # set by the failed insert; never stored
                     if document["board_id"] == board_id:
                         last += 1
                         document["seq"] = last
@@ -376,6 +377,7 @@ def _log_entry(document: Document) -> LogEntry:
 def _first_duplicate_seq(error: BulkWriteError) -> int:
     """The index of the document an ordered insert stopped at, if a seq was already taken."""
     write_errors: list[Document] = error.details.get("writeErrors", [])
-    if not write_errors or write_errors[0].get("code") != _DUPLICATE_KEY:
+    first = write_errors[0] if write_errors else {}
+    if first.get("code") != _DUPLICATE_KEY or "seq" not in first.get("keyPattern", {"seq": 1}):
         raise error
-    return int(write_errors[0]["index"])
+    return int(first["index"])

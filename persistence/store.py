@@ -83,8 +83,9 @@ class BoardStore(abc.ABC):
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
         """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically.
 
-        A snapshot older than the stored one is ignored. Raises ValueError if ``upto_seq`` is
-        negative or beyond the board's last seq.
+        The snapshot it replaces moves to the board's history, thinned by the store's
+        ``HistoryPolicy``. A snapshot older than the stored one is ignored. Raises ValueError
+        if ``upto_seq`` is negative or beyond the board's last seq.
         """
 
     @abc.abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import pycrdt
@@ -18,7 +19,7 @@ from persistence.history import (
 
 HOUR = 3600.0
 DAY = 86400.0
-NOW = 1_800_000_000.0  # a multiple of a day: buckets line up with the arithmetic below
+NOW = 20_833 * 86400.0  # midnight UTC: hour and day buckets line up with the arithmetic below
 
 
 def kept(snapshots: list[tuple[int, float]], policy: HistoryPolicy, now: float = NOW) -> list[int]:
@@ -26,9 +27,10 @@ def kept(snapshots: list[tuple[int, float]], policy: HistoryPolicy, now: float =
     return sorted(seq for seq, _ in snapshots if seq not in dropped)
 
 
-def newest_at_or_before(snapshots: list[tuple[int, float]], t: float) -> float | None:
-    times = [at for _, at in snapshots if at <= t]
-    return max(times) if times else None
+def newest_at_or_before(times: list[float], t: float) -> float | None:
+    """The newest of the sorted ``times`` at or before ``t``."""
+    index = bisect.bisect_right(times, t)
+    return times[index - 1] if index else None
 
 
 def test_the_newest_are_kept_whatever_their_age() -> None:
@@ -49,7 +51,9 @@ def test_recent_history_keeps_the_newest_snapshot_of_each_hour() -> None:
 
 def test_older_history_keeps_the_newest_snapshot_of_each_day_for_a_while() -> None:
     # Four a day, for ten days, all older than the hourly window.
-    snapshots = [(day * 4 + q, NOW - (10 - day) * DAY + q * 6 * HOUR) for day in range(10) for q in range(4)]
+    snapshots = [
+        (day * 4 + q, NOW - (10 - day) * DAY + q * 6 * HOUR) for day in range(10) for q in range(4)
+    ]
     policy = HistoryPolicy(keep_last=0, hourly_for=HOUR, daily_for=5 * DAY)
     # Days 5..9 are within 5 days (day 5's last snapshot is 4.25 days old); each keeps its last.
     assert kept(snapshots, policy) == [23, 27, 31, 35, 39]
@@ -63,11 +67,13 @@ def test_the_default_policy_bounds_how_stale_a_past_read_is(minutes_between: int
     step = minutes_between * 60.0
     count = int(20 * DAY / step)
     snapshots = [(seq, NOW - 20 * DAY + seq * step) for seq in range(count)]
-    retained = [(seq, at) for seq, at in snapshots if seq in set(kept(snapshots, DEFAULT_HISTORY))]
+    survivors = set(kept(snapshots, DEFAULT_HISTORY))
+    times = [at for _, at in snapshots]
+    retained = [at for seq, at in snapshots if seq in survivors]
 
     assert len(retained) <= DEFAULT_HISTORY.keep_last + 49 + 21
     for t in range(int(NOW - 19 * DAY), int(NOW), 997):
-        newest = newest_at_or_before(snapshots, t)
+        newest = newest_at_or_before(times, t)
         newest_kept = newest_at_or_before(retained, t)
         assert newest is not None and newest_kept is not None
         allowed = 2 * HOUR if NOW - t < 47 * HOUR else 2 * DAY

@@ -1,0 +1,206 @@
+"""The MongoDB store against a real server: races, crashes, durability, and migration into it.
+
+The contract every store passes runs in ``tests/unit/test_store_contract.py``; these are the
+behaviours only a shared, separately running database has.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+import pytest
+from pymongo import AsyncMongoClient
+
+from crdt.encoding import Decoder
+from persistence import BoardStore, SqliteStore, StoredBoard
+from persistence.mongo import MongoStore
+from persistence.store import Version
+from persistence.transfer import board_state, export_all, export_board, import_all, import_board
+from tests.persistence_servers import MongoServer, database_url, secantus_command
+
+
+def entries(board: StoredBoard) -> list[tuple[int, bytes]]:
+    return [(entry.seq, entry.update) for entry in board.updates]
+
+
+async def test_a_seq_taken_by_another_process_is_retried_in_order(mongo_url: str) -> None:
+    async with MongoStore(mongo_url) as first, MongoStore(mongo_url) as second:
+        assert await first.append({"a": [b"a1"], "b": [b"b1"], "c": [b"c1"]}) == {
+            "a": 1,
+            "b": 1,
+            "c": 1,
+        }
+        # The second process writes board b behind the first one's back.
+        assert await second.append({"b": [b"b2"]}) == {"b": 2}
+        # The first still believes b is at 1: its insert of b2 collides and is renumbered,
+        # while a (before b in the batch) and c (after it) are written once each.
+        assert await first.append({"a": [b"a2"], "b": [b"b3", b"b4"], "c": [b"c2"]}) == {
+            "a": 2,
+            "b": 4,
+            "c": 2,
+        }
+        assert entries(await second.load("b")) == [(1, b"b1"), (2, b"b2"), (3, b"b3"), (4, b"b4")]
+        assert entries(await second.load("a")) == [(1, b"a1"), (2, b"a2")]
+        assert entries(await second.load("c")) == [(1, b"c1"), (2, b"c2")]
+
+
+@pytest.mark.parametrize("transactions", [True, False], ids=["transaction", "ordered-writes"])
+async def test_compaction_with_and_without_transactions(mongo_url: str, transactions: bool) -> None:
+    clock = Clock(100.0)
+    async with MongoStore(mongo_url, transactions=transactions, clock=clock) as store:
+        await store.append({"b": [b"u1", b"u2", b"u3"]})
+        clock.now = 200.0
+        await store.write_snapshot("b", b"upto-2", 2)
+        clock.now = 300.0
+        await store.write_snapshot("b", b"upto-3", 3)
+        await store.write_snapshot("b", b"stale", 1)
+        await store.append({"b": [b"u4"]})
+
+        board = await store.load("b")
+        assert (board.snapshot, board.snapshot_seq, entries(board)) == (b"upto-3", 3, [(4, b"u4")])
+        assert await store.versions("b") == [
+            Version(2, 200.0, "snapshot"),
+            Version(3, 300.0, "snapshot"),
+            Version(4, 300.0, "update"),
+        ]
+        assert (await store.load_at("b", 250.0)).snapshot == b"upto-2"
+        await store.delete_board("b")
+        assert await store.versions("b") == [] and await store.list_boards() == []
+
+
+async def test_a_crash_between_snapshot_and_trim_loses_nothing(mongo_url: str) -> None:
+    async with MongoStore(mongo_url, transactions=False) as store:
+        await store.append({"b": [b"u1", b"u2", b"u3"]})
+        # What a crash after writing the snapshot but before trimming the log leaves behind.
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+        try:
+            snapshots = client.get_default_database()["snapshots"]
+            await snapshots.insert_one({"board_id": "b", "seq": 2, "at": 1.0, "state": b"upto-2"})
+        finally:
+            await client.close()
+
+        board = await store.load("b")
+        assert (board.snapshot, board.snapshot_seq, entries(board)) == (b"upto-2", 2, [(3, b"u3")])
+        assert [(v.seq, v.kind) for v in await store.versions("b")] == [
+            (2, "snapshot"),
+            (3, "update"),
+        ]
+        assert await store.append({"b": [b"u4"]}) == {"b": 4}
+        await store.write_snapshot("b", b"upto-4", 4)
+        assert [(v.seq, v.kind) for v in await store.versions("b")] == [
+            (2, "snapshot"),
+            (4, "snapshot"),
+        ]
+
+
+@pytest.mark.skipif(secantus_command() is None, reason="SecantusDB is not installed")
+async def test_acknowledged_appends_survive_a_killed_server(tmp_path: Path) -> None:
+    server = MongoServer(tmp_path / "data")
+    server.start()
+    try:
+        url = database_url(server.url, "boardcast")
+        async with MongoStore(url) as store:
+            assert await store.append({"b": [b"one", b"two"], "c": [b"three"]}) == {"b": 2, "c": 1}
+            await store.write_snapshot("c", b"snap", 1)
+        server.kill()
+        server.start()
+        async with MongoStore(url) as store:
+            assert entries(await store.load("b")) == [(1, b"one"), (2, b"two")]
+            assert (await store.load("c")).snapshot == b"snap"
+            assert await store.append({"b": [b"four"]}) == {"b": 3}
+    finally:
+        server.stop()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def build_board(store: BoardStore, board_id: str, seed: int) -> None:
+    """Store a board edited by three clients: adds, renames, deletes, text, a snapshot."""
+    rng = random.Random(seed)
+    docs: list[pycrdt.Doc[Any]] = [pycrdt.Doc() for _ in range(3)]
+    updates: list[bytes] = []
+    docs[0].observe(lambda event: updates.append(event.update))
+    for step in range(120):
+        author = docs[rng.randrange(3)]
+        tasks = author.get("tasks", type=pycrdt.Map)
+        if step % 7 == 3 and len(tasks) > 2:
+            del tasks[rng.choice(sorted(tasks.keys()))]
+        elif step % 5 == 1 and len(tasks):
+            tasks[rng.choice(sorted(tasks.keys()))]["title"] = f"renamed {step} · ünïcødé"
+        else:
+            notes = pycrdt.Text(f"notes {step}")
+            tasks[f"t{seed}-{step}"] = pycrdt.Map({"title": f"task {step}", "notes": notes})
+        # Every client syncs with the first, whose observed updates are what the server logs.
+        for other in docs[1:]:
+            docs[0].apply_update(other.get_update(docs[0].get_state()))
+            other.apply_update(docs[0].get_update(other.get_state()))
+        if step == 60:
+            last = (await store.append({board_id: list(updates)}))[board_id]
+            await store.write_snapshot(board_id, docs[0].get_update(), last)
+            updates.clear()
+    await store.append({board_id: list(updates)})
+
+
+def loaded(board: StoredBoard) -> pycrdt.Doc[Any]:
+    """The document a board host builds from what the store returned."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if board.snapshot is not None:
+        doc.apply_update(board.snapshot)
+    for entry in board.updates:
+        doc.apply_update(entry.update)
+    return doc
+
+
+def state_vector(doc: pycrdt.Doc[Any]) -> dict[int, int]:
+    """The document's state vector decoded: client id -> clock."""
+    decoder = Decoder(doc.get_state())
+    count = decoder.read_var_uint()
+    return dict((decoder.read_var_uint(), decoder.read_var_uint()) for _ in range(count))
+
+
+async def assert_same_board(source: BoardStore, target: BoardStore, board_id: str) -> None:
+    """The board loads from ``target`` as the same document it is in ``source``."""
+    source_doc = loaded(await source.load(board_id))
+    target_doc = loaded(await target.load(board_id))
+    assert state_vector(target_doc) == state_vector(source_doc)
+    assert len(state_vector(source_doc)) == 3
+    source_tasks = source_doc.get("tasks", type=pycrdt.Map).to_py()
+    assert target_doc.get("tasks", type=pycrdt.Map).to_py() == source_tasks
+    assert source_tasks and len(source_tasks) > 20
+    # Byte for byte: the state each store hands out, and the document the target loads.
+    exported = await board_state(source, board_id)
+    assert await board_state(target, board_id) == exported
+    assert target_doc.get_update() == exported
+
+
+async def test_a_board_moves_from_the_embedded_store_to_mongo_unchanged(
+    tmp_path: Path, mongo_url: str
+) -> None:
+    async with SqliteStore(tmp_path / "boards.sqlite3") as sqlite, MongoStore(mongo_url) as mongo:
+        await build_board(sqlite, "roadmap", seed=1)
+        await import_board(mongo, await export_board(sqlite, "roadmap"))
+        await assert_same_board(sqlite, mongo, "roadmap")
+
+
+async def test_a_whole_store_moves_from_the_embedded_store_to_mongo(
+    tmp_path: Path, mongo_url: str
+) -> None:
+    board_ids = ["alpha", "team/beta", "γάμμα"]
+    async with SqliteStore(tmp_path / "boards.sqlite3") as sqlite, MongoStore(mongo_url) as mongo:
+        for seed, board_id in enumerate(board_ids):
+            await build_board(sqlite, board_id, seed=seed)
+        await export_all(sqlite, tmp_path / "export")
+        assert sorted(await import_all(mongo, tmp_path / "export")) == sorted(board_ids)
+
+        assert await mongo.list_boards() == sorted(board_ids)
+        for board_id in board_ids:
+            await assert_same_board(sqlite, mongo, board_id)
