@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin import add_commands, run_admin
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = commands.add_parser("gateway", help="run one more gateway on a running cluster")
     _common_flags(gateway)
+    add_commands(commands)
     return parser
 
 
@@ -145,6 +147,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``boardcast`` command."""
     args = build_parser().parse_args(argv)
+    if args.command in {"history", "export", "import"}:
+        sys.exit(asyncio.run(run_admin(args)))
     settings = settings_from(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
