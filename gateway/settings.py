@@ -34,6 +34,7 @@ class Settings:
     heartbeat_seconds: float = 30.0
     idle_seconds: float = 30.0
     snapshot_every: int = 500
+    max_unsaved_bytes: int = 64 * 1024 * 1024  # backlog kept while the store is down
     host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +46,7 @@ class Settings:
             bind_host=self.host_bind,
             idle_seconds=self.idle_seconds,
             snapshot_every=self.snapshot_every,
+            max_unsaved_bytes=self.max_unsaved_bytes,
         )
 
     @classmethod

@@ -80,9 +80,12 @@ class MongoStore(BoardStore):
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
-        self._client: AsyncMongoClient[Document] = AsyncMongoClient(
-            url, connect=False, **dict(client_options or {})
-        )
+        options = dict(client_options or {})
+        if "serverselectiontimeoutms" not in url.lower():
+            # The driver's 30 s default would stall the group commit that long per
+            # attempt while the server is down; the host retries with its own backoff.
+            options.setdefault("serverSelectionTimeoutMS", 3000)
+        self._client: AsyncMongoClient[Document] = AsyncMongoClient(url, connect=False, **options)
         self.database_name = self._client.get_default_database(DEFAULT_DATABASE).name
         self._history = history
         self._clock = clock

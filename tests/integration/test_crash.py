@@ -22,84 +22,14 @@ from typing import Any
 
 import psutil
 import pytest
-from clients.provider import BoardClient
-from pycrdt import Doc, Map
+from pycrdt import Map
 
+from clients.provider import BoardClient
 from tests.conftest import TIMEOUT_SCALE, wait_until
 from tests.interop.servers import BoardcastProcess, gateway_process, serve_process
+from tests.writers import BOARD, SteadyWriter
 
 pytestmark = pytest.mark.ray
-
-BOARD = "crash-board"
-
-
-class SteadyWriter:
-    """Writes one new key every ``interval`` s, reconnecting after any disconnect."""
-
-    def __init__(self, name: str, url: Callable[[], str], *, interval: float = 0.02) -> None:
-        self.name = name
-        self._url = url
-        self._interval = interval
-        self.doc: Doc[Any] = Doc()
-        self.written = 0
-        self.acknowledged: set[str] = set()
-        self.reconnects = 0
-        # (update count on the current connection, key) awaiting acknowledgement
-        self._unacked: list[tuple[int, str]] = []
-        self._client: BoardClient | None = None
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Write until ``stop`` is set; then wait for the last acknowledgements."""
-        while not stop.is_set():
-            client = await self._connected()
-            if not client.connected:
-                continue
-            key = f"{self.name}-{self.written}"
-            self.doc.get("tasks", type=Map)[key] = self.written
-            self.written += 1
-            self._unacked.append((client.updates_sent, key))
-            self._collect(client)
-            await asyncio.sleep(self._interval)
-        client = await self._connected()
-        with contextlib.suppress(Exception):
-            await client.persisted(timeout=20 * TIMEOUT_SCALE)
-        self._collect(client)
-        await client.close()
-
-    def _collect(self, client: BoardClient) -> None:
-        done = client.persisted_seq
-        still: list[tuple[int, str]] = []
-        for count, key in self._unacked:
-            if count <= done:
-                self.acknowledged.add(key)
-            else:
-                still.append((count, key))
-        self._unacked = still
-
-    async def _connected(self) -> BoardClient:
-        client = self._client
-        if client is not None and client.connected:
-            return client
-        if client is not None:
-            self._collect(client)
-            # Not acknowledged on that connection: still in our document, and
-            # re-sent in the next sync, but not counted as acknowledged.
-            self._unacked.clear()
-            await client.close()
-            self.reconnects += 1
-        deadline = asyncio.get_running_loop().time() + 60 * TIMEOUT_SCALE
-        while True:
-            client = BoardClient(self._url(), BOARD, doc=self.doc)
-            try:
-                await client.connect()
-                await client.synced(timeout=10 * TIMEOUT_SCALE)
-                self._client = client
-                return client
-            except Exception:
-                await client.close()
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
 
 
 def host_pids(server: BoardcastProcess) -> list[dict[str, Any]]:
