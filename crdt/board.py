@@ -17,79 +17,35 @@ with defaults, never an exception. Only ``Y.Map`` entries can be edited.
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, TypedDict, Unpack
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from typing import Any, Unpack
 
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Doc, Map
 
-from crdt.positions import is_valid_position, position_between
-
-SCHEMA_VERSION = 1
-TASK_FIELDS = (
-    "title",
-    "column",
-    "position",
-    "description",
-    "assignees",
-    "labels",
-    "due",
-    "created_at",
-    "updated_at",
+from crdt.board_values import (
+    EDITABLE_FIELDS,
+    SCHEMA_VERSION,
+    TASK_FIELDS,
+    BoardMeta,
+    Column,
+    Task,
+    TaskChanges,
+    check_position,
+    column_from_value,
+    due_value,
+    editable_map,
+    new_task,
+    plain_value,
+    task_from_value,
+    text_value,
+    unique_strings,
+    utc_timestamp,
+    write_list,
+    write_text,
 )
-_EDITABLE_FIELDS = frozenset({"title", "description", "assignees", "labels", "due"})
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """A snapshot of one task in plain Python values."""
-
-    id: str
-    title: str
-    column: str
-    position: str
-    description: str
-    assignees: tuple[str, ...]
-    labels: tuple[str, ...]
-    due: str | None
-    created_at: str
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """A snapshot of one column."""
-
-    id: str
-    name: str
-    position: str
-
-
-@dataclass(frozen=True, slots=True)
-class BoardMeta:
-    """A snapshot of the board's metadata."""
-
-    title: str
-    project: str
-
-
-class TaskChanges(TypedDict, total=False):
-    """Fields :meth:`Board.update_task` can change (column and position move a task instead)."""
-
-    title: str
-    description: str
-    assignees: Sequence[str]
-    labels: Sequence[str]
-    due: str | date | None
-
-
-def utc_timestamp(moment: datetime | None = None) -> str:
-    """Format ``moment`` (default: now) as JavaScript's ``Date.toISOString()`` does."""
-    moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+from crdt.positions import is_valid_position, position_between
 
 
 class Board:
@@ -132,10 +88,10 @@ class Board:
             self._require_column(column)
             if position is None:
                 position = self._end_position(column)
-            _check_position(position)
+            check_position(position)
             now = self._now()
             fields = {"title": title, "column": column, "position": position, "due": due}
-            self._tasks[task_id] = _new_task(fields, description, assignees, labels, now, now)
+            self._tasks[task_id] = new_task(fields, description, assignees, labels, now, now)
         return task_id
 
     def has_task(self, task_id: str) -> bool:
@@ -166,7 +122,7 @@ class Board:
 
     def update_task(self, task_id: str, **changes: Unpack[TaskChanges]) -> None:
         """Change fields of a task; unchanged values are not written. Lists act as sets."""
-        unknown = set(changes) - _EDITABLE_FIELDS
+        unknown = set(changes) - EDITABLE_FIELDS
         if unknown:
             raise TypeError(f"cannot update {sorted(unknown)} (use move_task for placement)")
         with self.doc.transaction():
@@ -176,16 +132,16 @@ class Board:
                 task["title"] = changes["title"]
                 changed = True
             if "due" in changes:
-                due = _due_value(changes["due"])
+                due = due_value(changes["due"])
                 if task.get("due") != due:
                     task["due"] = due
                     changed = True
             if "description" in changes:
-                changed |= _write_text(task, "description", changes["description"])
+                changed |= write_text(task, "description", changes["description"])
             if "assignees" in changes:
-                changed |= _write_list(task, "assignees", _unique(changes["assignees"]))
+                changed |= write_list(task, "assignees", unique_strings(changes["assignees"]))
             if "labels" in changes:
-                changed |= _write_list(task, "labels", _unique(changes["labels"]))
+                changed |= write_list(task, "labels", unique_strings(changes["labels"]))
             if changed:
                 task["updated_at"] = self._now()
 
@@ -205,7 +161,7 @@ class Board:
                 ):
                     return
                 position = position_between(last, None)
-            _check_position(position)
+            check_position(position)
             if task.get("column") == column and task.get("position") == position:
                 return
             if task.get("column") != column:
@@ -264,7 +220,7 @@ class Board:
                     default=None,
                 )
                 position = position_between(last, None)
-            _check_position(position)
+            check_position(position)
             self._columns[column_id] = Map({"name": name, "position": position})
         return column_id
 
@@ -297,7 +253,7 @@ class Board:
 
     def move_column(self, column_id: str, position: str) -> None:
         """Move a column to ``position`` among the columns."""
-        _check_position(position)
+        check_position(position)
         with self.doc.transaction():
             column = self._column_map(column_id)
             if column.get("position") != position:
@@ -323,7 +279,9 @@ class Board:
     def get_meta(self) -> BoardMeta:
         """Return the board's title and project."""
         meta = plain_value(self._meta)
-        return BoardMeta(title=_text(meta.get("title")), project=_text(meta.get("project")))
+        return BoardMeta(
+            title=text_value(meta.get("title")), project=text_value(meta.get("project"))
+        )
 
     def set_meta(self, *, title: str | None = None, project: str | None = None) -> None:
         """Set the board's title and/or project; ``None`` leaves a value as it is."""
@@ -383,11 +341,11 @@ class Board:
     # Internals
 
     def _import_task(self, task_id: str, task: Mapping[str, Any]) -> None:
-        _check_position(task["position"])
+        check_position(task["position"])
         fields = {key: task[key] for key in ("title", "column", "position")}
         fields["due"] = task.get("due")
         now = self._now()
-        self._tasks[task_id] = _new_task(
+        self._tasks[task_id] = new_task(
             fields,
             str(task.get("description", "")),
             task.get("assignees", ()),
@@ -404,10 +362,10 @@ class Board:
         return {key: value for key, value in tasks.items() if isinstance(value, dict)}
 
     def _task_map(self, task_id: str) -> Map[Any]:
-        return _editable(self._tasks, task_id, "task")
+        return editable_map(self._tasks, task_id, "task")
 
     def _column_map(self, column_id: str) -> Map[Any]:
-        return _editable(self._columns, column_id, "column")
+        return editable_map(self._columns, column_id, "column")
 
     def _require_column(self, column_id: str) -> None:
         if not isinstance(self._columns.get(column_id), Map | dict):
@@ -427,149 +385,3 @@ class Board:
             ),
             default=None,
         )
-
-
-def plain_value(shared: Map[Any] | Array[Any]) -> Any:
-    """The plain Python value of a shared map or array, built from its JSON in one call."""
-    # pycrdt's to_py() fetches entries one by one: 4-8x slower on a task map.
-    return json.loads(str(shared))
-
-
-def _editable(root: Map[Any], key: str, what: str) -> Map[Any]:
-    value = root.get(key)
-    if isinstance(value, Map):
-        return value
-    if isinstance(value, dict):
-        raise ValueError(f"{what} {key!r} is a plain object, not a Y.Map: it cannot be edited")
-    raise KeyError(f"no {what} {key!r}")
-
-
-def _new_task(
-    fields: Mapping[str, Any],
-    description: str,
-    assignees: Iterable[str],
-    labels: Iterable[str],
-    created_at: str,
-    updated_at: str,
-) -> Map[Any]:
-    """A prelim task map; nested types are integrated with it when it is stored."""
-    return Map(
-        {
-            "title": str(fields["title"]),
-            "column": str(fields["column"]),
-            "position": str(fields["position"]),
-            "description": Text(description),
-            "assignees": Array(_unique(assignees)),
-            "labels": Array(_unique(labels)),
-            "due": _due_value(fields["due"]),
-            "created_at": created_at,
-            "updated_at": updated_at,
-        }
-    )
-
-
-def task_from_value(task_id: str, value: object) -> Task:
-    """Build a :class:`Task` from a task's plain value, with defaults for missing fields."""
-    fields = value if isinstance(value, dict) else {}
-    due = fields.get("due")
-    return Task(
-        id=task_id,
-        title=_text(fields.get("title")),
-        column=_text(fields.get("column")),
-        position=_text(fields.get("position")),
-        description=_text(fields.get("description")),
-        assignees=_strings(fields.get("assignees")),
-        labels=_strings(fields.get("labels")),
-        due=due if isinstance(due, str) else None,
-        created_at=_text(fields.get("created_at")),
-        updated_at=_text(fields.get("updated_at")),
-    )
-
-
-def column_from_value(column_id: str, value: object) -> Column:
-    """Build a :class:`Column` from a column's plain value."""
-    fields = value if isinstance(value, dict) else {}
-    return Column(column_id, _text(fields.get("name")), _text(fields.get("position")))
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    # Concurrent adds of the same name leave duplicates in the array: read it as a set.
-    if not isinstance(value, list):
-        return ()
-    return tuple(dict.fromkeys(item for item in value if isinstance(item, str)))
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    if isinstance(values, str):
-        raise TypeError("expected a collection of strings, got one string")
-    return list(dict.fromkeys(values))
-
-
-def _check_position(position: str) -> None:
-    if not is_valid_position(position):
-        raise ValueError(f"invalid position {position!r}")
-
-
-def _due_value(due: str | date | None) -> str | None:
-    if due is None:
-        return None
-    if isinstance(due, datetime):
-        return due.date().isoformat()
-    if isinstance(due, date):
-        return due.isoformat()
-    return date.fromisoformat(due).isoformat()
-
-
-def _write_text(task: Map[Any], key: str, wanted: str) -> bool:
-    """Edit the ``Y.Text`` at ``key`` into ``wanted`` touching only the changed middle."""
-    text = task.get(key)
-    if not isinstance(text, Text):
-        task[key] = Text(wanted)
-        return True
-    current = str(text)
-    if current == wanted:
-        return False
-    # Deleting and re-inserting the whole text would clobber concurrent edits elsewhere in it.
-    start = 0
-    limit = min(len(current), len(wanted))
-    while start < limit and current[start] == wanted[start]:
-        start += 1
-    end = 0
-    while end < limit - start and current[-1 - end] == wanted[-1 - end]:
-        end += 1
-    # pycrdt indexes Text by UTF-8 byte offset.
-    byte_start = len(current[:start].encode())
-    removed = current[start : len(current) - end]
-    if removed:
-        del text[byte_start : byte_start + len(removed.encode())]
-    inserted = wanted[start : len(wanted) - end]
-    if inserted:
-        text.insert(byte_start, inserted)
-    return True
-
-
-def _write_list(task: Map[Any], key: str, wanted: list[str]) -> bool:
-    """Make the ``Y.Array`` at ``key`` hold ``wanted`` as a set: remove extras, append missing."""
-    array = task.get(key)
-    if not isinstance(array, Array):
-        task[key] = Array(wanted)
-        return True
-    current = plain_value(array)
-    keep = set(wanted)
-    seen: set[str] = set()
-    doomed = []
-    for index, item in enumerate(current):
-        if isinstance(item, str) and item in keep and item not in seen:
-            seen.add(item)
-        else:
-            doomed.append(index)
-    for index in reversed(doomed):
-        del array[index]
-    missing = [item for item in wanted if item not in seen]
-    if missing:
-        array.extend(missing)
-    return bool(doomed or missing)

@@ -28,7 +28,7 @@ from pycrdt._pycrdt import Array as _RawArray
 from pycrdt._pycrdt import Map as _RawMap
 from pycrdt._pycrdt import Transaction as _RawTransaction
 
-from crdt.board import TASK_FIELDS, plain_value
+from crdt.board_values import TASK_FIELDS, plain_value
 
 _log = logging.getLogger(__name__)
 _COLUMN_FIELDS = ("name", "position")

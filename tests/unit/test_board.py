@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from crdt.board import Board, BoardMeta, Column, Task, utc_timestamp
+from crdt.board import Board
+from crdt.board_values import BoardMeta, Column, Task, utc_timestamp
 from crdt.positions import position_between
 
 
