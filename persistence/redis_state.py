@@ -98,7 +98,9 @@ for _, b in ipairs(redis.call('SMEMBERS', boards)) do
   else
     total = total + n
     redis.call('PEXPIRE', sessions_key(g, b), ttl)
-    index(g, b, ttl)
+    local hint = p .. 'board-gateways:' .. b
+    redis.call('SADD', hint, g)
+    extend(hint, ttl)
   end
 end
 redis.call('PEXPIRE', boards, ttl)
@@ -253,7 +255,8 @@ class RedisSharedState(SharedState):
         url: ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
         prefix: prepended to every key.
         timeout_s: how long one command may take before the call fails with
-            :class:`SharedStateUnavailable` (after two quick retries on a broken connection).
+            :class:`SharedStateUnavailable`. A refused or broken connection is retried twice
+            within about 0.1 s first.
     """
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, timeout_s: float = 2.0) -> None:
@@ -263,8 +266,14 @@ class RedisSharedState(SharedState):
             url,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
-            # A connection broken by a server restart is replaced at once by the retry.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            # A connection broken by a server restart is replaced at once by a retry. A timeout
+            # is not retried: the command may have run (an INCR would count twice), and a server
+            # that hangs once mostly hangs again.
+            retry=Retry(
+                ExponentialBackoff(cap=0.2, base=0.02),
+                retries=2,
+                supported_errors=(RedisConnectionError,),
+            ),
         )
 
         def script(body: str) -> AsyncScript:
@@ -388,10 +397,10 @@ class RedisSharedState(SharedState):
         await self.redis.aclose()
 
     async def _put_session(
-        self, gateway_id: str, board_id: str, session_id: str, info: dict[str, Any], ttl_s: float
+        self, gateway_id: str, board_id: str, session_id: str, info: bytes, ttl_s: float
     ) -> None:
-        args: list[str | bytes | int] = [self.prefix, gateway_id, board_id, session_id]
-        args += [pack(info), _ms(ttl_s)]
+        args: list[str | bytes | int] = [self.prefix, gateway_id, board_id, session_id, info]
+        args.append(_ms(ttl_s))
         with _translate_errors():
             await self._put_session_script(args=args)
 
@@ -414,6 +423,6 @@ class RedisSharedState(SharedState):
     ) -> None:
         args: list[str | int | bytes] = [self.prefix, gateway_id, _ms(ttl_s), "1" if live else "0"]
         for session_id, (board_id, info) in sessions.items():
-            args += [board_id, session_id, pack(info)]
+            args += [board_id, session_id, info]
         with _translate_errors():
             await self._replace_script(args=args)

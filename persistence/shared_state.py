@@ -38,8 +38,8 @@ DEFAULT_GATEWAY_TTL_S = 15.0
 # Gateway ids become part of keys; keeping ':' out of them keeps every key unambiguous.
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
-# A session as its owner remembers it: (board id, info).
-OwnedSession = tuple[str, dict[str, Any]]
+# A session as its owner remembers it: (board id, packed info).
+OwnedSession = tuple[str, bytes]
 
 
 class SharedStateUnavailable(BoardcastError):
@@ -124,8 +124,7 @@ class SharedState(abc.ABC):
         and written with the gateway's next successful refresh.
         """
         owned = self._owner(gateway_id)
-        record: OwnedSession = (board_id, dict(info or {}))
-        pack(record)  # refuse what cannot be stored before remembering it
+        record: OwnedSession = (board_id, pack(dict(info or {})))
         async with owned.lock:
             previous = owned.sessions.get(session_id)
             owned.sessions[session_id] = record
@@ -261,9 +260,9 @@ class SharedState(abc.ABC):
 
     @abc.abstractmethod
     async def _put_session(
-        self, gateway_id: str, board_id: str, session_id: str, info: dict[str, Any], ttl_s: float
+        self, gateway_id: str, board_id: str, session_id: str, info: bytes, ttl_s: float
     ) -> None:
-        """Store one session; its keys live ``ttl_s`` more seconds."""
+        """Store one session (``info`` packed); its keys live ``ttl_s`` more seconds."""
 
     @abc.abstractmethod
     async def _delete_session(self, gateway_id: str, board_id: str, session_id: str) -> None:
@@ -332,6 +331,10 @@ async def keep_gateway_alive(
             if not failing:
                 log.warning("gateway %s: shared state unavailable: %s", gateway_id, exc)
             failing = True
+        except Exception:
+            # Keep going: if this loop ended, the gateway's sessions would expire.
+            log.exception("gateway %s: refresh failed", gateway_id)
+            failing = True
         else:
             if failing:
                 log.info("gateway %s: shared state reachable again", gateway_id)
@@ -370,6 +373,10 @@ class MemoryData:
     """The storage several :class:`MemorySharedState` clients in one process share."""
 
     def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Lose everything, as a restarted server without persistence would."""
         self.gateways: dict[str, _StoredGateway] = {}
         self.board_gateways: dict[str, set[str]] = {}
         # key -> (packed value or count, expiry on the monotonic clock)
@@ -379,10 +386,6 @@ class MemoryData:
         self.revoked: dict[str, float] = {}
         self.revocations_since = time.time()
         self._writes = 0
-
-    def clear(self) -> None:
-        """Lose everything, as a restarted server without persistence would."""
-        self.__init__()  # type: ignore[misc]
 
     def live_gateway(self, gateway_id: str) -> _StoredGateway | None:
         """The gateway's stored sessions, or None once its TTL lapsed."""
@@ -426,14 +429,16 @@ def _fresh(entry: tuple[Any, float] | None) -> Any:
 
 
 class MemorySharedState(SharedState):
-    """Shared state inside one process; clients built on the same ``data`` see each other."""
+    """Shared state inside one process; clients built on the same ``data`` see each other.
+
+    The methods behave as :class:`SharedState` documents them.
+    """
 
     def __init__(self, data: MemoryData | None = None) -> None:
         super().__init__()
         self.data = data if data is not None else MemoryData()
 
     async def board_sessions(self, board_id: str) -> list[SessionInfo]:
-        """Every session on ``board_id``, across all live gateways."""
         found = []
         for gateway_id in sorted(self.data.board_gateways.get(board_id, ())):
             stored = self.data.live_gateway(gateway_id)
@@ -445,7 +450,6 @@ class MemorySharedState(SharedState):
         return found
 
     async def gateway_sessions(self, gateway_id: str) -> list[SessionInfo]:
-        """Every stored session of ``gateway_id`` (none once it is dead)."""
         stored = self.data.live_gateway(gateway_id)
         return [
             SessionInfo(gateway_id, board_id, session_id, unpack(info))
@@ -454,27 +458,22 @@ class MemorySharedState(SharedState):
         ]
 
     async def live_gateways(self) -> list[str]:
-        """Ids of the gateways whose last refresh has not lapsed, sorted."""
-        return sorted(g for g in list(self.data.gateways) if self.data.live_gateway(g))
+        return sorted(g for g in list(self.data.gateways) if self.data.live_gateway(g) is not None)
 
     async def cache_board_host(self, board_id: str, host_name: str, ttl_s: float) -> None:
-        """Remember for ``ttl_s`` seconds that ``board_id`` lives on ``host_name``."""
         require_positive("ttl_s", ttl_s)
         self.data.hosts[board_id] = (pack(host_name), time.monotonic() + ttl_s)
         self.data.wrote()
 
     async def cached_board_host(self, board_id: str) -> str | None:
-        """The cached host of ``board_id``, or None."""
         packed = _fresh(self.data.hosts.get(board_id))
         return None if packed is None else str(unpack(packed))
 
     async def forget_board_host(self, board_id: str, *, host_name: str | None = None) -> None:
-        """Drop the cached host of ``board_id`` (only if it is ``host_name``, when given)."""
         if host_name is None or await self.cached_board_host(board_id) == host_name:
             self.data.hosts.pop(board_id, None)
 
     async def hit(self, key: str, *, limit: int, window_s: float) -> RateDecision:
-        """Count one hit on ``key``: at most ``limit`` are allowed per ``window_s`` window."""
         require_positive("limit", limit)
         require_positive("window_s", window_s)
         now = time.monotonic()
@@ -487,45 +486,40 @@ class MemorySharedState(SharedState):
         return RateDecision(count <= limit, max(0, limit - count), until - now)
 
     async def put_token(self, token_id: str, data: Mapping[str, Any], ttl_s: float) -> None:
-        """Store ``data`` under ``token_id`` for ``ttl_s`` seconds."""
         require_positive("ttl_s", ttl_s)
         self.data.tokens[token_id] = (pack(dict(data)), time.monotonic() + ttl_s)
         self.data.wrote()
 
     async def get_token(self, token_id: str) -> dict[str, Any] | None:
-        """The data of a stored token, or None if unknown, expired, used or revoked."""
         packed = _fresh(self.data.tokens.get(token_id))
         return None if packed is None else dict(unpack(packed))
 
     async def pop_token(self, token_id: str) -> dict[str, Any] | None:
-        """Take a token once: exactly one of any number of concurrent callers gets its data."""
         packed = _fresh(self.data.tokens.pop(token_id, None))
         return None if packed is None else dict(unpack(packed))
 
     async def revoke_token(self, token_id: str, ttl_s: float) -> None:
-        """Mark ``token_id`` revoked for ``ttl_s`` seconds (its remaining lifetime); drop it."""
         require_positive("ttl_s", ttl_s)
         self.data.revoked[token_id] = time.monotonic() + ttl_s
         self.data.tokens.pop(token_id, None)
         self.data.wrote()
 
     async def is_revoked(self, token_id: str, *, issued_at: float | None = None) -> bool:
-        """Whether ``token_id`` is revoked, or was issued before the revocation list began."""
         if self.data.revoked.get(token_id, 0.0) > time.monotonic():
             return True
         return issued_at is not None and issued_at < self.data.revocations_since
 
     async def close(self) -> None:
-        """Nothing to release: the data stays for other clients on it."""
+        pass  # the data stays for the other clients on it
 
     async def _put_session(
-        self, gateway_id: str, board_id: str, session_id: str, info: dict[str, Any], ttl_s: float
+        self, gateway_id: str, board_id: str, session_id: str, info: bytes, ttl_s: float
     ) -> None:
         stored = self.data.live_gateway(gateway_id)
         if stored is None:
             # Its TTL lapsed while the owner was away: the next refresh writes everything again.
             stored = self.data.gateways[gateway_id] = _StoredGateway(time.monotonic() + ttl_s)
-        stored.boards.setdefault(board_id, {})[session_id] = pack(info)
+        stored.boards.setdefault(board_id, {})[session_id] = info
         self.data.board_gateways.setdefault(board_id, set()).add(gateway_id)
 
     async def _delete_session(self, gateway_id: str, board_id: str, session_id: str) -> None:
@@ -558,5 +552,5 @@ class MemorySharedState(SharedState):
             return
         stored = self.data.gateways[gateway_id] = _StoredGateway(time.monotonic() + ttl_s)
         for session_id, (board_id, info) in sessions.items():
-            stored.boards.setdefault(board_id, {})[session_id] = pack(info)
+            stored.boards.setdefault(board_id, {})[session_id] = info
             self.data.board_gateways.setdefault(board_id, set()).add(gateway_id)
