@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -12,8 +13,15 @@ from aiohttp import web
 from actors.cluster import Cluster
 from crdt.close_codes import REASONS, CloseCode
 from gateway.routing import Router
+from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
-from gateway.ws import board_socket
+from gateway.ws import board_socket, problem
+from persistence.shared_state import (
+    SharedState,
+    SharedStateUnavailable,
+    keep_gateway_alive,
+    open_shared_state,
+)
 
 log = logging.getLogger("boardcast.gateway")
 
@@ -21,10 +29,15 @@ SETTINGS = web.AppKey("settings", Settings)
 CLUSTER = web.AppKey("cluster", Cluster)
 ROUTER = web.AppKey("router", Router)
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+SHARED = web.AppKey("shared", SharedState)
 
 
 def create_app(
-    settings: Settings, cluster: Cluster, *, own_cluster: bool = True
+    settings: Settings,
+    cluster: Cluster,
+    *,
+    own_cluster: bool = True,
+    shared: SharedState | None = None,
 ) -> web.Application:
     """Build the gateway application for ``cluster``.
 
@@ -32,20 +45,26 @@ def create_app(
         settings: the process settings.
         cluster: where boards live (in-process or Ray).
         own_cluster: close the cluster (flushing every board) when the app stops.
+        shared: state shared with other gateways; default from ``settings.redis``.
     """
     app = web.Application(client_max_size=settings.max_frame_bytes)
+    shared_state = shared if shared is not None else open_shared_state(settings.redis)
+    gateway_id = settings.resolved_gateway_id
+    sessions = SessionRegistry(shared_state, gateway_id)
     app[SETTINGS] = settings
     app[CLUSTER] = cluster
+    app[SHARED] = shared_state
     app[ROUTER] = Router(cluster)
     app[SOCKETS] = weakref.WeakSet()
 
     async def socket_route(request: web.Request) -> web.StreamResponse:
-        response = await board_socket(request, app[ROUTER], settings, app[SOCKETS])
+        response = await board_socket(request, app[ROUTER], settings, app[SOCKETS], sessions)
         return response
 
     app.router.add_get("/ws/{board_id}", socket_route)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/boards/{board_id}/sessions", board_sessions)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions
@@ -58,7 +77,17 @@ def create_app(
         )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        ttl = settings.presence_ttl_seconds
+        with contextlib.suppress(SharedStateUnavailable):
+            await shared_state.refresh_gateway(gateway_id, ttl)
+        keepalive = asyncio.ensure_future(keep_gateway_alive(shared_state, gateway_id, ttl_s=ttl))
         yield
+        keepalive.cancel()
+        await asyncio.gather(keepalive, return_exceptions=True)
+        await sessions.drain()
+        with contextlib.suppress(SharedStateUnavailable):
+            await shared_state.drop_gateway(gateway_id)
+        await shared_state.close()
         await app[ROUTER].close()
         if own_cluster:
             await cluster.close()
@@ -71,6 +100,23 @@ def create_app(
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the gateway process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def board_sessions(request: web.Request) -> web.Response:
+    """Everyone connected to a board, through any gateway sharing this state."""
+    board_id = request.match_info["board_id"]
+    try:
+        found = await request.app[SHARED].board_sessions(board_id)
+    except SharedStateUnavailable as exc:
+        return problem(503, "Shared state unavailable", str(exc))
+    return web.json_response(
+        {
+            "board": board_id,
+            "sessions": [
+                {"gateway": s.gateway_id, "session": s.session_id, **s.info} for s in found
+            ],
+        }
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:

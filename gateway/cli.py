@@ -49,6 +49,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster address to join (default: start one)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument("--cluster-name", help="deployment name on the Ray cluster (boardcast)")
+    parser.add_argument("--redis", help="Redis URL for state shared by gateways (default: none)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -59,6 +60,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "address": args.address,
         "log_level": args.log_level,
         "cluster_name": args.cluster_name,
+        "redis": args.redis,
     }
     if args.command == "serve":
         flags.update(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +38,19 @@ class Settings:
     snapshot_every: int = 500
     max_unsaved_bytes: int = 64 * 1024 * 1024  # backlog kept while the store is down
     host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
+    redis: str | None = None  # shared state (sessions, directory cache); None: in-process
+    gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
+    presence_ttl_seconds: float = 15.0  # a silent gateway's sessions vanish after this
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolved_gateway_id(self) -> str:
+        """``gateway_id``, or ``<hostname>-<port>`` made safe for shared-state keys."""
+        if self.gateway_id:
+            return self.gateway_id
+        raw = f"{socket.gethostname()}-{self.port}-{os.getpid()}"
+        return re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:128]
 
     @property
     def host_settings(self) -> HostSettings:
@@ -67,6 +80,8 @@ class Settings:
 
 def _parse(name: str, raw: str) -> Any:
     default = getattr(Settings(), name)
+    if name in {"address", "redis"}:
+        return raw or None
     if name == "dedicated_boards":
         return tuple(part for part in raw.split(",") if part)
     if isinstance(default, bool):

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from crdt.close_codes import REASONS, CloseCode
 from gateway.connection import ClientConnection
 from gateway.routing import Router
+from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
 
 log = logging.getLogger("boardcast.gateway")
@@ -41,6 +42,7 @@ async def board_socket(
     router: Router,
     settings: Settings,
     sockets: weakref.WeakSet[web.WebSocketResponse],
+    sessions: SessionRegistry,
 ) -> web.StreamResponse:
     """Serve one client's session on one board."""
     board_id = request.match_info["board_id"]
@@ -71,6 +73,7 @@ async def board_socket(
         code = CloseCode.TRY_AGAIN_LATER
         await ws.close(code=code, message=REASONS[code].encode())
         return ws
+    sessions.joined(board_id, conn.conn_id)
     try:
         async for message in ws:
             if message.type is WSMsgType.BINARY:
@@ -90,4 +93,5 @@ async def board_socket(
         pass
     finally:
         link.leave(conn)
+        sessions.left(board_id, conn.conn_id)
     return ws
