@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -12,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+
 from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.local import LocalCluster
-from aiohttp import web
 from gateway.app import create_app
 from gateway.settings import Settings
 from persistence.store import BoardStore, open_store
-
-# Slow machines can stretch every bounded wait in the suite.
-TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
+from tests.services import TIMEOUT_SCALE
 
 
 async def wait_until(

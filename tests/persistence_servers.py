@@ -11,11 +11,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,19 +20,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pymongo
 import pytest
 
+from tests.services import TIMEOUT_SCALE, ServiceProcess
+
 MONGO_URL_SETTING = "BOARDCAST_TEST_MONGO_URL"
-# Slow machines can stretch every bounded wait in the suite.
-TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
-START_TIMEOUT = 60.0 * TIMEOUT_SCALE
-STOP_TIMEOUT = 15.0 * TIMEOUT_SCALE
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def secantus_command() -> str | None:
@@ -47,44 +33,36 @@ def secantus_command() -> str | None:
     return str(script) if script.exists() else shutil.which("secantusd-py")
 
 
-class MongoServer:
+class MongoServer(ServiceProcess):
     """One ``secantusd-py`` process on a loopback port, journaling every commit to ``storage``."""
 
-    def __init__(self, storage: Path, *, port: int | None = None) -> None:
-        self.storage = storage
-        self.port = port if port is not None else free_port()
-        self.url = f"mongodb://127.0.0.1:{self.port}"
-        self._process: subprocess.Popen[bytes] | None = None
+    name = "secantusd-py"
+    start_timeout = 60.0
+    stop_timeout = 15.0
 
-    def start(self) -> None:
-        """Launch the server and return once it answers ping (bounded wait)."""
+    def __init__(self, storage: Path, *, port: int | None = None) -> None:
+        super().__init__(port)
+        self.storage = storage
+        self.url = f"mongodb://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """The server on our port, flushing its journal on every commit (``j: true``)."""
         command = secantus_command()
         if command is None:
             raise RuntimeError("SecantusDB is not installed: pip install SecantusDB")
         self.storage.mkdir(parents=True, exist_ok=True)
-        log = open(self.storage.with_name(self.storage.name + ".log"), "ab")  # noqa: SIM115
-        with log:
-            self._process = subprocess.Popen(
-                [
-                    *[command, "--host", "127.0.0.1", "--port", str(self.port)],
-                    *["--storage-path", str(self.storage), "--sync-on-commit"],
-                    *["--log-level", "WARNING"],
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._answers_ping():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"secantusd-py exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"secantusd-py not answering after {START_TIMEOUT} s")
-            time.sleep(0.1)
+        return [
+            *[command, "--host", "127.0.0.1", "--port", str(self.port)],
+            *["--storage-path", str(self.storage), "--sync-on-commit"],
+            *["--log-level", "WARNING"],
+        ]
 
-    def _answers_ping(self) -> bool:
+    def log_path(self) -> Path:
+        """Beside the storage directory."""
+        return self.storage.with_name(self.storage.name + ".log")
+
+    def answers(self) -> bool:
+        """True once the server answers ping."""
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
             self.url, directConnection=True, serverSelectionTimeoutMS=200
         )
@@ -95,29 +73,6 @@ class MongoServer:
             return False
         finally:
             client.close()
-
-    def stop(self) -> None:
-        """SIGTERM the server, SIGKILL it if it has not exited after a bounded wait."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the server at once, as a crash of its machine would."""
-        process = self._process
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(STOP_TIMEOUT)
-        self._process = None
 
 
 class _Shared:

@@ -11,77 +11,50 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.services import ServiceProcess
+
 REDIS_URL_SETTING = "BOARDCAST_TEST_REDIS_URL"
-# Slow machines can stretch every bounded wait in the suite.
-TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
-START_TIMEOUT = 20.0 * TIMEOUT_SCALE
-STOP_TIMEOUT = 10.0 * TIMEOUT_SCALE
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class RedisServer:
+class RedisServer(ServiceProcess):
     """One ``redis-server`` process on a loopback port, with persistence off.
 
     ``stop`` then ``start`` is a server restart that loses every key, as in production
     without persistence; the port stays the same, so clients reconnect to it.
     """
 
+    name = "redis-server"
+    start_timeout = 20.0
+    stop_timeout = 10.0
+
     def __init__(self, *, port: int | None = None, log_dir: Path | None = None) -> None:
-        self.port = port if port is not None else free_port()
+        super().__init__(port)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log_dir = log_dir if log_dir is not None else Path(tempfile.gettempdir())
-        self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The running server's pid, or None."""
-        return self._process.pid if self._process is not None else None
-
-    def start(self) -> None:
-        """Launch the server and return once it answers PING (bounded wait)."""
+    def command(self) -> list[str]:
+        """``redis-server`` on our port, saving nothing."""
         command = shutil.which("redis-server")
         if command is None:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
-        log = open(self.log_dir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
-        with log:
-            self._process = subprocess.Popen(
-                [
-                    *[command, "--port", str(self.port), "--bind", "127.0.0.1"],
-                    *["--save", "", "--appendonly", "no", "--dir", str(self.log_dir)],
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._answers_ping():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._process.returncode}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server not answering after {START_TIMEOUT} s")
-            time.sleep(0.05)
+        return [
+            *[command, "--port", str(self.port), "--bind", "127.0.0.1"],
+            *["--save", "", "--appendonly", "no", "--dir", str(self.log_dir)],
+        ]
 
-    def _answers_ping(self) -> bool:
+    def log_path(self) -> Path:
+        """``redis-PORT.log`` in the log directory."""
+        return self.log_dir / f"redis-{self.port}.log"
+
+    def answers(self) -> bool:
+        """True once the server answers PING."""
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.2)
         try:
             return bool(client.ping())
@@ -89,29 +62,6 @@ class RedisServer:
             return False
         finally:
             client.close()
-
-    def stop(self) -> None:
-        """SIGTERM the server by its pid, SIGKILL it if it has not exited after a bounded wait."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the server at once, as a crash would."""
-        process = self._process
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(STOP_TIMEOUT)
-        self._process = None
 
 
 @contextlib.contextmanager

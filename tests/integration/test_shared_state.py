@@ -29,11 +29,11 @@ from persistence.shared_state import (
     open_shared_state,
 )
 from tests.redis_server import (
-    TIMEOUT_SCALE,
     RedisServer,
     redis_installed,
     redis_server,  # noqa: F401 - fixture
 )
+from tests.services import TIMEOUT_SCALE
 
 T = TypeVar("T")
 

@@ -8,32 +8,23 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from tests.services import TIMEOUT_SCALE, free_port
+
 # "Boardcast serve ready: ws://127.0.0.1:8000/ws (ray 127.0.0.1:6379)"
 READY_LINE = re.compile(r"ws://(?P<host>[\w.\-\[\]:]+?):(?P<port>\d+)/ws")
 RAY_ADDRESS = re.compile(r"\(ray (?P<address>[^)\s]+)\)")
-# Slow machines can stretch every bounded wait in the suite.
-TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
 # Starting Ray locally takes 5-15 s on a 2-core machine; leave room for a loaded CI run.
 READY_TIMEOUT = 120.0 * TIMEOUT_SCALE
 STOP_TIMEOUT = 30.0 * TIMEOUT_SCALE
 # Extra `boardcast serve` flags, e.g. "--backend local" to run the suite without Ray.
 SERVE_ARGS = os.environ.get("BOARDCAST_INTEROP_SERVE_ARGS", "").split()
 _OUTPUT_KEPT = 400
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def boardcast_command() -> list[str]:
