@@ -48,13 +48,17 @@ def create_app(
         shared: state shared with other gateways; default from ``settings.redis``.
     """
     app = web.Application(client_max_size=settings.max_frame_bytes)
-    shared_state = shared if shared is not None else open_shared_state(settings.redis)
+    shared_state = (
+        shared
+        if shared is not None
+        else open_shared_state(settings.redis, prefix=f"{settings.cluster_name}:")
+    )
     gateway_id = settings.resolved_gateway_id
     sessions = SessionRegistry(shared_state, gateway_id)
     app[SETTINGS] = settings
     app[CLUSTER] = cluster
     app[SHARED] = shared_state
-    app[ROUTER] = Router(cluster)
+    app[ROUTER] = Router(cluster, shared_state)
     app[SOCKETS] = weakref.WeakSet()
 
     async def socket_route(request: web.Request) -> web.StreamResponse:
