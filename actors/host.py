@@ -160,7 +160,13 @@ class BoardHost:
         try:
             while (batch := await link.read_batches()) is not None:
                 for message in batch:
-                    self._dispatch(link, message)
+                    try:
+                        self._dispatch(link, message)
+                    except Exception:
+                        # A bug hit by one client's message must not take down the
+                        # link, and with it every client of this gateway.
+                        log.exception("failed to handle %r from %s", message[:3], link.peer)
+                        self._reject_after_failure(link, message)
         except (ConnectionError, OSError) as exc:
             log.info("gateway link %s lost: %s", link.peer, exc)
         except Exception:
@@ -170,6 +176,15 @@ class BoardHost:
             link.abort()
             for board in list(self._boards.values()):
                 board.drop_link(link)
+
+    def _reject_after_failure(self, link: HostLink, message: list[Any]) -> None:
+        with contextlib.suppress(Exception):
+            board_id, conn = message[1], message[2]
+            code = CloseCode.INTERNAL_ERROR
+            link.send([REJECT, conn, int(code), REASONS[code]])
+            board = self._boards.get(board_id)
+            if board is not None:
+                board.close(link, conn)
 
     def _dispatch(self, link: HostLink, message: list[Any]) -> None:
         kind, board_id, conn = message[0], message[1], message[2]
