@@ -54,6 +54,11 @@ class Directory:
         """The shared hosts, sorted."""
         return list(self._hosts)
 
+    @property
+    def dedicated_boards(self) -> list[str]:
+        """Boards served by a host of their own, sorted."""
+        return sorted(self._dedicated)
+
     def dedicate(self, board_id: str) -> None:
         """Serve ``board_id`` from a host of its own from its next activation on."""
         self._dedicated.add(board_id)

@@ -165,8 +165,13 @@ class BoardHost:
                     except Exception:
                         # A bug hit by one client's message must not take down the
                         # link, and with it every client of this gateway.
-                        log.exception("failed to handle %r from %s", message[:3], link.peer)
+                        log.exception("failed to handle a message from %s", link.peer)
                         self._reject_after_failure(link, message)
+                # Backpressure: while this gateway is slow to take our replies
+                # (a burst of opens each answered with a whole board), read no
+                # more of its requests rather than buffer without bound.
+                if link.needs_drain():
+                    await link.drain()
         except (ConnectionError, OSError) as exc:
             log.info("gateway link %s lost: %s", link.peer, exc)
         except Exception:

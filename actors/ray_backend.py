@@ -22,7 +22,7 @@ if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
 import ray
 
 from actors.cluster import Cluster
-from actors.directory import Directory
+from actors.directory import Directory, rendezvous_host
 from actors.host import BoardHost, HostSettings
 from persistence.store import open_store
 
@@ -130,6 +130,10 @@ class DirectoryActor:
         """The shared hosts."""
         return self._directory.host_names
 
+    def dedicated_boards(self) -> list[str]:
+        """Boards served by a host of their own."""
+        return self._directory.dedicated_boards
+
 
 RemoteDirectory = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DirectoryActor)
 
@@ -158,10 +162,13 @@ def shutdown_ray() -> None:
 class RayCluster(Cluster):
     """Gateways' view of board hosts running as Ray actors."""
 
-    def __init__(self, directory: Any, host_names: list[str], *, owner: bool) -> None:
+    def __init__(
+        self, directory: Any, host_names: list[str], dedicated: list[str], *, owner: bool
+    ) -> None:
         """Use :meth:`launch` or :meth:`join` rather than this."""
         self._directory = directory
         self._host_names = host_names
+        self._dedicated = frozenset(dedicated)
         self._owner = owner
         self._handles: dict[str, Any] = {}
         self._endpoints: dict[str, tuple[str, int]] = {}
@@ -188,7 +195,7 @@ class RayCluster(Cluster):
         directory = RemoteDirectory.options(
             name=directory_name(cluster_name), get_if_exists=True
         ).remote(cluster_name, names, dedicated, store_url, data_dir, settings)
-        cluster = cls(directory, names, owner=True)
+        cluster = cls(directory, names, dedicated, owner=True)
         cluster._handles.update(handles)
         # Start every host now, so the first client does not wait for it.
         await asyncio.gather(*(cluster.endpoint(name) for name in names))
@@ -198,8 +205,9 @@ class RayCluster(Cluster):
     async def join(cls, *, cluster_name: str) -> RayCluster:
         """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster."""
         directory = ray.get_actor(directory_name(cluster_name), namespace=NAMESPACE)
-        names = await directory.host_names.remote()
-        return cls(directory, list(names), owner=False)
+        names: list[str] = await directory.host_names.remote()
+        dedicated: list[str] = await directory.dedicated_boards.remote()
+        return cls(directory, list(names), list(dedicated), owner=False)
 
     def _handle(self, host_name: str) -> Any:
         handle = self._handles.get(host_name)
@@ -209,7 +217,14 @@ class RayCluster(Cluster):
         return handle
 
     async def locate(self, board_id: str) -> str:
-        """See :meth:`Cluster.locate`."""
+        """See :meth:`Cluster.locate`.
+
+        Shared placement is a pure function of the host names, so it is computed
+        here; only dedicated boards need the directory (it creates their host).
+        A thousand first opens then cost no Ray call at all.
+        """
+        if board_id not in self._dedicated:
+            return rendezvous_host(board_id, self._host_names)
         return str(await self._directory.locate.remote(board_id))
 
     async def endpoint(self, host_name: str) -> tuple[str, int]:

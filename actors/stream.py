@@ -42,7 +42,10 @@ PERSISTED = 13
 NO_CONNECTION = -1
 # Past this many unsent bytes the peer is not keeping up: the link is dropped
 # and clients reconnect and resync rather than the process growing unbounded.
-DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+# Readers stop reading from a link above DRAIN_ABOVE (backpressure), so only
+# fan-out driven by other links can push a buffer this far.
+DEFAULT_MAX_BUFFERED = 512 * 1024 * 1024
+DRAIN_ABOVE = 4 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
 # Bigger than any frame a gateway accepts from a client.
 _MAX_MESSAGE = 256 * 1024 * 1024
@@ -92,6 +95,9 @@ class StreamLink:
         self._flush_scheduled = False
         if self.closed or not self._out:
             return
+        if self._transport.is_closing():
+            self._out.clear()
+            return
         self._transport.write(bytes(self._out))
         self._out.clear()
         if self._transport.get_write_buffer_size() > self._max_buffered:
@@ -99,11 +105,12 @@ class StreamLink:
 
     def needs_drain(self) -> bool:
         """True when the peer is behind and the sender should wait before sending more."""
-        return self._transport.get_write_buffer_size() > 1024 * 1024
+        return len(self._out) + self._transport.get_write_buffer_size() > DRAIN_ABOVE
 
     async def drain(self) -> None:
-        """Wait until the transport's buffer is below its high-water mark."""
-        if not self.closed:
+        """Write what is queued, then wait until the transport's buffer is below its mark."""
+        self._flush()
+        if not self.closed and not self._transport.is_closing():
             await self._writer.drain()
 
     async def read_batches(self) -> list[list[Any]] | None:
