@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ class Counters:
     connect_failures: int = 0
     disconnects: int = 0
     silence_closes: int = 0
+    # How sockets ended: WebSocket close code (None: the connection dropped without one).
+    close_codes: Counter[int | None] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
     def error(self, text: str) -> None:
@@ -145,6 +148,7 @@ class StockClient:
         self.disconnected_at: list[float] = []
         self.seen: set[bytes] = set()
         self._connect_started = 0.0
+        self._first_attempt_at: float | None = None
         self._awaiting_sync = False
         self._stopping = False
         self._last_message_at = time.monotonic()
@@ -156,6 +160,13 @@ class StockClient:
         self._own_updated = time.monotonic()
         self._meta: dict[int, list[float]] = {}  # client id -> [clock, last updated]
         self._states: dict[int, str] = {}
+
+    @property
+    def first_sync_s(self) -> float | None:
+        """Seconds from the first connection attempt to the first completed sync."""
+        if not self.syncs or self._first_attempt_at is None:
+            return None
+        return self.syncs[0][1] - self._first_attempt_at
 
     @property
     def connected(self) -> bool:
@@ -204,6 +215,8 @@ class StockClient:
 
     async def _session_once(self) -> bool:
         self._connect_started = time.monotonic()
+        if self._first_attempt_at is None:
+            self._first_attempt_at = self._connect_started
         try:
             async with asyncio.timeout(self.behaviour.connect_timeout_s):
                 ws = await self.session.ws_connect(self.url, max_msg_size=0, autoping=True)
@@ -233,6 +246,7 @@ class StockClient:
             self.ws = None
             self.opened.set()
             if not self._stopping:
+                self.counters.close_codes[ws.close_code] += 1
                 self.counters.disconnects += 1
                 self.disconnected_at.append(time.monotonic())
             self._drop_peers()
@@ -296,7 +310,13 @@ class StockClient:
             meta = self._meta.get(client)
             present = client in self._states
             newer = meta is None or meta[0] < entry.clock
-            if newer or (meta[0] == entry.clock and entry.state == NULL_STATE and present):
+            removal_of_present = (
+                meta is not None
+                and meta[0] == entry.clock
+                and entry.state == NULL_STATE
+                and present
+            )
+            if newer or removal_of_present:
                 self._meta[client] = [entry.clock, now]
                 if entry.state == NULL_STATE:
                     if present:

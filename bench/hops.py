@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import platform
 import statistics
@@ -69,7 +70,7 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 async def measure(messages: int, burst: int) -> dict[str, Any]:
     """Run both paths, single messages and bursts; return the figures."""
-    actor = ray.remote(num_cpus=0)(EchoActor).remote()
+    actor: Any = ray.remote(num_cpus=0)(EchoActor).remote()  # Ray's stubs miss .remote
     port = await actor.endpoint.remote()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     link = StreamLink(reader, writer)
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--out", default="bench/results/hops.json")
     args = parser.parse_args(argv)
-    ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=2)
+    ray.init(include_dashboard=False, logging_level=logging.WARNING, num_cpus=2)
     try:
         figures = asyncio.run(measure(args.messages, args.burst))
     finally:

@@ -16,6 +16,7 @@ _MEDIAN_FIELDS = (
     "loadgen_cpu_s",
     "loadgen_cpu_fraction",
     "machine_busy_cpus_mean",
+    "machine_other_cpus",
     "window_s",
     "server_ready_s",
 )
@@ -46,12 +47,13 @@ def _median_details(details: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for key in details[0]:
         values = [d.get(key) for d in details]
+        dicts = [v for v in values if isinstance(v, dict)]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             merged[key] = median_or_none(values)
-        elif all(isinstance(v, dict) for v in values) and all(
-            isinstance(x, int | float) or x is None for v in values for x in v.values()
+        elif len(dicts) == len(values) and all(
+            isinstance(x, int | float) or x is None for v in dicts for x in v.values()
         ):
-            merged[key] = median_summary(values)
+            merged[key] = median_summary(dicts)
         else:
             merged[key] = values[0] if len(details) == 1 else values
     return merged
@@ -80,7 +82,7 @@ def write_summary(
         "",
         "| target | runs | p50 ms | p95 ms | p99 ms | max ms | lost | server CPU s "
         "| server CPU % of a core | server RSS MB | server USS MB | loadgen CPU % "
-        "| loadgen bound | machine busy CPUs |",
+        "| loadgen bound | other load (CPUs) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
@@ -107,20 +109,49 @@ def write_summary(
                     _cell(result["server_uss_mb"]),
                     "n/a" if loadgen is None else f"{loadgen * 100:.0f}",
                     "yes" if result["loadgen_bound"] else "no",
-                    _cell(result["machine_busy_cpus_mean"]),
+                    _cell(result["machine_other_cpus"]),
                 ]
             )
             + " |"
         )
     measured = [r for r in results if "details" in r]
     if measured:
+        for result in measured:
+            result_details = result["details"]
+            for key, value in list(result_details.items()):
+                if isinstance(value, dict) and "p50" in value:
+                    for part in ("p50", "p99", "max"):
+                        result_details.setdefault(f"{key}.{part}", value.get(part))
         keys = [k for k in measured[0]["details"] if _scalar(measured[0]["details"][k])]
         lines += ["", "| detail | " + " | ".join(r["target"] for r in measured) + " |"]
         lines.append("|---|" + "---|" * len(measured))
         for key in keys:
             cells = [_cell(r["details"].get(key)) for r in measured]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += _profile_lines(results)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _profile_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for result in results:
+        for run in result.get("runs", []):
+            for process in run.get("profile", []):
+                if not process.get("samples"):
+                    continue
+                lines += [
+                    "",
+                    f"py-spy, {result['target']} run {run['repeat'] + 1}, {process['process']} "
+                    f"(pid {process['pid']}, {process['samples']} busy samples): share of busy "
+                    "samples with the function on top of the stack (self) or anywhere (total)",
+                    "",
+                    "| self % | function | total % | function |",
+                    "|---|---|---|---|",
+                ]
+                for own, total in zip(process["self"][:10], process["total"][:10], strict=False):
+                    lines.append(f"| {own[0]} | `{own[1]}` | {total[0]} | `{total[1]}` |")
+            break  # the first run is enough
+    return lines
 
 
 def _scalar(value: Any) -> bool:

@@ -115,14 +115,22 @@ def run_async(coroutine: Awaitable[Measured]) -> Measured:
 
 
 def run_once(
-    scenario: Scenario, target: Target, params: dict[str, Any], out: Path, repeat: int
+    scenario: Scenario,
+    target: Target,
+    params: dict[str, Any],
+    out: Path,
+    repeat: int,
+    *,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """One repeat of one scenario on one target; raw data goes to ``out/runs``."""
     tag = f"{target.name}-{scenario.name}-{repeat}"
     server = ServerProcess(target, out / "logs" / f"{tag}.log", extra_env=scenario.env)
     samples_path = out / "samples" / f"{tag}.jsonl"
     samples_path.unlink(missing_ok=True)
-    ctx = RunContext(target=target, server=server, samples_path=samples_path, params=params)
+    ctx = RunContext.for_server(server, samples_path, params)
+    if profile:
+        ctx.profile_dir = out / "profiles" / tag
     load_before = os.getloadavg()
     started = time.monotonic()
     try:
@@ -153,6 +161,14 @@ def run_once(
         "wall_s": round(time.monotonic() - started, 1),
         "details": measured.details,
     }
+    if ctx.profiles:
+        record["profile"] = ctx.profiles
+    busy, server_cpu = record["machine_busy_cpus_mean"], record["server_cpu_fraction"]
+    if busy is not None and server_cpu is not None:
+        # CPUs kept busy by other work on the machine during the window.
+        record["machine_other_cpus"] = round(
+            max(0.0, busy - server_cpu - record["loadgen_cpu_fraction"]), 2
+        )
     raw = {
         "record": record,
         "window": measured.window,
@@ -175,6 +191,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="directory for results")
     parser.add_argument("--no-awareness", action="store_true", help="clients send no awareness")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the server's Python processes (window)"
+    )
     for name, kind in OVERRIDES.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     args = parser.parse_args(argv)
@@ -191,29 +210,41 @@ def main(argv: Sequence[str]) -> int:
     params = dict(scenario.defaults)
     for name in OVERRIDES:
         value = getattr(args, name)
-        if value is not None:
-            params[name] = value
+        if value is None:
+            continue
+        if name not in params:
+            print(
+                f"--{name.replace('_', '-')} is not a parameter of {scenario.name}", file=sys.stderr
+            )
+            return 2
+        params[name] = value
     if args.no_awareness:
         params["awareness"] = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m bench run " + " ".join(argv)
+    names = args.targets.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    # Round robin (every target once, then again): load from other work on the
+    # machine then spreads over all targets instead of hitting one.
+    for repeat in range(args.repeat):
+        for name in names:
+            target = TARGETS[name]
+            if not scenario.applies(target):
+                continue
+            print(f"[bench] {scenario.name} on {name}, run {repeat + 1}/{args.repeat}", flush=True)
+            record = run_once(scenario, target, params, out, repeat, profile=args.profile)
+            runs[name].append(record)
+            print(f"[bench]   {_one_line(record)}", flush=True)
     results: list[dict[str, Any]] = []
-    for name in args.targets.split(","):
-        target = TARGETS[name]
-        if not scenario.applies(target):
+    for name in names:
+        if runs[name]:
+            results.append(aggregate(runs[name]))
+        else:
             results.append(
                 {"target": name, "scenario": scenario.name, "parameters": params,
                  "not_applicable": scenario.not_applicable}
             )  # fmt: skip
-            continue
-        runs = []
-        for repeat in range(args.repeat):
-            print(f"[bench] {scenario.name} on {name}, run {repeat + 1}/{args.repeat}", flush=True)
-            record = run_once(scenario, target, params, out, repeat)
-            runs.append(record)
-            print(f"[bench]   {_one_line(record)}", flush=True)
-        results.append(aggregate(runs))
     meta = {
         "command": command,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

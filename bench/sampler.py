@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import psutil
 
@@ -86,7 +87,7 @@ def sample_forever(root_pid: int, out_path: str, interval: float) -> None:
                 "rss_mb": round(rss / MB, 1),
                 "uss_mb": round(uss / MB, 1),
                 "procs": len(processes),
-                "busy_cpus": round(busy / max(busy + idle, 1e-9) * psutil.cpu_count(), 3),
+                "busy_cpus": round(busy / max(busy + idle, 1e-9) * (psutil.cpu_count() or 1), 3),
                 "by_kind": by_kind,
             }
             out.write(json.dumps(line) + "\n")
@@ -96,7 +97,7 @@ def sample_forever(root_pid: int, out_path: str, interval: float) -> None:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-def _busy(times: psutil._common.scputimes) -> float:  # type: ignore[name-defined]
+def _busy(times: Any) -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 

@@ -12,7 +12,7 @@ Sample = dict[str, Any]
 
 def read_samples(path: Path) -> list[Sample]:
     """Every sample in the file, in time order (a torn last line is skipped)."""
-    samples = []
+    samples: list[Sample] = []
     if not path.exists():
         return samples
     with open(path, encoding="utf-8") as file:

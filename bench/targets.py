@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -218,8 +219,6 @@ class ServerProcess:
     def cleanup(self) -> None:
         """Remove the data directory if the bench made it."""
         if self._own_data_dir:
-            import shutil
-
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

@@ -1,1 +1,1 @@
-"""The scenarios of ``python -m bench run``, by name."""
+"""The scenarios of ``python -m bench run`` (registered by name in :mod:`bench.runner`)."""

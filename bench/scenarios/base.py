@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from bench.client import Behaviour, Counters, StockClient
 from bench.ledger import Ledger
+from bench.profiling import Profiler
 from bench.stats import summarize_ms
-from bench.targets import Sampler, ServerProcess, Target
+from bench.targets import Sampler, ServerProcess
 from bench.wire import Wire, wire_for
 
 # Above this share of one core, the load generator itself may be what limits the figures.
@@ -30,20 +32,43 @@ CONNECT_BATCH = 50
 class RunContext:
     """A started target, its sampler, and the parameters of this run."""
 
-    target: Target
-    server: ServerProcess
-    samples_path: Path
+    url: str
+    wire_name: str
     params: dict[str, Any]
+    server: ServerProcess | None = None
+    samples_path: Path | None = None
     sampler: Sampler | None = None
+    profile_dir: Path | None = None
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    _profiler: Profiler | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def for_server(
+        cls, server: ServerProcess, samples_path: Path, params: dict[str, Any]
+    ) -> RunContext:
+        """A context for a target the bench started itself."""
+        return cls(
+            url=server.url,
+            wire_name=server.target.wire,
+            params=params,
+            server=server,
+            samples_path=samples_path,
+        )
 
     @property
     def wire(self) -> Wire:
         """How this target frames messages."""
-        return wire_for(self.target.wire)
+        return wire_for(self.wire_name)
+
+    @property
+    def http_url(self) -> str:
+        """The server's HTTP base URL (same host and port as the WebSocket URL)."""
+        return f"http://{urlsplit(self.url).netloc}"
 
     def start_sampler(self) -> None:
         """Watch the current server process."""
-        self.sampler = Sampler(self.server.pid, self.samples_path)
+        if self.server is not None and self.samples_path is not None:
+            self.sampler = Sampler(self.server.pid, self.samples_path)
 
     def stop_sampler(self) -> None:
         """Stop watching."""
@@ -51,8 +76,22 @@ class RunContext:
             self.sampler.stop()
             self.sampler = None
 
+    def window_started(self) -> None:
+        """The measured window begins: start py-spy if profiling was asked for."""
+        if self.profile_dir is not None and self.server is not None:
+            self._profiler = Profiler(self.server.pid, self.profile_dir)
+            self._profiler.start()
+
+    async def window_ended(self) -> None:
+        """The measured window is over: stop py-spy and keep its summaries."""
+        if self._profiler is not None:
+            self.profiles = await asyncio.to_thread(self._profiler.stop)
+            self._profiler = None
+
     async def restart_server(self) -> float:
         """Stop the server cleanly and start it again on the same data; return seconds taken."""
+        if self.server is None:
+            raise RuntimeError("this scenario restarts the server: run it with `bench run`")
         started = time.monotonic()
         self.stop_sampler()
         await asyncio.to_thread(self.server.stop)
@@ -135,7 +174,7 @@ class Pool:
         return StockClient(
             session=self.session,
             wire=self.wire,
-            base_url=self.ctx.server.url,
+            base_url=self.ctx.url,
             board=board,
             ledger=self.ledger,
             counters=self.counters,
@@ -184,6 +223,7 @@ class Pool:
             "connect_failures": counters.connect_failures,
             "disconnects": counters.disconnects,
             "silence_closes": counters.silence_closes,
+            "close_codes": {str(code): n for code, n in counters.close_codes.most_common()},
             "awareness_frames_in": counters.awareness_in,
             "awareness_frames_out": counters.awareness_out,
             "frames_in": counters.frames_in,

@@ -40,7 +40,7 @@ async def memory_after_settling(ctx: RunContext) -> dict[str, float | None]:
     """Wait a few seconds, then the server's mean USS and RSS over the last two."""
     await asyncio.sleep(SETTLE_S)
     now = time.monotonic()
-    samples = read_samples(ctx.samples_path)
+    samples = read_samples(ctx.samples_path) if ctx.samples_path is not None else []
     return {
         "uss_mb": memory_near(samples, now - 2.0, now, "uss_mb"),
         "rss_mb": memory_near(samples, now - 2.0, now, "rss_mb"),
@@ -76,9 +76,11 @@ async def idle_capacity(ctx: RunContext) -> Measured:
             awareness_before = pool.counters.awareness_in
             lags.clear()
             cpu_before, window_start = process_cpu_s(), time.monotonic()
+            ctx.window_started()
             await asyncio.sleep(float(params["hold"]))
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
+            await ctx.window_ended()
             loop_lags = list(lags)
             disconnects = pool.counters.disconnects - disconnects_before
             awareness_in = pool.counters.awareness_in - awareness_before
@@ -87,7 +89,7 @@ async def idle_capacity(ctx: RunContext) -> Measured:
             await pool.close()
     extra_clients = len(rest)
     hold = window[1] - window[0]
-    connect_times = [c.syncs[0][1] - c.syncs[0][0] for c in pool.clients if c.syncs]
+    connect_times = [t for c in pool.clients if (t := c.first_sync_s) is not None]
     return Measured(
         latencies_s=connect_times,
         window=window,

@@ -60,7 +60,7 @@ async def read_hosts(session: aiohttp.ClientSession, http_url: str) -> list[dict
 
 async def kill_busiest_host(ctx: RunContext, session: aiohttp.ClientSession) -> dict[str, Any]:
     """SIGKILL the host process with the most connections; return what was killed and when."""
-    hosts = await read_hosts(session, ctx.server.http_url)
+    hosts = await read_hosts(session, ctx.http_url)
     if not hosts:
         raise RuntimeError("/readyz listed no hosts")
     victim = max(hosts, key=lambda host: host.get("connections", 0))
@@ -69,7 +69,7 @@ async def kill_busiest_host(ctx: RunContext, session: aiohttp.ClientSession) -> 
     back_s = None
     deadline = killed_at + HOST_BACK_TIMEOUT_S
     while time.monotonic() < deadline:
-        for host in await read_hosts(session, ctx.server.http_url):
+        for host in await read_hosts(session, ctx.http_url):
             if host.get("name") == victim["name"] and host.get("pid") != victim["pid"]:
                 back_s = time.monotonic() - killed_at
                 break
@@ -142,12 +142,14 @@ async def failover(ctx: RunContext) -> Measured:
             await asyncio.sleep(max(0.0, ledger.measure_start - time.monotonic()))
             lags.clear()
             cpu_before, window_start = process_cpu_s(), time.monotonic()
+            ctx.window_started()
             await asyncio.sleep(float(params["kill_after"]))
             kill = await kill_busiest_host(ctx, session)
             await asyncio.gather(*writers)
             await asyncio.sleep(max(0.0, ledger.measure_end - time.monotonic()))
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
+            await ctx.window_ended()
             drain_until = time.monotonic() + float(params["drain"])
             while ledger.observed_total < ledger.expected_total and time.monotonic() < drain_until:
                 await asyncio.sleep(0.05)

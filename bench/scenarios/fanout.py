@@ -135,11 +135,13 @@ async def run_fanout(ctx: RunContext, params: dict[str, Any]) -> Measured:
             await asyncio.sleep(max(0.0, ledger.measure_start - time.monotonic()))
             lags.clear()
             cpu_before, window_start = process_cpu_s(), time.monotonic()
+            ctx.window_started()
             awareness_before = pool.counters.awareness_in
             await asyncio.gather(*writers)
             await asyncio.sleep(max(0.0, ledger.measure_end - time.monotonic()))
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
+            await ctx.window_ended()
             loop_lags = list(lags)
             awareness_in = pool.counters.awareness_in - awareness_before
             drain_until = time.monotonic() + float(params["drain"])

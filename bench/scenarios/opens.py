@@ -78,10 +78,10 @@ async def seed_board(
         # is a state that includes the update.
         await ws.send_bytes(wire.wrap(board, sync_step1(EMPTY_STATE_VECTOR)))
         async with asyncio.timeout(SEED_TIMEOUT_S):
-            async for message in ws:
-                if message.type is not aiohttp.WSMsgType.BINARY:
+            async for received in ws:
+                if received.type is not aiohttp.WSMsgType.BINARY:
                     continue
-                frame, _ = wire.unwrap(board, message.data)
+                frame, _ = wire.unwrap(board, received.data)
                 if frame is None:
                     continue
                 for item in iter_frame(frame):
@@ -98,7 +98,7 @@ async def seed_boards(ctx: RunContext, session: aiohttp.ClientSession, boards: l
 
     async def one(board: str) -> None:
         async with gate:
-            await seed_board(session, ctx.wire, ctx.server.url, board, update)
+            await seed_board(session, ctx.wire, ctx.url, board, update)
 
     await asyncio.gather(*(one(board) for board in boards))
     return time.monotonic() - started
@@ -128,15 +128,17 @@ async def cold_opens(ctx: RunContext) -> Measured:
         clients = [pool.make(board) for board in boards]
         try:
             cpu_before, window_start = process_cpu_s(), time.monotonic()
+            ctx.window_started()
             open_s = await pool.open(clients, batch=len(clients), timeout=120.0)
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
+            await ctx.window_ended()
         finally:
             watcher.cancel()
             await pool.close()
     restored = sum(1 for c in clients if SEED_MARKER in c.seen)
     return Measured(
-        latencies_s=[c.syncs[0][1] - c.syncs[0][0] for c in clients if c.syncs],
+        latencies_s=[t for c in clients if (t := c.first_sync_s) is not None],
         window=window,
         loadgen_cpu_s=loadgen_cpu,
         lost=len(boards) - restored,
@@ -195,6 +197,7 @@ async def large_board(ctx: RunContext) -> Measured:
             ]
             lags.clear()
             cpu_before, window_start = process_cpu_s(), time.monotonic()
+            ctx.window_started()
             for _ in range(int(params["joins"])):
                 joiner = pool.make(board)
                 joiners.append(joiner)
@@ -203,6 +206,7 @@ async def large_board(ctx: RunContext) -> Measured:
                 await asyncio.sleep(0.5)
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
+            await ctx.window_ended()
         finally:
             for task in writers:
                 task.cancel()
@@ -210,7 +214,7 @@ async def large_board(ctx: RunContext) -> Measured:
             await pool.close()
     restored = sum(1 for c in joiners if SEED_MARKER in c.seen)
     return Measured(
-        latencies_s=[c.syncs[0][1] - c.syncs[0][0] for c in joiners if c.syncs],
+        latencies_s=[t for c in joiners if (t := c.first_sync_s) is not None],
         window=window,
         loadgen_cpu_s=loadgen_cpu,
         lost=len(joiners) - restored,
