@@ -19,31 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import merge_updates
-
 from actors.board import BoardActor, BoardPhase, EventSink, Link
-from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, SEND, StreamLink
+from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
-from crdt.protocol import sync_step1, sync_step2
-from persistence.store import BoardStore, StoredBoard
+from persistence.store import BoardStore
 
 log = logging.getLogger("boardcast.host")
-
-# What a client with an empty document sends first: "send me everything".
-EMPTY_SYNC_STEP1 = sync_step1(b"\x00")
-EMPTY_UPDATE = b"\x00\x00"
-
-
-def stored_state(stored: StoredBoard) -> bytes:
-    """The stored board as one Yjs update: the snapshot and the log tail, merged."""
-    parts = ([stored.snapshot] if stored.snapshot is not None else []) + [
-        entry.update for entry in stored.updates
-    ]
-    if not parts:
-        return EMPTY_UPDATE
-    if len(parts) == 1:
-        return parts[0]
-    return bytes(merge_updates(*parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +87,6 @@ class BoardHost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link_tasks: set[asyncio.Task[Any]] = set()
         self._started = asyncio.Lock()
-        self._load_turn = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -257,11 +237,7 @@ class BoardHost:
     async def _activate(self, board: BoardActor) -> None:
         try:
             stored = await self.store.load(board.board_id)
-            self._answer_fresh_clients(board, stored)
-            # Loading a Doc is the CPU-heavy part (~14 ms for a 1,000-task board):
-            # one at a time, so the cheap answers above for other boards go out first.
-            async with self._load_turn:
-                board.load(stored)
+            board.load(stored)
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
@@ -273,30 +249,6 @@ class BoardHost:
         for link, message in inbox:
             if not link.closed:
                 self._handle(board, link, message)
-
-    def _answer_fresh_clients(self, board: BoardActor, stored: StoredBoard) -> None:
-        """Answer clients that have nothing yet straight from the stored bytes.
-
-        A client whose sync step 1 carries an empty state vector needs the whole
-        board, and the stored snapshot plus log tail is exactly that, as Yjs
-        updates: it need not wait for the document to be loaded. Only step 1s
-        queued before any other frame qualify: a frame that may carry an update
-        must be applied before any step 1 behind it is answered.
-        """
-        answered: list[tuple[Link, list[Any]]] = []
-        for link, message in board.inbox:
-            if message[0] != FRAME:
-                continue
-            if message[3] != EMPTY_SYNC_STEP1:
-                break
-            answered.append((link, message))
-        if not answered:
-            return
-        frame = sync_step2(stored_state(stored))
-        for link, message in answered:
-            link.send([SEND, message[2], frame])
-        done = {id(message) for _, message in answered}
-        board.inbox = [(link, m) for link, m in board.inbox if id(m) not in done]
 
     # -- persistence ---------------------------------------------------------
 
