@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
 
 from actors.host import BoardHost, HostSettings
 from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
 from crdt.awareness import AwarenessEntry, encode_awareness
 from crdt.close_codes import CloseCode
-from crdt.protocol import awareness_frame
+from crdt.protocol import SyncStep2, awareness_frame, decode_frame, sync_step1, sync_update
 from crdt.session import ClientProtocol
 from persistence.memory import MemoryStore
 from persistence.sqlite import SqliteStore
@@ -440,3 +440,35 @@ async def test_the_sweep_releases_idle_boards_and_expires_silent_presence(
     now[0] += 31.0
     await wait_until(lambda: host.board_ids() == [], message="board released")
     assert rebuild(await store.load(BOARD)) == "idle soon"
+
+
+async def test_a_step1_queued_behind_an_update_is_answered_with_that_update(
+    make_host: MakeHost,
+) -> None:
+    # A new board is still loading when these arrive together: the answer to the
+    # step 1 must include the update the same client sent before it.
+    host, _ = await make_host()
+    address, port = await host.start()
+    reader, writer = await asyncio.open_connection(address, port)
+    link = StreamLink(reader, writer)
+    doc: Doc[Any] = Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    doc.get("tasks", type=Map)["seeded"] = "yes"
+    link.send([OPEN, "fresh-board", 7, False])
+    link.send([FRAME, "fresh-board", 7, sync_update(updates[0])])
+    link.send([FRAME, "fresh-board", 7, sync_step1(b"\x00")])
+    answer: Doc[Any] = Doc()
+    try:
+        async with asyncio.timeout(10):
+            while "seeded" not in answer.get("tasks", type=Map):
+                batch = await link.read_batches()
+                assert batch is not None
+                for message in batch:
+                    if message[0] == SEND and message[1] == 7:
+                        for item in decode_frame(message[2]):
+                            if isinstance(item, SyncStep2):
+                                answer.apply_update(item.update)
+    finally:
+        await link.close()
+    assert answer.get("tasks", type=Map).to_py() == {"seeded": "yes"}
