@@ -4,7 +4,9 @@ Shared hosts are chosen by rendezvous hashing over the host names, so the
 answer is a pure function of (board id, host set): two gateways opening the
 same new board at the same moment always agree, and a restarted directory
 gives the same answers without any saved state. A board listed as dedicated
-gets a host of its own, created once on first use.
+gets a host of its own, created once on first use. The dedicated list is
+fixed when the deployment starts: gateways read it once and place every other
+board themselves.
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ class Directory:
     def dedicated_boards(self) -> list[str]:
         """Boards served by a host of their own, sorted."""
         return sorted(self._dedicated)
-
-    def dedicate(self, board_id: str) -> None:
-        """Serve ``board_id`` from a host of its own from its next activation on."""
-        self._dedicated.add(board_id)
 
     async def locate(self, board_id: str) -> str:
         """The name of the host serving ``board_id``, creating a dedicated one if needed."""

@@ -122,10 +122,6 @@ class DirectoryActor:
         """The host serving ``board_id``."""
         return await self._directory.locate(board_id)
 
-    def dedicate(self, board_id: str) -> None:
-        """Give ``board_id`` a host of its own from its next activation on."""
-        self._directory.dedicate(board_id)
-
     def host_names(self) -> list[str]:
         """The shared hosts."""
         return self._directory.host_names

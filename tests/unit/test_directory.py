@@ -101,15 +101,6 @@ async def test_concurrent_first_opens_create_the_dedicated_host_once() -> None:
     assert factory.calls == ["bc-board-hot"]
 
 
-async def test_a_board_dedicated_later_gets_its_host_on_next_locate() -> None:
-    factory = HostFactory()
-    directory = Directory(HOSTS, cluster_name="bc", create_dedicated_host=factory)
-    assert await directory.locate("rising") in HOSTS
-    directory.dedicate("rising")
-    assert await directory.locate("rising") == "bc-board-rising"
-    assert factory.calls == ["bc-board-rising"]
-
-
 async def test_a_failed_creation_fails_every_waiter_and_is_retried_next_time() -> None:
     factory = HostFactory(failures=1)
     directory = Directory(
