@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
 from crdt.close_codes import REASONS, CloseCode
-from crdt.errors import BoardcastError, InvalidUpdate
+from crdt.errors import BoardcastError
 from crdt.events import BoardEventRecorder, DomainEvent
-from crdt.room import BoardRoom
+from crdt.room import BoardRoom, RoomLimits
 from persistence.store import StoredBoard
 
 EventSink = Callable[[list[DomainEvent]], None]
@@ -48,9 +48,11 @@ class BoardPhase(enum.Enum):
 
 def close_code_for(error: BoardcastError) -> CloseCode:
     """The close code a client gets for sending what raised ``error``."""
-    if isinstance(error, InvalidUpdate):
-        return CloseCode.INVALID_UPDATE
-    return CloseCode.BAD_MESSAGE
+    return error.close_code
+
+
+Acks = list[tuple[tuple[Link, int], int]]
+"""(link, connection) and how many of its update messages may be acknowledged once durable."""
 
 
 class BoardActor:
@@ -62,20 +64,24 @@ class BoardActor:
         *,
         clock: Callable[[], float],
         event_sink: EventSink | None = None,
+        limits: RoomLimits | None = None,
     ) -> None:
         self.board_id = board_id
         self.phase = BoardPhase.LOADING
-        self.room = BoardRoom(board_id)
+        self.room = BoardRoom(board_id, limits=limits)
         self.subscribers: dict[Link, set[int]] = {}
         # Update messages received per connection that asked for acknowledgements.
         self.acked_connections: dict[tuple[Link, int], int] = {}
         self.inbox: list[tuple[Link, list[Any]]] = []
+        self.inbox_bytes = 0
         self.persisted_seq = 0
         self.log_since_snapshot = 0
         self.idle_since: float | None = None
         self._clock = clock
         self._event_sink = event_sink
         self._recorder: BoardEventRecorder | None = None
+        # The room names connections by key; this maps a key back to its client.
+        self._connections: dict[Hashable, tuple[Link, int]] = {}
 
     @property
     def connection_count(self) -> int:
@@ -83,11 +89,12 @@ class BoardActor:
         return sum(len(conns) for conns in self.subscribers.values())
 
     def load(self, stored: StoredBoard) -> None:
-        """Rebuild the document from the store: snapshot, then the log tail in order."""
-        if stored.snapshot is not None:
-            self.room.load(stored.snapshot)
-        for entry in stored.updates:
-            self.room.load(entry.update)
+        """Rebuild the document from the store: snapshot, then the log tail in order.
+
+        Raises:
+            InvalidUpdate: the stored state does not load.
+        """
+        self.room.load(stored.snapshot, [entry.update for entry in stored.updates])
         self.persisted_seq = stored.last_seq
         self.log_since_snapshot = len(stored.updates)
         if self._event_sink is not None:
@@ -99,40 +106,69 @@ class BoardActor:
     def open(self, link: Link, conn: int, *, ack: bool = False) -> None:
         """A client joined through ``link``: start its sync."""
         self.subscribers.setdefault(link, set()).add(conn)
+        self._connections[_key(link, conn)] = (link, conn)
         if ack:
             self.acked_connections[(link, conn)] = 0
         self.idle_since = None
         for frame in self.room.join():
             link.send([SEND, conn, frame])
 
-    def receive(self, link: Link, conn: int, data: bytes) -> tuple[list[bytes], int | None]:
+    def receive(
+        self, link: Link, conn: int, data: bytes, *, writable: bool = True
+    ) -> tuple[list[bytes], Acks]:
         """Process a frame from a client.
 
+        Frames from a client that is no longer on the board (it was closed for
+        an earlier bad frame, and more were already on their way) are ignored.
+
         Returns:
-            The updates to persist, and, for a client that asked for
-            acknowledgements and sent updates, the count to acknowledge once
-            they are durable (else ``None``).
+            The updates to persist, and for each client that asked for
+            acknowledgements and whose integrated count moved, the count to
+            acknowledge once the updates are durable.
         """
-        output = self.room.receive(_key(link, conn), data, self._clock())
-        ack: int | None = None
-        if output.update_messages:
-            count = self.acked_connections.get((link, conn))
-            if count is not None:
-                ack = count + output.update_messages
-                self.acked_connections[(link, conn)] = ack
+        conns = self.subscribers.get(link)
+        if conns is None or conn not in conns:
+            return [], []
+        output = self.room.receive(_key(link, conn), data, self._clock(), writable=writable)
+        acks: Acks = []
+        for key, count in output.integrated.items():
+            target = self._connections.get(key)
+            if target is not None and target in self.acked_connections:
+                self.acked_connections[target] = count
+                acks.append((target, count))
         for frame in output.reply:
             link.send([SEND, conn, frame])
         for frame in output.broadcast:
             self.broadcast(frame, origin=link, exclude=conn)
+        if output.rebuilt:
+            self._observe_new_document()
         if output.updates and self._recorder is not None and self._event_sink is not None:
             events = self._recorder.drain()
             if events:
                 self._event_sink(events)
+        for key, error in output.closed.items():
+            target = self._connections.get(key)
+            if target is not None:
+                self.reject(target[0], target[1], error)
         if output.error is not None:
-            code = close_code_for(output.error)
-            link.send([REJECT, conn, int(code), f"{REASONS[code]}: {output.error}"[:120]])
-            self.close(link, conn)
-        return output.updates, ack
+            self.reject(link, conn, output.error)
+        return output.updates, acks
+
+    def rebuild(self) -> None:
+        """Rebuild the room's document from what it trusts (see ``BoardRoom.rebuild``)."""
+        self.room.rebuild()
+        self._observe_new_document()
+
+    def _observe_new_document(self) -> None:
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
+
+    def reject(self, link: Link, conn: int, error: BoardcastError) -> None:
+        """Close one client with the code its error earned."""
+        code = close_code_for(error)
+        link.send([REJECT, conn, int(code), f"{REASONS[code]}: {error}"[:120]])
+        self.close(link, conn)
 
     def close(self, link: Link, conn: int) -> None:
         """A client left: forget it and tell the others its presence is gone."""
@@ -141,6 +177,7 @@ class BoardActor:
             return
         conns.discard(conn)
         self.acked_connections.pop((link, conn), None)
+        self._connections.pop(_key(link, conn), None)
         if not conns:
             del self.subscribers[link]
         removal = self.room.leave(_key(link, conn))
@@ -154,6 +191,7 @@ class BoardActor:
         for conn in sorted(self.subscribers.get(link, ())):
             self.close(link, conn)
         self.inbox = [(queued, message) for queued, message in self.inbox if queued is not link]
+        self.inbox_bytes = sum(_size(message) for _, message in self.inbox)
 
     def broadcast(self, frame: bytes, *, origin: Link | None, exclude: int) -> None:
         """Send ``frame`` to every gateway with clients here, skipping one client."""
@@ -185,7 +223,25 @@ class BoardActor:
         for link, message in self.inbox:
             link.send([REJECT, message[2], int(code), reason])
         self.subscribers.clear()
+        self._connections.clear()
         self.inbox.clear()
+        self.inbox_bytes = 0
+
+    def queue(self, link: Link, message: list[Any]) -> None:
+        """Keep a message until the board has loaded."""
+        self.inbox.append((link, message))
+        self.inbox_bytes += _size(message)
+
+    def take_inbox(self) -> list[tuple[Link, list[Any]]]:
+        """The messages queued while loading, in arrival order; the inbox is left empty."""
+        inbox, self.inbox = self.inbox, []
+        self.inbox_bytes = 0
+        return inbox
+
+
+def _size(message: list[Any]) -> int:
+    data = message[3] if len(message) > 3 else b""
+    return len(data) if isinstance(data, bytes | bytearray) else 0
 
 
 def _key(link: Link, conn: int) -> Hashable:

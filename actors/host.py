@@ -16,12 +16,15 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.board import BoardActor, BoardPhase, EventSink, Link
 from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
+from crdt.errors import BoardCorrupted
+from crdt.room import RoomLimits
+from crdt.updates import snapshot_loads
 from persistence.store import BoardStore
 
 log = logging.getLogger("boardcast.host")
@@ -39,6 +42,10 @@ class HostSettings:
     store_retry_max_seconds: float = 5.0
     max_unsaved_bytes: int = 64 * 1024 * 1024  # past this, writes are refused (4503)
     drain_seconds: float = 5.0  # on stop, how long to wait for gateways to close their links
+    snapshot_every_bytes: int = 8 * 1024 * 1024  # also snapshot once the log tail is this big
+    store_timeout_seconds: float = 30.0  # one store call; past it the call counts as failed
+    max_inbox_bytes: int = 64 * 1024 * 1024  # frames queued for one loading board (1013 past)
+    limits: RoomLimits = field(default_factory=RoomLimits)
 
 
 class HostLink(StreamLink):
@@ -200,32 +207,45 @@ class BoardHost:
                 code = CloseCode.SERVICE_RESTART
                 link.send([REJECT, conn, int(code), REASONS[code]])
                 return
-            board = BoardActor(board_id, clock=self._clock, event_sink=self._event_sink)
+            board = BoardActor(
+                board_id,
+                clock=self._clock,
+                event_sink=self._event_sink,
+                limits=self.settings.limits,
+            )
             self._boards[board_id] = board
             self._spawn(self._activate(board))
         if board.phase is BoardPhase.LOADING:
-            board.inbox.append((link, message))
+            if board.inbox_bytes > self.settings.max_inbox_bytes and kind == FRAME:
+                # The board is slow to load and this client keeps sending: it must
+                # wait outside rather than in our memory.
+                code = CloseCode.TRY_AGAIN_LATER
+                link.send([REJECT, conn, int(code), REASONS[code]])
+                board.queue(link, [CLOSE, board_id, conn])
+                return
+            board.queue(link, message)
             return
         self._handle(board, link, message)
 
     def _handle(self, board: BoardActor, link: Link, message: list[Any]) -> None:
         kind = message[0]
         if kind == FRAME:
-            if self._unsaved_bytes > self.settings.max_unsaved_bytes:
-                # The store has been failing long enough to fill the backlog:
-                # refuse rather than accept what cannot be persisted. The client
-                # keeps its edits and resyncs when it reconnects.
-                code = CloseCode.STORE_UNAVAILABLE
-                link.send([REJECT, message[2], int(code), REASONS[code]])
-                board.close(link, message[2])
+            # While the store has been failing long enough to fill the backlog,
+            # writes are refused (4503) rather than accepted without a way to
+            # persist them; reading the board and presence keep working.
+            writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
+            try:
+                updates, acks = board.receive(link, message[2], message[3], writable=writable)
+            except BoardCorrupted:
+                log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
+                self._spawn(self._reload(board))
                 return
-            updates, ack = board.receive(link, message[2], message[3])
             if updates:
                 self._pending.setdefault(board.board_id, []).extend(updates)
                 self._unsaved_bytes += sum(len(update) for update in updates)
-            if ack is not None:
-                self._pending_acks[(link, message[2])] = ack
-            if updates or ack is not None:
+            for key, count in acks:
+                self._pending_acks[key] = count
+            if updates or acks:
                 self._dirty.set()
         elif kind == OPEN:
             board.open(link, message[2], ack=len(message) > 3 and bool(message[3]))
@@ -234,9 +254,22 @@ class BoardHost:
         else:
             log.warning("unknown stream message kind %r from %s", kind, link.peer)
 
+    async def _reload(self, board: BoardActor) -> None:
+        """Take a board whose document cannot be trusted out of memory; it reloads on demand."""
+        if self._boards.get(board.board_id) is not board:
+            return
+        code = CloseCode.SERVICE_RESTART
+        board.reject_all(code, REASONS[code])
+        del self._boards[board.board_id]
+        board.release()
+        with contextlib.suppress(Exception):
+            await self.flush()
+
     async def _activate(self, board: BoardActor) -> None:
         try:
-            stored = await self.store.load(board.board_id)
+            stored = await asyncio.wait_for(
+                self.store.load(board.board_id), self.settings.store_timeout_seconds
+            )
             board.load(stored)
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
@@ -245,8 +278,7 @@ class BoardHost:
             self._boards.pop(board.board_id, None)
             board.release()
             return
-        inbox, board.inbox = board.inbox, []
-        for link, message in inbox:
+        for link, message in board.take_inbox():
             if not link.closed:
                 self._handle(board, link, message)
 
@@ -287,7 +319,13 @@ class BoardHost:
             batch, self._pending = self._pending, {}
             acks, self._pending_acks = self._pending_acks, {}
             try:
-                seqs = await self.store.append(batch) if batch else {}
+                seqs = (
+                    await asyncio.wait_for(
+                        self.store.append(batch), self.settings.store_timeout_seconds
+                    )
+                    if batch
+                    else {}
+                )
             except BaseException:
                 # Put everything back in front of what arrived meanwhile.
                 for board_id, updates in self._pending.items():
@@ -305,7 +343,11 @@ class BoardHost:
                     continue
                 board.persisted_seq = seq
                 board.log_since_snapshot += len(batch[board_id])
-                if board.log_since_snapshot >= self.settings.snapshot_every:
+                if (
+                    board.log_since_snapshot >= self.settings.snapshot_every
+                    or board.room.size_estimate - board.room.base_size
+                    >= self.settings.snapshot_every_bytes
+                ):
                     await self._snapshot(board)
 
     async def _snapshot(self, board: BoardActor) -> None:
@@ -313,7 +355,27 @@ class BoardHost:
             return
         # The document holds at least everything up to persisted_seq.
         upto = board.persisted_seq
-        await self.store.write_snapshot(board.board_id, board.room.state(), upto)
+        room = board.room
+        state, state_vector, position = room.state(), room.doc.get_state(), room.journal_position
+        # Nothing is trimmed under a snapshot that does not load back into the
+        # same document: the log stays the board's truth, and the live document
+        # is rebuilt from what the room trusts.
+        if not await asyncio.to_thread(snapshot_loads, state, state_vector):
+            log.error(
+                "board %s: its snapshot does not load back; the log is kept untrimmed",
+                board.board_id,
+            )
+            try:
+                board.rebuild()
+            except Exception:
+                log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
+                await self._reload(board)
+            return
+        await asyncio.wait_for(
+            self.store.write_snapshot(board.board_id, state, upto),
+            self.settings.store_timeout_seconds,
+        )
+        room.checkpoint(state, position)
         # Updates committed while the snapshot was being written are not in it.
         board.log_since_snapshot = board.persisted_seq - upto
 

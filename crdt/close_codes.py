@@ -22,8 +22,12 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # the board cannot be loaded right now
     BAD_MESSAGE = 4400  # bytes that are not y-protocol messages
     SLOW_CONSUMER = 4408  # the client did not read fast enough; reconnect and resync
+    OUT_OF_SYNC = 4409  # too many updates wait for missing dependencies; reconnect and resync
+    UPDATE_TOO_LARGE = 4413  # one update over the size limit
     INVALID_UPDATE = 4422  # a well-framed Yjs update that cannot be applied
-    STORE_UNAVAILABLE = 4503  # storage is down and the unsaved backlog is full: retry later
+    AWARENESS_LIMIT = 4429  # presence over its size, entry or client-id limits
+    STORE_UNAVAILABLE = 4503  # storage is down and the unsaved backlog is full: writes refused
+    BOARD_FULL = 4507  # the update would take the board past its maximum size
 
 
 REASONS: dict[CloseCode, str] = {
@@ -36,6 +40,10 @@ REASONS: dict[CloseCode, str] = {
     CloseCode.TRY_AGAIN_LATER: "board unavailable, try again later",
     CloseCode.BAD_MESSAGE: "malformed message",
     CloseCode.SLOW_CONSUMER: "send queue overflow, reconnect to resync",
+    CloseCode.OUT_OF_SYNC: "updates missing their dependencies, reconnect to resync",
+    CloseCode.UPDATE_TOO_LARGE: "update too large",
     CloseCode.INVALID_UPDATE: "invalid update",
+    CloseCode.AWARENESS_LIMIT: "presence over its limits",
     CloseCode.STORE_UNAVAILABLE: "storage unavailable, writes refused, retry later",
+    CloseCode.BOARD_FULL: "board at its maximum size",
 }

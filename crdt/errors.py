@@ -4,17 +4,28 @@
     ├── ProtocolError            bytes that are not a valid y-protocol frame
     │   ├── TruncatedMessage     a frame ends in the middle of a value
     │   └── UnknownMessageType   an outer or sync message type we do not speak
-    └── InvalidUpdate            a well-framed update pycrdt refuses to apply
+    ├── InvalidUpdate            a well-framed update pycrdt refuses to apply
+    ├── LimitExceeded            input past one of the board's limits
+    │   ├── UpdateTooLarge       one update over ``max_update_bytes``
+    │   ├── BoardFull            the update would take the board past ``max_board_bytes``
+    │   ├── AwarenessLimit       presence over its size, entry or client-id limits
+    │   └── OutOfSync            too many updates wait for what they depend on
+    ├── WritesRefused            the store is down and its backlog is full
+    └── BoardCorrupted           the live document cannot be rebuilt: reload the board
 
-The gateway maps each class to a named WebSocket close code (see
-``gateway/close_codes.py``); nothing here knows about sockets.
+Each class that a client can cause names the WebSocket close code it earns
+(``close_code``, see :mod:`crdt.close_codes`); nothing here knows about sockets.
 """
 
 from __future__ import annotations
 
+from crdt.close_codes import CloseCode
+
 
 class BoardcastError(Exception):
     """Base class of every error Boardcast raises on purpose."""
+
+    close_code: CloseCode = CloseCode.BAD_MESSAGE
 
 
 class ProtocolError(BoardcastError):
@@ -31,3 +42,48 @@ class UnknownMessageType(ProtocolError):
 
 class InvalidUpdate(BoardcastError):
     """A Yjs update that is framed correctly but cannot be applied."""
+
+    close_code = CloseCode.INVALID_UPDATE
+
+
+class LimitExceeded(BoardcastError):
+    """Input that is well formed but past one of the limits of docs/settings.md."""
+
+
+class UpdateTooLarge(LimitExceeded):
+    """One update larger than the board accepts."""
+
+    close_code = CloseCode.UPDATE_TOO_LARGE
+
+
+class BoardFull(LimitExceeded):
+    """An update that would make the board larger than its maximum size."""
+
+    close_code = CloseCode.BOARD_FULL
+
+
+class AwarenessLimit(LimitExceeded):
+    """A presence message over its size, entry count or client-id limits."""
+
+    close_code = CloseCode.AWARENESS_LIMIT
+
+
+class OutOfSync(LimitExceeded):
+    """Too many of a connection's updates wait for updates they depend on."""
+
+    close_code = CloseCode.OUT_OF_SYNC
+
+
+class WritesRefused(BoardcastError):
+    """A write while the store is unavailable and the unsaved backlog is full."""
+
+    close_code = CloseCode.STORE_UNAVAILABLE
+
+
+class BoardCorrupted(BoardcastError):
+    """The board's document cannot be rebuilt from its own base and journal.
+
+    The host reloads the board from the store; its clients reconnect.
+    """
+
+    close_code = CloseCode.SERVICE_RESTART

@@ -4,18 +4,41 @@
 knows nothing about sockets, actors or storage: the caller feeds it frames
 received from a connection and gets back what to send to that connection, what
 to send to everyone else on the board, and which update bytes to persist.
+
+It is also where untrusted updates meet the document, so it guarantees:
+
+- **All or nothing.** An update pycrdt refuses changes nothing: what a failed
+  transaction emitted is discarded, and if pycrdt may have integrated part of
+  it the document is rebuilt from the room's *base* (the state it was loaded or
+  last checkpointed at) and its *journal* (every change emitted since).
+- **Integrated means covered.** After each apply the room checks that the
+  document holds every insert of the update. One that pycrdt keeps pending (a
+  dependency is missing) or dropped (pycrdt's out-of-order bug) is *held*, the
+  sender is asked to resync, and the held bytes are retried after each later
+  change. ``RoomOutput.integrated`` counts, per connection, how many of its
+  update messages are integrated: only those may ever be acknowledged.
+- **Bounded.** Update size, board size, held updates and presence have limits
+  (:class:`RoomLimits`); past one, the frame fails with a named error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent
 
-from crdt.awareness import Awareness
-from crdt.errors import BoardcastError, InvalidUpdate
+from crdt.awareness import Awareness, AwarenessLimits
+from crdt.errors import (
+    BoardcastError,
+    BoardCorrupted,
+    BoardFull,
+    InvalidUpdate,
+    OutOfSync,
+    UpdateTooLarge,
+    WritesRefused,
+)
 from crdt.protocol import (
     AwarenessUpdate,
     QueryAwareness,
@@ -28,6 +51,20 @@ from crdt.protocol import (
     sync_step2,
     sync_update,
 )
+from crdt.updates import EMPTY_UPDATE, apply_update, build_document, merge, missing_from
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLimits:
+    """What one board accepts; every field is a setting (docs/settings.md)."""
+
+    max_update_bytes: int = 16 * _MIB  # one update (sync step 2 or update message)
+    max_board_bytes: int = 64 * _MIB  # the whole board, encoded
+    max_held_updates: int = 64  # per connection, waiting for their dependencies
+    max_held_bytes: int = 4 * _MIB  # per connection
+    awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
 
 
 @dataclass(slots=True)
@@ -38,49 +75,63 @@ class RoomOutput:
         reply: frames for the connection that sent the frame, in order.
         broadcast: frames for every other connection on the board, in order.
         updates: Yjs updates that changed the document, to be persisted in order.
-        update_messages: sync step 2 and update messages applied, changing the
-            document or not (what a client counts to match acknowledgements).
+        update_messages: sync step 2 and update messages read from the frame.
+        integrated: for each connection whose count moved, how many of its
+            update messages (counted from 1 on that connection) are now all in
+            the document; a held message stops the count until it is integrated.
+        closed: other connections to close, with the error each earned (a held
+            update of theirs turned out to be invalid).
+        rebuilt: the document was rebuilt after a failed apply: ``doc`` is a new
+            object, and anything observing the old one must observe it instead.
         error: set when the frame was bad; the messages before the bad one were
             processed and their output above must still be delivered, then the
-            connection closed.
+            connection closed. Nothing of the bad message is in this output.
     """
 
     reply: list[bytes] = field(default_factory=list)
     broadcast: list[bytes] = field(default_factory=list)
     updates: list[bytes] = field(default_factory=list)
     update_messages: int = 0
+    integrated: dict[Hashable, int] = field(default_factory=dict)
+    closed: dict[Hashable, BoardcastError] = field(default_factory=dict)
+    rebuilt: bool = False
     error: BoardcastError | None = None
 
 
-class _ApplyOrigin:
-    """Transaction origin marking updates applied on behalf of a connection."""
+@dataclass(slots=True)
+class _Held:
+    index: int  # the message's number on its connection
+    update: bytes
 
 
-_REMOTE = _ApplyOrigin()
+@dataclass(slots=True)
+class _Peer:
+    """What the room tracks per connection that sent updates."""
 
-
-def apply_update(doc: Doc[Any], update: bytes) -> None:
-    """Apply ``update`` to ``doc``, raising :class:`InvalidUpdate` if pycrdt refuses it."""
-    try:
-        with doc.transaction(origin=_REMOTE):
-            doc.apply_update(update)
-    except Exception as exc:
-        raise InvalidUpdate(f"cannot apply update: {exc}") from exc
-    except BaseException as exc:
-        # A panic inside Yrs surfaces as pyo3's PanicException, a BaseException.
-        if type(exc).__name__ == "PanicException":
-            raise InvalidUpdate(f"cannot apply update: {exc}") from exc
-        raise
+    received: int = 0
+    integrated: int = 0
+    held: list[_Held] = field(default_factory=list)
+    held_bytes: int = 0
+    resync_asked: bool = False
 
 
 class BoardRoom:
     """The live state of one board: document, awareness and the sync protocol."""
 
-    def __init__(self, board_id: str, doc: Doc[Any] | None = None) -> None:
+    def __init__(
+        self, board_id: str, doc: Doc[Any] | None = None, *, limits: RoomLimits | None = None
+    ) -> None:
         self.board_id = board_id
-        self.doc = doc if doc is not None else Doc()
-        self.awareness = Awareness()
+        self.limits = limits or RoomLimits()
+        self.doc: Doc[Any] = doc if doc is not None else Doc()
+        self.awareness = Awareness(self.limits.awareness)
+        self._base: bytes | None = self.doc.get_update() if doc is not None else None
+        self._journal: list[bytes] = []
+        self._journal_start = 0  # journal position of _journal[0]
+        self._journal_bytes = 0
         self._changes: list[bytes] = []
+        self._peers: dict[Hashable, _Peer] = {}
+        self._holders: set[Hashable] = set()  # connections with held updates
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -88,12 +139,75 @@ class BoardRoom:
         # known updates never reach other clients or the log. The transaction's
         # own update also carries anything that was pending on a missing
         # dependency and got integrated now.
-        self._changes.append(event.update)
+        update = event.update
+        if update != EMPTY_UPDATE:
+            self._changes.append(update)
 
-    def load(self, update: bytes) -> None:
-        """Apply stored state (snapshot or log entry) without producing output."""
-        apply_update(self.doc, update)
+    # -- loading and checkpoints ---------------------------------------------
+
+    def load(self, snapshot: bytes | None, updates: Sequence[bytes] = ()) -> None:
+        """Rebuild the document from stored state (a snapshot, then the log in order).
+
+        Raises:
+            InvalidUpdate: the stored state does not load.
+        """
+        doc = build_document(snapshot, updates)
+        self._replace_doc(doc)
+        self._base = snapshot
+        self._journal = list(updates)
+        self._journal_start = 0
+        self._journal_bytes = sum(len(update) for update in updates)
+
+    @property
+    def size_estimate(self) -> int:
+        """An upper bound of the board's encoded size: base plus every change since."""
+        return (len(self._base) if self._base is not None else 0) + self._journal_bytes
+
+    @property
+    def base_size(self) -> int:
+        """The encoded size of the base (the last checkpointed state)."""
+        return len(self._base) if self._base is not None else 0
+
+    @property
+    def journal_position(self) -> int:
+        """How many changes the room has emitted or loaded, ever (a checkpoint's marker)."""
+        return self._journal_start + len(self._journal)
+
+    def state(self) -> bytes:
+        """The whole document as one update (for snapshots and exports)."""
+        return self.doc.get_update()
+
+    def checkpoint(self, state: bytes, position: int) -> None:
+        """Make ``state`` the base: it holds every change up to journal ``position``.
+
+        Call with a state that was checked to load (``crdt.updates.snapshot_loads``)
+        or just taken, and the :attr:`journal_position` read when it was taken. A
+        checkpoint older than the current base is ignored.
+        """
+        if position <= self._journal_start:
+            return
+        rest = self._journal[position - self._journal_start :]
+        self._base = state
+        self._journal = rest
+        self._journal_start = position
+        self._journal_bytes = sum(len(update) for update in rest)
+
+    def rebuild(self) -> None:
+        """Replace the document by one built from the base and the journal.
+
+        Raises:
+            InvalidUpdate: the base and journal do not load (the caller must
+                reload the board from its store).
+        """
+        self._replace_doc(build_document(self._base, self._journal))
+
+    def _replace_doc(self, doc: Doc[Any]) -> None:
+        self.doc.unobserve(self._subscription)
+        self.doc = doc
         self._changes.clear()
+        self._subscription = doc.observe(self._on_transaction)
+
+    # -- sessions --------------------------------------------------------------
 
     def join(self) -> list[bytes]:
         """Frames a newly connected client must receive: our state vector, then presence."""
@@ -103,22 +217,36 @@ class BoardRoom:
             frames.append(awareness_frame(present))
         return frames
 
-    def receive(self, connection: Hashable, frame: bytes, now: float) -> RoomOutput:
-        """Process one frame from ``connection``; a bad frame sets ``output.error``."""
+    def receive(
+        self, connection: Hashable, frame: bytes, now: float, *, writable: bool = True
+    ) -> RoomOutput:
+        """Process one frame from ``connection``; a bad frame sets ``output.error``.
+
+        With ``writable`` false (the store is down and its backlog full) reading
+        and presence still work; an update that would add to the board fails
+        with :class:`WritesRefused`.
+        """
         output = RoomOutput()
         try:
-            self._process(connection, frame, now, output)
+            self._process(connection, frame, now, output, writable)
         except BoardcastError as exc:
             output.error = exc
         return output
 
-    def _process(self, connection: Hashable, frame: bytes, now: float, output: RoomOutput) -> None:
+    def _process(
+        self,
+        connection: Hashable,
+        frame: bytes,
+        now: float,
+        output: RoomOutput,
+        writable: bool,
+    ) -> None:
         for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
                 output.reply.append(sync_step2(self._diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
-                self._apply(message.update, output)
                 output.update_messages += 1
+                self._receive_update(connection, message.update, output, writable)
             elif isinstance(message, AwarenessUpdate):
                 changed = self.awareness.apply(message.payload, connection, now)
                 if changed is not None:
@@ -135,22 +263,27 @@ class BoardRoom:
             # Auth and persisted messages are server-to-client only: ignore them.
 
     def leave(self, connection: Hashable) -> bytes | None:
-        """Forget ``connection``; return the awareness frame announcing its departure."""
+        """Forget ``connection`` (and its held updates); return its presence removal frame."""
+        self._peers.pop(connection, None)
+        self._holders.discard(connection)
         removed = self.awareness.remove_connection(connection)
         return awareness_frame(removed) if removed is not None else None
+
+    def held_updates(self, connection: Hashable) -> int:
+        """How many of ``connection``'s updates wait for their dependencies."""
+        peer = self._peers.get(connection)
+        return len(peer.held) if peer is not None else 0
 
     def expire_awareness(self, now: float) -> bytes | None:
         """Drop presence not renewed in time; return the frame announcing it."""
         removed = self.awareness.expire(now)
         return awareness_frame(removed) if removed is not None else None
 
-    def state(self) -> bytes:
-        """The whole document as one update (for snapshots)."""
-        return self.doc.get_update()
-
     def close(self) -> None:
         """Stop observing the document."""
         self.doc.unobserve(self._subscription)
+
+    # -- updates ---------------------------------------------------------------
 
     def _diff(self, state_vector: bytes) -> bytes:
         try:
@@ -158,10 +291,114 @@ class BoardRoom:
         except Exception as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from exc
 
-    def _apply(self, update: bytes, output: RoomOutput) -> None:
-        apply_update(self.doc, update)
-        if self._changes:
-            for change in self._changes:
-                output.broadcast.append(sync_update(change))
-                output.updates.append(change)
+    def _receive_update(
+        self, connection: Hashable, update: bytes, output: RoomOutput, writable: bool
+    ) -> None:
+        peer = self._peers.get(connection)
+        if peer is None:
+            peer = self._peers[connection] = _Peer()
+        peer.received += 1
+        index = peer.received
+        limits = self.limits
+        if len(update) > limits.max_update_bytes:
+            raise UpdateTooLarge(f"update of {len(update)} bytes (limit {limits.max_update_bytes})")
+        if not writable and missing_from(self.doc, update) is not None:
+            raise WritesRefused("the store is unavailable: this update is refused")
+        if self.size_estimate + len(update) > limits.max_board_bytes:
+            # The estimate only grows between checkpoints: measure before refusing.
+            self.checkpoint(self.state(), self.journal_position)
+            if self.size_estimate + len(update) > limits.max_board_bytes:
+                raise BoardFull(
+                    f"the board holds {self.size_estimate} bytes; this update of"
+                    f" {len(update)} would pass its limit of {limits.max_board_bytes}"
+                )
+        changed = self._apply(update, output)
+        if missing_from(self.doc, update) is None:
+            if not peer.held:
+                peer.integrated = index
+                output.integrated[connection] = index
+        else:
+            self._hold(connection, peer, _Held(index, update), output)
+        if changed and self._holders:
+            self._retry_held(output)
+
+    def _apply(self, update: bytes, output: RoomOutput) -> bool:
+        """Apply one update whole or not at all; emit its changes. True if it changed the doc."""
+        try:
+            apply_update(self.doc, update)
+        except InvalidUpdate:
+            # Whatever the failed transaction emitted must go nowhere, and the
+            # document may hold part of the update: rebuild it from what we trust.
             self._changes.clear()
+            try:
+                self.rebuild()
+            except InvalidUpdate as exc:
+                raise BoardCorrupted(f"board {self.board_id!r} cannot be rebuilt: {exc}") from exc
+            output.rebuilt = True
+            raise
+        if not self._changes:
+            return False
+        for change in self._changes:
+            output.broadcast.append(sync_update(change))
+            output.updates.append(change)
+            self._journal.append(change)
+            self._journal_bytes += len(change)
+        self._changes.clear()
+        return True
+
+    def _hold(self, connection: Hashable, peer: _Peer, held: _Held, output: RoomOutput) -> None:
+        peer.held.append(held)
+        peer.held_bytes += len(held.update)
+        self._holders.add(connection)
+        limits = self.limits
+        if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
+            self._drop_held(connection, peer)
+            raise OutOfSync(
+                f"more than {limits.max_held_updates} updates or {limits.max_held_bytes}"
+                " bytes wait for updates they depend on"
+            )
+        if not peer.resync_asked:
+            # The sender has what we lack: its answer (a sync step 2 of everything
+            # past our state vector) carries the missing dependencies.
+            peer.resync_asked = True
+            output.reply.append(sync_step1(self.doc.get_state()))
+
+    def _retry_held(self, output: RoomOutput) -> None:
+        """Integrate what became integrable; the repair also undoes pycrdt's dropped updates."""
+        for connection in list(self._holders):
+            peer = self._peers[connection]
+            try:
+                rest = missing_from(self.doc, merge(held.update for held in peer.held))
+                if rest is not None:
+                    self._apply(rest, output)
+            except InvalidUpdate as exc:
+                # A held update that cannot be integrated was bad all along.
+                self._drop_held(connection, peer)
+                output.closed[connection] = exc
+                continue
+            self._release_covered(connection, peer, output)
+
+    def _release_covered(self, connection: Hashable, peer: _Peer, output: RoomOutput) -> None:
+        still: list[_Held] = []
+        for held in peer.held:
+            try:
+                integrated = missing_from(self.doc, held.update) is None
+            except InvalidUpdate:
+                integrated = False
+            if not integrated:
+                still.append(held)
+        peer.held = still
+        peer.held_bytes = sum(len(held.update) for held in still)
+        count = still[0].index - 1 if still else peer.received
+        if count > peer.integrated:
+            peer.integrated = count
+            output.integrated[connection] = count
+        if not still:
+            peer.resync_asked = False
+            self._holders.discard(connection)
+
+    def _drop_held(self, connection: Hashable, peer: _Peer) -> None:
+        peer.held.clear()
+        peer.held_bytes = 0
+        peer.resync_asked = False
+        self._holders.discard(connection)

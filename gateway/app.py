@@ -54,11 +54,11 @@ def create_app(
         else open_shared_state(settings.redis, prefix=f"{settings.cluster_name}:")
     )
     gateway_id = settings.resolved_gateway_id
-    sessions = SessionRegistry(shared_state, gateway_id)
+    sessions = SessionRegistry(shared_state, gateway_id, max_queued=settings.max_queued_sessions)
     app[SETTINGS] = settings
     app[CLUSTER] = cluster
     app[SHARED] = shared_state
-    app[ROUTER] = Router(cluster, shared_state)
+    app[ROUTER] = Router(cluster, shared_state, limits=settings.routing_limits)
     app[SOCKETS] = weakref.WeakSet()
 
     async def socket_route(request: web.Request) -> web.StreamResponse:

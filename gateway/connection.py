@@ -1,10 +1,13 @@
 """One client's WebSocket, as the gateway's fan-out sees it.
 
 Outgoing frames are written straight to the socket's transport. The transport
-buffer is the connection's send queue, and it is bounded: a client that stops
-reading until more than ``send_limit`` bytes wait for it is closed with
-``SLOW_CONSUMER`` (4408). The y-websocket client then reconnects and resyncs
-by state vector, so nothing is dropped silently.
+buffer is the connection's send queue, and it is bounded: a client that has
+more than ``send_limit`` bytes waiting for it when the next frame is due is
+closed with ``SLOW_CONSUMER`` (4408). The y-websocket client then reconnects and
+resyncs by state vector, so nothing is dropped silently. The bound is checked
+before a frame is written, not after: one frame larger than the limit (a whole
+board sent to a joiner) is delivered, so a board of any allowed size can be
+opened; the queue holds at most ``send_limit`` plus one frame.
 """
 
 from __future__ import annotations
@@ -65,14 +68,12 @@ class ClientConnection:
         transport = self._transport
         if transport.is_closing():
             return
-        transport.write(ws_frame)
-        if transport.get_write_buffer_size() > self.send_limit:
-            log.info(
-                "closing slow client on board %s: %d bytes unsent",
-                self.board_id,
-                transport.get_write_buffer_size(),
-            )
+        waiting = transport.get_write_buffer_size()
+        if waiting > self.send_limit:
+            log.info("closing slow client on board %s: %d bytes unsent", self.board_id, waiting)
             self.close_soon(CloseCode.SLOW_CONSUMER)
+            return
+        transport.write(ws_frame)
 
     def close_soon(self, code: CloseCode, reason: str | None = None) -> None:
         """Close with ``code`` without waiting; cut the socket if the close stalls."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from actors.cluster import Cluster
@@ -25,6 +26,16 @@ from persistence.shared_state import SharedState, SharedStateUnavailable
 log = logging.getLogger("boardcast.gateway")
 
 DIRECTORY_CACHE_TTL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingLimits:
+    """Timeouts and bounds of routing; see docs/settings.md."""
+
+    control_timeout_seconds: float = 10.0  # a directory or endpoint call to the cluster
+    connect_timeout_seconds: float = 5.0  # opening a stream to a board host
+    close_timeout_seconds: float = 5.0  # closing a stream on shutdown
+    max_cached_boards: int = 100_000  # board -> host entries kept in memory
 
 
 class GatewayLink:
@@ -107,9 +118,16 @@ class GatewayLink:
 class Router:
     """Finds each board's host and keeps one stream link per host."""
 
-    def __init__(self, cluster: Cluster, shared: SharedState | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        shared: SharedState | None = None,
+        *,
+        limits: RoutingLimits | None = None,
+    ) -> None:
         self.cluster = cluster
         self._shared = shared
+        self.limits = limits or RoutingLimits()
         self._board_hosts: dict[str, str] = {}
         self._links: dict[str, GatewayLink] = {}
         self._connecting: dict[str, asyncio.Future[GatewayLink]] = {}
@@ -119,7 +137,12 @@ class Router:
         """Route ``conn`` to its board's host and open its session there."""
         host_name = self._board_hosts.get(conn.board_id)
         if host_name is None:
-            host_name = await self._locate(conn.board_id)
+            host_name = await asyncio.wait_for(
+                self._locate(conn.board_id), self.limits.control_timeout_seconds
+            )
+            if len(self._board_hosts) >= self.limits.max_cached_boards:
+                # Oldest entry first: dicts keep insertion order.
+                del self._board_hosts[next(iter(self._board_hosts))]
             self._board_hosts[conn.board_id] = host_name
         link = await self._link(host_name)
         link.open(conn)
@@ -151,10 +174,15 @@ class Router:
         return await asyncio.shield(pending)
 
     async def _connect(self, host_name: str) -> GatewayLink:
-        host, port = await self.cluster.endpoint(host_name)
+        host, port = await asyncio.wait_for(
+            self.cluster.endpoint(host_name), self.limits.control_timeout_seconds
+        )
         try:
-            reader, writer = await asyncio.open_connection(host, port, limit=1024 * 1024)
-        except OSError:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=1024 * 1024),
+                self.limits.connect_timeout_seconds,
+            )
+        except (OSError, TimeoutError):
             # The host may have restarted elsewhere: ask again next time.
             self.cluster.forget(host_name)
             raise
@@ -180,7 +208,10 @@ class Router:
     async def close(self) -> None:
         """Close every link."""
         for link in list(self._links.values()):
-            await link.stream.close()
+            try:
+                await asyncio.wait_for(link.stream.close(), self.limits.close_timeout_seconds)
+            except TimeoutError:
+                link.stream.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -21,10 +21,13 @@ log = logging.getLogger("boardcast.gateway")
 class SessionRegistry:
     """Queues session (un)registrations for one gateway and applies them in order."""
 
-    def __init__(self, shared: SharedState, gateway_id: str) -> None:
+    def __init__(self, shared: SharedState, gateway_id: str, *, max_queued: int = 10_000) -> None:
         self._shared = shared
         self._gateway_id = gateway_id
-        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        # Bounded: while shared state is slow, registrations past the bound are
+        # dropped; the periodic refresh rewrites this gateway's sessions anyway.
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(max_queued)
+        self.dropped = 0
         self._worker: asyncio.Task[None] | None = None
 
     def joined(self, board_id: str, session_id: int) -> None:
@@ -41,7 +44,11 @@ class SessionRegistry:
         )
 
     def _submit(self, operation: Callable[[], Awaitable[None]]) -> None:
-        self._queue.put_nowait(operation)
+        try:
+            self._queue.put_nowait(operation)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.debug("session registrations queue full: dropped one, the refresh catches up")
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._work())
 

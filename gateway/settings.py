@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.host import HostSettings
+from crdt.awareness import AwarenessLimits
+from crdt.room import RoomLimits
+from gateway.routing import RoutingLimits
 
 ENV_PREFIX = "BOARDCAST_"
 
@@ -37,6 +40,22 @@ class Settings:
     idle_seconds: float = 30.0
     snapshot_every: int = 500
     max_unsaved_bytes: int = 64 * 1024 * 1024  # backlog kept while the store is down
+    max_update_bytes: int = 16 * 1024 * 1024  # one update; past it 4413
+    max_board_bytes: int = 64 * 1024 * 1024  # one board, encoded; past it 4507
+    max_held_updates: int = 64  # per connection, waiting for dependencies; past it 4409
+    max_held_bytes: int = 4 * 1024 * 1024  # per connection; past it 4409
+    max_awareness_entries: int = 64  # entries in one awareness message; past it 4429
+    max_awareness_state_bytes: int = 32 * 1024  # one client's presence state; past it 4429
+    max_awareness_clients: int = 8  # client ids one connection may announce; past it 4429
+    max_awareness_remembered: int = 4096  # clocks of departed clients kept per board
+    snapshot_every_bytes: int = 8 * 1024 * 1024
+    store_timeout_seconds: float = 30.0
+    max_inbox_bytes: int = 64 * 1024 * 1024  # frames queued for one loading board; past it 1013
+    control_timeout_seconds: float = 10.0  # gateway calls to the cluster's directory
+    connect_timeout_seconds: float = 5.0  # gateway to board host stream connect
+    close_timeout_seconds: float = 5.0
+    max_cached_boards: int = 100_000  # board -> host entries a gateway keeps
+    max_queued_sessions: int = 10_000  # session registrations waiting for shared state
     host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
     redis: str | None = None  # shared state (sessions, directory cache); None: in-process
     gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
@@ -60,6 +79,36 @@ class Settings:
             idle_seconds=self.idle_seconds,
             snapshot_every=self.snapshot_every,
             max_unsaved_bytes=self.max_unsaved_bytes,
+            snapshot_every_bytes=self.snapshot_every_bytes,
+            store_timeout_seconds=self.store_timeout_seconds,
+            max_inbox_bytes=self.max_inbox_bytes,
+            limits=self.room_limits,
+        )
+
+    @property
+    def room_limits(self) -> RoomLimits:
+        """What one board accepts from its clients."""
+        return RoomLimits(
+            max_update_bytes=self.max_update_bytes,
+            max_board_bytes=self.max_board_bytes,
+            max_held_updates=self.max_held_updates,
+            max_held_bytes=self.max_held_bytes,
+            awareness=AwarenessLimits(
+                max_entries=self.max_awareness_entries,
+                max_state_bytes=self.max_awareness_state_bytes,
+                max_clients_per_connection=self.max_awareness_clients,
+                max_remembered=self.max_awareness_remembered,
+            ),
+        )
+
+    @property
+    def routing_limits(self) -> RoutingLimits:
+        """The gateway's timeouts and bounds towards board hosts."""
+        return RoutingLimits(
+            control_timeout_seconds=self.control_timeout_seconds,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            close_timeout_seconds=self.close_timeout_seconds,
+            max_cached_boards=self.max_cached_boards,
         )
 
     @classmethod

@@ -11,10 +11,11 @@ from crdt.awareness import (
     OUTDATED_TIMEOUT_S,
     Awareness,
     AwarenessEntry,
+    AwarenessLimits,
     decode_awareness,
     encode_awareness,
 )
-from crdt.errors import ProtocolError
+from crdt.errors import AwarenessLimit, ProtocolError
 
 ALICE = '{"user":"alice"}'
 BOB = '{"user":"bob"}'
@@ -71,7 +72,7 @@ def test_a_renewal_with_the_same_state_is_forwarded(awareness: Awareness) -> Non
 
 def test_only_the_changed_entries_of_an_update_are_forwarded(awareness: Awareness) -> None:
     awareness.apply(update((1, 5, ALICE), (2, 1, BOB)), "a", now=0.0)
-    forwarded = awareness.apply(update((1, 5, ALICE), (2, 2, CAROL), (3, 1, ALICE)), "b", 1.0)
+    forwarded = awareness.apply(update((1, 5, ALICE), (2, 2, CAROL), (3, 1, ALICE)), "a", 1.0)
     assert entries(forwarded) == [(2, 2, CAROL), (3, 1, ALICE)]
 
 
@@ -139,12 +140,55 @@ def test_a_client_that_reconnects_is_seen_again_on_its_next_clock(awareness: Awa
     assert entries(awareness.remove_connection("a2")) == [(1, 4, NULL_STATE)]
 
 
-def test_a_client_announced_over_another_connection_moves_with_it(awareness: Awareness) -> None:
+def test_a_client_id_is_taken_over_only_once_its_first_connection_let_go(
+    awareness: Awareness,
+) -> None:
     awareness.apply(update((1, 1, ALICE)), "old", now=0.0)
-    awareness.apply(update((1, 2, ALICE)), "new", now=1.0)
-    assert awareness.remove_connection("old") is None
+    # While "old" owns client 1, nobody else may change or remove its presence.
+    assert awareness.apply(update((1, 2, BOB)), "new", now=1.0) is None
+    assert awareness.apply(update((1, 3, NULL_STATE)), "new", now=1.0) is None
     assert awareness.states == {1: ALICE}
+    assert entries(awareness.remove_connection("old")) == [(1, 1, NULL_STATE)]
+    # A reconnecting client (same id, new connection) is seen again on its next clock.
+    assert entries(awareness.apply(update((1, 2, ALICE)), "new", now=2.0)) == [(1, 2, ALICE)]
     assert entries(awareness.remove_connection("new")) == [(1, 2, NULL_STATE)]
+
+
+def test_a_million_entry_message_is_refused_before_it_is_decoded(
+    awareness: Awareness,
+) -> None:
+    # 1,000,000 entries announced, each client id 1 at clock 1 with state "{}".
+    payload = bytes.fromhex("c0843d") + bytes.fromhex("0101027b7d") * 1_000_000
+    with pytest.raises(AwarenessLimit):
+        awareness.apply(payload, "a", now=0.0)
+    assert awareness.states == {}
+    assert awareness.remembered == 0
+
+
+def test_a_state_over_its_size_limit_is_refused(awareness: Awareness) -> None:
+    big = '{"name":"' + "x" * awareness.limits.max_state_bytes + '"}'
+    with pytest.raises(AwarenessLimit):
+        awareness.apply(update((1, 1, big)), "a", now=0.0)
+    assert awareness.states == {}
+
+
+def test_a_connection_may_own_only_so_many_client_ids(awareness: Awareness) -> None:
+    limit = awareness.limits.max_clients_per_connection
+    awareness.apply(update(*[(cid, 1, ALICE) for cid in range(limit)]), "a", now=0.0)
+    with pytest.raises(AwarenessLimit):
+        awareness.apply(update((limit, 1, ALICE)), "a", now=0.0)
+    assert len(awareness.states) == limit
+    # Other connections are not affected by "a" reaching its limit.
+    assert awareness.apply(update((1000, 1, BOB)), "b", now=0.0) is not None
+
+
+def test_the_clock_table_of_departed_clients_is_bounded() -> None:
+    awareness = Awareness(AwarenessLimits(max_remembered=10))
+    for cid in range(100):
+        awareness.apply(update((cid, 1, ALICE)), f"c{cid}", now=0.0)
+        awareness.remove_connection(f"c{cid}")
+    assert awareness.remembered == 10
+    assert awareness.states == {}
 
 
 def test_a_client_removed_by_its_own_message_is_not_removed_again(awareness: Awareness) -> None:
