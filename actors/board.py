@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
 from crdt.close_codes import REASONS, CloseCode
-from crdt.errors import BoardcastError
+from crdt.errors import BoardcastError, BoardCorrupted
 from crdt.events import BoardEventRecorder, DomainEvent
 from crdt.room import BoardRoom, RoomLimits
 from persistence.store import StoredBoard
@@ -74,6 +74,7 @@ class BoardActor:
         self.acked_connections: dict[tuple[Link, int], int] = {}
         self.inbox: list[tuple[Link, list[Any]]] = []
         self.inbox_bytes = 0
+        self.corrupted = False  # the document could not be rebuilt: reload from the store
         self.persisted_seq = 0
         self.log_since_snapshot = 0
         self.idle_since: float | None = None
@@ -151,6 +152,9 @@ class BoardActor:
             if target is not None:
                 self.reject(target[0], target[1], error)
         if output.error is not None:
+            if isinstance(output.error, BoardCorrupted):
+                # Not this client's fault alone: the host reloads the board.
+                self.corrupted = True
             self.reject(link, conn, output.error)
         return output.updates, acks
 

@@ -22,7 +22,6 @@ from typing import Any
 from actors.board import BoardActor, BoardPhase, EventSink, Link
 from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
-from crdt.errors import BoardCorrupted
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.store import BoardStore
@@ -234,12 +233,10 @@ class BoardHost:
             # writes are refused (4503) rather than accepted without a way to
             # persist them; reading the board and presence keep working.
             writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
-            try:
-                updates, acks = board.receive(link, message[2], message[3], writable=writable)
-            except BoardCorrupted:
-                log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
+            updates, acks = board.receive(link, message[2], message[3], writable=writable)
+            if board.corrupted:
+                log.error("board %s cannot be rebuilt; reloading it", board.board_id)
                 self._spawn(self._reload(board))
-                return
             if updates:
                 self._pending.setdefault(board.board_id, []).extend(updates)
                 self._unsaved_bytes += sum(len(update) for update in updates)

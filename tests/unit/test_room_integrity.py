@@ -51,7 +51,7 @@ def resync_requests(frames: list[bytes]) -> list[SyncStep1]:
 def test_every_order_of_one_writers_updates_converges_and_counts_only_integrated(
     order: tuple[int, ...],
 ) -> None:
-    writer, updates = recorded_updates(three_writes)
+    _, updates = recorded_updates(three_writes)
     room = BoardRoom("b")
     counts: list[int] = []
     for index in order:
