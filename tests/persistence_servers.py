@@ -2,7 +2,8 @@
 
 ``BOARDCAST_TEST_MONGO_URL`` points the tests at a server of your own instead (each test
 then works in a database of its own, dropped afterwards). Without it, the ``mongo_server``
-fixture starts ``secantusd-py`` once per test session, or skips if SecantusDB is not installed.
+fixture starts ``secantusd-py`` once per test session, or skips if SecantusDB is not installed
+(it comes with the ``test`` extra) -- fails, under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymongo
 import pytest
 
-from tests.services import TIMEOUT_SCALE, ServiceProcess
+from tests.services import TIMEOUT_SCALE, ServiceProcess, service_missing
 
 MONGO_URL_SETTING = "BOARDCAST_TEST_MONGO_URL"
 
@@ -31,6 +32,12 @@ def secantus_command() -> str | None:
         return None
     script = Path(sys.executable).with_name("secantusd-py")
     return str(script) if script.exists() else shutil.which("secantusd-py")
+
+
+def require_secantus() -> None:
+    """Skip the calling test if SecantusDB is not installed (fail it under ``CI=true``)."""
+    if secantus_command() is None:
+        service_missing("SecantusDB is not installed (pip install -e '.[test]')")
 
 
 class MongoServer(ServiceProcess):
@@ -112,8 +119,7 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    if secantus_command() is None:
-        pytest.skip("SecantusDB is not installed (pip install SecantusDB)")
+    require_secantus()
     with shared_mongo_server(tmp_path_factory.mktemp("secantus") / "data") as url:
         yield url
 

@@ -3,7 +3,7 @@
 ``BOARDCAST_TEST_REDIS_URL`` points the tests at a server of your own instead (each test then
 works under a key prefix of its own, deleted afterwards). Without it, the ``redis_server``
 fixture starts ``redis-server`` once per test session, or skips if it is not installed
-(``apt-get install -y redis-server``).
+(``apt-get install -y redis-server``; ``./scripts/test`` does it) -- fails, under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services import ServiceProcess
+from tests.services import ServiceProcess, service_missing
 
 REDIS_URL_SETTING = "BOARDCAST_TEST_REDIS_URL"
 
@@ -88,6 +88,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     if not redis_installed():
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+        service_missing("redis-server is not installed (apt-get install -y redis-server)")
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url

@@ -1,18 +1,62 @@
-"""Real servers the tests start themselves: a free loopback port, a bounded start, stop by pid."""
+"""Real servers the tests start themselves: a free loopback port, a bounded start, stop by pid.
+
+A test that needs a service which is not installed (redis-server, SecantusDB, Node) skips on
+a developer's machine, but fails under ``CI=true``: a CI run that skipped them would pass
+without testing them. Tests call :func:`service_missing`; skips decided elsewhere (``skipif``
+marks, fixtures in other conftests) are turned into failures by this module's
+``pytest_runtest_makereport`` hook, which ``tests/integration/conftest.py`` imports and
+``./scripts/test`` loads for the whole suite (``-p tests.services``).
+"""
 
 from __future__ import annotations
 
 import abc
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Generator
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 # Slow machines can stretch every bounded wait in the suite.
 TIMEOUT_SCALE = float(os.environ.get("BOARDCAST_TEST_TIMEOUT_SCALE", "1"))
+
+# How the suite's skips for a missing service read ("redis-server is not installed",
+# "JavaScript Yjs client unavailable: ..."); other skips are left alone.
+_MISSING_SERVICE = re.compile(r"not installed|unavailable", re.IGNORECASE)
+
+
+def running_in_ci() -> bool:
+    """Whether the environment says it is CI (``CI=true``, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def service_missing(reason: str) -> NoReturn:
+    """Skip the test because a service is missing; under ``CI=true``, fail it instead."""
+    if running_in_ci():
+        pytest.fail(f"CI=true and {reason}; ./scripts/test installs it", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under ``CI=true``, report a skip for a missing service as a failure."""
+    report = yield
+    if report.skipped and running_in_ci() and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if _MISSING_SERVICE.search(reason):
+            report.outcome = "failed"
+            report.longrepr = f"CI=true and a service is missing, so this may not skip: {reason}"
+    return report
 
 
 def free_port() -> int:
