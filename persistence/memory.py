@@ -6,16 +6,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from persistence.history import DEFAULT_HISTORY, HistoryPolicy, snapshots_to_drop
+from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.store import (
     BoardStore,
     LogEntry,
     StoredBoard,
+    ThinningInputs,
     Version,
     check_snapshot_seq,
-    gap_free_tail,
-    history_unavailable,
+    empty_or_unavailable,
+    rebuild_at,
     sorted_versions,
+    thin_history,
 )
 
 
@@ -31,14 +33,20 @@ class _Board:
     snapshot: _Snapshot | None = None
     last_seq: int = 0
     log: list[LogEntry] = field(default_factory=list)
+    # History: replaced and materialised snapshots, and the updates compaction took out of
+    # the log, both thinned by the policy.
     past: list[_Snapshot] = field(default_factory=list)
+    retained: list[LogEntry] = field(default_factory=list)
+
+    def snapshots(self) -> list[_Snapshot]:
+        return [*self.past, *([self.snapshot] if self.snapshot else [])]
 
 
 class MemoryStore(BoardStore):
     """Keeps every board in a dict; for tests and for benchmarks without durability.
 
     Args:
-        history: which past snapshots to keep.
+        history: which past versions to retain.
         clock: the source of the times stamped on updates and snapshots.
     """
 
@@ -90,7 +98,8 @@ class MemoryStore(BoardStore):
         return last_seqs
 
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """Store a snapshot covering seq <= upto_seq, drop those log entries, keep the old one."""
+        """Store a snapshot covering seq <= upto_seq; the log it covers and the old one go to
+        history, which is then thinned."""
         self._check_open()
         board = self._boards.get(board_id)
         current = board.snapshot if board is not None else None
@@ -100,17 +109,18 @@ class MemoryStore(BoardStore):
         if board is None:
             board = self._boards[board_id] = _Board()
         now = self._clock()
-        board.snapshot = _Snapshot(upto_seq, now, bytes(state))
+        if current is not None and current.seq == upto_seq:
+            # One with the same seq is the same version: it is replaced, not kept.
+            board.snapshot = _Snapshot(upto_seq, current.at, bytes(state))
+            return
+        covered = [entry for entry in board.log if entry.seq <= upto_seq]
+        at = covered[-1].at if covered and covered[-1].seq == upto_seq else now
+        board.snapshot = _Snapshot(upto_seq, at, bytes(state))
         board.log = [entry for entry in board.log if entry.seq > upto_seq]
-        # One with the same seq covers the same log: it is replaced, not kept.
-        if current is not None and current.seq < upto_seq:
+        board.retained.extend(covered)
+        if current is not None:
             board.past.append(current)
-            dropped = set(
-                snapshots_to_drop(
-                    [(s.seq, s.at) for s in board.past], now=now, policy=self._history
-                )
-            )
-            board.past = [s for s in board.past if s.seq not in dropped]
+        await thin_history(self, board_id, self._history, now)
 
     async def versions(self, board_id: str) -> list[Version]:
         """Return every retained version of the board, oldest first."""
@@ -118,28 +128,82 @@ class MemoryStore(BoardStore):
         board = self._boards.get(board_id)
         if board is None:
             return []
-        snapshots = [*board.past, *([board.snapshot] if board.snapshot else [])]
         return sorted_versions(
-            [Version(s.seq, s.at, "snapshot") for s in snapshots]
-            + [Version(e.seq, e.at, "update") for e in board.log]
+            [Version(s.seq, s.at, "snapshot") for s in board.snapshots()]
+            + [Version(e.seq, e.at, "update") for e in [*board.retained, *board.log]]
         )
 
     async def load_at(self, board_id: str, at: float) -> StoredBoard:
-        """Return the snapshot and log entries that rebuild the board as it was at ``at``."""
+        """Return the snapshot and updates that rebuild the board as it was at ``at``."""
         self._check_open()
         board = self._boards.get(board_id)
         if board is None:
             return StoredBoard(board_id, None, 0, [])
+        earlier = [s for s in board.snapshots() if s.at <= at]
+        newest = max(earlier, key=lambda s: s.seq) if earlier else None
+        base = (newest.seq, newest.state) if newest is not None else None
+        after = newest.seq if newest is not None else 0
+        entries = [e for e in [*board.retained, *board.log] if e.seq > after and e.at <= at]
+        rebuilt = rebuild_at(board_id, base, entries)
+        if rebuilt is not None:
+            return rebuilt
+        versions = await self.versions(board_id)
+        return empty_or_unavailable(
+            board_id,
+            at,
+            self._history,
+            oldest=versions[0] if versions else None,
+            first_update_retained=any(v.seq == 1 and v.kind == "update" for v in versions),
+        )
+
+    # -- history thinning (persistence.store.HistoryStorage) ------------------------
+
+    async def thinning_inputs(self, board_id: str, since: float, limit: int) -> ThinningInputs:
+        """The board's snapshots and its retained updates older than ``since``."""
+        board = self._boards.get(board_id)
+        if board is None:
+            return ThinningInputs(None, [], [], False, False)
         current = board.snapshot
-        if current is None or current.at <= at:
-            base = current.seq if current else 0
-            log = gap_free_tail([e for e in board.log if e.at <= at], base)
-            return StoredBoard(board_id, current.state if current else None, base, log)
-        past = [s for s in board.past if s.at <= at]
-        if not past:
-            raise history_unavailable(board_id, at)
-        newest = max(past, key=lambda s: (s.at, s.seq))
-        return StoredBoard(board_id, newest.state, newest.seq, [])
+        aged = sorted((e.seq, e.at) for e in board.retained if e.at < since)
+        return ThinningInputs(
+            (current.seq, current.at) if current is not None else None,
+            [(s.seq, s.at) for s in board.past],
+            aged[:limit],
+            len(aged) > limit,
+            min((e.seq for e in board.retained if e.at >= since), default=None),
+        )
+
+    async def materialise_inputs(
+        self, board_id: str, seq: int
+    ) -> tuple[bytes | None, list[bytes]] | None:
+        """The newest snapshot at or below ``seq`` and the retained updates after it."""
+        board = self._boards.get(board_id)
+        if board is None:
+            return None
+        below = [s for s in board.snapshots() if s.seq <= seq]
+        base = max(below, key=lambda s: s.seq) if below else None
+        after = base.seq if base is not None else 0
+        entries = {e.seq: e for e in [*board.retained, *board.log] if after < e.seq <= seq}
+        if sorted(entries) != list(range(after + 1, seq + 1)):
+            return None
+        updates = [entries[k].update for k in sorted(entries)]
+        return (base.state if base is not None else None), updates
+
+    async def add_history_snapshot(self, board_id: str, seq: int, at: float, state: bytes) -> None:
+        """Keep a materialised version, unless the board is gone or has one at ``seq``."""
+        board = self._boards.get(board_id)
+        if board is None or any(s.seq == seq for s in board.snapshots()):
+            return
+        board.past.append(_Snapshot(seq, at, state))
+
+    async def drop_history(self, board_id: str, thinning: Thinning) -> None:
+        """Delete what ``thinning`` names."""
+        board = self._boards.get(board_id)
+        if board is None:
+            return
+        dropped = set(thinning.drop_snapshots)
+        board.past = [s for s in board.past if s.seq not in dropped]
+        board.retained = [e for e in board.retained if e.seq > thinning.drop_updates_upto]
 
     async def list_boards(self) -> list[str]:
         """Return the ids of every stored board, sorted."""

@@ -4,8 +4,9 @@ sqlite3 blocks, so every statement runs on one dedicated worker thread that owns
 connection; the event loop only awaits. Several processes may open the same file: writes
 take SQLite's write lock up front (``BEGIN IMMEDIATE``) and read the next seq from the table
 inside that transaction, so seqs stay gap-free even if two processes wrote the same board.
-Compaction moves the replaced snapshot to ``snapshot_history`` and thins it in the same
-transaction (``persistence/history.py``).
+Compaction moves the log entries it covers to ``update_history`` and the snapshot it replaces
+to ``snapshot_history`` in one transaction; thinning them by the retention policy
+(``persistence/history.py``) follows in short transactions of its own.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from persistence.history import DEFAULT_HISTORY, HistoryPolicy, snapshots_to_drop
+from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.store import (
     BoardStore,
     LogEntry,
     StoredBoard,
+    ThinningInputs,
     Version,
     check_snapshot_seq,
-    gap_free_tail,
-    history_unavailable,
+    empty_or_unavailable,
+    rebuild_at,
     sorted_versions,
+    thin_history,
 )
 
 T = TypeVar("T")
@@ -53,7 +56,20 @@ _SCHEMA = (
         state BLOB NOT NULL,
         PRIMARY KEY (board_id, seq)
     )""",
+    # Log entries a snapshot covers, kept while the retention policy wants every version.
+    """CREATE TABLE IF NOT EXISTS update_history (
+        board_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        "update" BLOB NOT NULL,
+        PRIMARY KEY (board_id, seq)
+    )""",
 )
+
+_ALL_SNAPSHOTS = """SELECT seq, at, state FROM snapshots WHERE board_id = ?1
+    UNION ALL SELECT seq, at, state FROM snapshot_history WHERE board_id = ?1"""
+_ALL_UPDATES = """SELECT seq, at, "update" FROM updates WHERE board_id = ?1
+    UNION ALL SELECT seq, at, "update" FROM update_history WHERE board_id = ?1"""
 
 # The snapshot's seq counts too: compaction may have emptied the log.
 _LAST_SEQ = """SELECT MAX(
@@ -67,7 +83,7 @@ class SqliteStore(BoardStore):
     Args:
         path: the database file; its directory is created if missing.
         busy_timeout: seconds to wait for another process's write lock before failing.
-        history: which past snapshots to keep.
+        history: which past versions to retain.
         clock: the source of the times stamped on updates and snapshots.
     """
 
@@ -173,96 +189,199 @@ class SqliteStore(BoardStore):
         return await self._run(lambda c: _in_transaction(c, write))
 
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically.
+        """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
 
-        The snapshot it replaces moves to the board's history, which is then thinned.
+        The entries and the snapshot it replaces move to history in the same transaction;
+        the history is then thinned by the policy.
         """
         state = bytes(state)
+        now = self._clock()
 
-        def write(connection: sqlite3.Connection) -> None:
+        def write(connection: sqlite3.Connection) -> bool:
             row = connection.execute(
                 "SELECT seq FROM snapshots WHERE board_id = ?", (board_id,)
             ).fetchone()
             if row is not None and upto_seq < int(row[0]):
-                return
+                return False
             check_snapshot_seq(
                 board_id, upto_seq, int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
             )
-            now = self._clock()
-            # One with the same seq covers the same log: it is replaced, not kept.
-            keep_replaced = row is not None and int(row[0]) < upto_seq
-            if keep_replaced:
+            if row is not None and int(row[0]) == upto_seq:
+                # One with the same seq is the same version: it is replaced, not kept.
                 connection.execute(
-                    "INSERT OR REPLACE INTO snapshot_history (board_id, seq, at, state)"
-                    " SELECT board_id, seq, at, state FROM snapshots WHERE board_id = ?",
-                    (board_id,),
+                    "UPDATE snapshots SET state = ? WHERE board_id = ?", (state, board_id)
                 )
+                return False
+            covered = connection.execute(
+                "SELECT at FROM updates WHERE board_id = ? AND seq = ?", (board_id, upto_seq)
+            ).fetchone()
+            at = float(covered[0]) if covered is not None else now
+            connection.execute(
+                "INSERT OR REPLACE INTO snapshot_history (board_id, seq, at, state)"
+                " SELECT board_id, seq, at, state FROM snapshots WHERE board_id = ?",
+                (board_id,),
+            )
             connection.execute(
                 "INSERT INTO snapshots (board_id, seq, at, state) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (board_id) DO UPDATE"
                 " SET seq = excluded.seq, at = excluded.at, state = excluded.state",
-                (board_id, upto_seq, now, state),
+                (board_id, upto_seq, at, state),
+            )
+            connection.execute(
+                'INSERT OR IGNORE INTO update_history (board_id, seq, at, "update")'
+                ' SELECT board_id, seq, at, "update" FROM updates WHERE board_id = ? AND seq <= ?',
+                (board_id, upto_seq),
             )
             connection.execute(
                 "DELETE FROM updates WHERE board_id = ? AND seq <= ?", (board_id, upto_seq)
             )
-            if keep_replaced:
-                past = connection.execute(
-                    "SELECT seq, at FROM snapshot_history WHERE board_id = ?", (board_id,)
-                ).fetchall()
-                dropped = snapshots_to_drop(
-                    [(int(seq), float(at)) for seq, at in past], now=now, policy=self._history
-                )
-                connection.executemany(
-                    "DELETE FROM snapshot_history WHERE board_id = ? AND seq = ?",
-                    [(board_id, seq) for seq in dropped],
-                )
+            return True
 
-        await self._run(lambda c: _in_transaction(c, write))
+        if await self._run(lambda c: _in_transaction(c, write)):
+            await thin_history(self, board_id, self._history, now)
 
     async def versions(self, board_id: str) -> list[Version]:
         """Return every retained version of the board, oldest first."""
 
         def read(connection: sqlite3.Connection) -> list[Version]:
-            rows = connection.execute(
-                "SELECT seq, at, 'snapshot' FROM snapshot_history WHERE board_id = ?1"
-                " UNION ALL SELECT seq, at, 'snapshot' FROM snapshots WHERE board_id = ?1"
-                " UNION ALL SELECT seq, at, 'update' FROM updates WHERE board_id = ?1",
-                (board_id,),
+            snapshots = connection.execute(
+                f"SELECT seq, at FROM ({_ALL_SNAPSHOTS})", (board_id,)
             ).fetchall()
-            return [
-                Version(int(seq), float(at), "snapshot" if kind == "snapshot" else "update")
-                for seq, at, kind in rows
+            updates = connection.execute(
+                f"SELECT seq, at FROM ({_ALL_UPDATES})", (board_id,)
+            ).fetchall()
+            return [Version(int(seq), float(at), "snapshot") for seq, at in snapshots] + [
+                Version(int(seq), float(at), "update") for seq, at in updates
             ]
 
         return sorted_versions(await self._run(lambda c: _in_transaction(c, read, begin="BEGIN")))
 
     async def load_at(self, board_id: str, at: float) -> StoredBoard:
-        """Return the snapshot and log entries that rebuild the board as it was at ``at``."""
+        """Return the snapshot and updates that rebuild the board as it was at ``at``."""
 
         def read(connection: sqlite3.Connection) -> StoredBoard:
-            current = connection.execute(
-                "SELECT seq, at, state FROM snapshots WHERE board_id = ?", (board_id,)
-            ).fetchone()
-            if current is None or float(current[1]) <= at:
-                base, snapshot = (int(current[0]), bytes(current[2])) if current else (0, None)
-                rows = connection.execute(
-                    'SELECT seq, "update", at FROM updates'
-                    " WHERE board_id = ? AND seq > ? AND at <= ? ORDER BY seq",
-                    (board_id, base, at),
-                ).fetchall()
-                entries = [LogEntry(int(seq), bytes(update), float(t)) for seq, update, t in rows]
-                return StoredBoard(board_id, snapshot, base, gap_free_tail(entries, base))
-            past = connection.execute(
-                "SELECT seq, state FROM snapshot_history WHERE board_id = ? AND at <= ?"
-                " ORDER BY at DESC, seq DESC LIMIT 1",
+            newest = connection.execute(
+                f"SELECT seq, state FROM ({_ALL_SNAPSHOTS}) WHERE at <= ?2"
+                " ORDER BY seq DESC LIMIT 1",
                 (board_id, at),
             ).fetchone()
-            if past is None:
-                raise history_unavailable(board_id, at)
-            return StoredBoard(board_id, bytes(past[1]), int(past[0]), [])
+            base = (int(newest[0]), bytes(newest[1])) if newest is not None else None
+            rows = connection.execute(
+                f'SELECT seq, "update", at FROM ({_ALL_UPDATES}) WHERE seq > ?2 AND at <= ?3'
+                " ORDER BY seq",
+                (board_id, base[0] if base else 0, at),
+            ).fetchall()
+            entries = [LogEntry(int(seq), bytes(update), float(t)) for seq, update, t in rows]
+            rebuilt = rebuild_at(board_id, base, entries)
+            if rebuilt is not None:
+                return rebuilt
+            oldest = connection.execute(
+                f"SELECT seq, at, 'snapshot' FROM ({_ALL_SNAPSHOTS})"
+                f" UNION ALL SELECT seq, at, 'update' FROM ({_ALL_UPDATES})"
+                " ORDER BY 2, 1, 3 DESC LIMIT 1",
+                (board_id,),
+            ).fetchone()
+            first = connection.execute(
+                f"SELECT 1 FROM ({_ALL_UPDATES}) WHERE seq = 1", (board_id,)
+            ).fetchone()
+            return empty_or_unavailable(
+                board_id,
+                at,
+                self._history,
+                oldest=None
+                if oldest is None
+                else Version(
+                    int(oldest[0]),
+                    float(oldest[1]),
+                    "snapshot" if oldest[2] == "snapshot" else "update",
+                ),
+                first_update_retained=first is not None,
+            )
 
         return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
+
+    # -- history thinning (persistence.store.HistoryStorage) ------------------------
+
+    async def thinning_inputs(self, board_id: str, since: float, limit: int) -> ThinningInputs:
+        """The board's snapshots and its retained updates older than ``since``."""
+
+        def read(connection: sqlite3.Connection) -> ThinningInputs:
+            current = connection.execute(
+                "SELECT seq, at FROM snapshots WHERE board_id = ?", (board_id,)
+            ).fetchone()
+            past = connection.execute(
+                "SELECT seq, at FROM snapshot_history WHERE board_id = ?", (board_id,)
+            ).fetchall()
+            aged = connection.execute(
+                "SELECT seq, at FROM update_history WHERE board_id = ? AND at < ?"
+                " ORDER BY seq LIMIT ?",
+                (board_id, since, limit + 1),
+            ).fetchall()
+            newer = connection.execute(
+                "SELECT MIN(seq) FROM update_history WHERE board_id = ? AND at >= ?",
+                (board_id, since),
+            ).fetchone()[0]
+            return ThinningInputs(
+                (int(current[0]), float(current[1])) if current is not None else None,
+                [(int(seq), float(t)) for seq, t in past],
+                [(int(seq), float(t)) for seq, t in aged[:limit]],
+                len(aged) > limit,
+                int(newer) if newer is not None else None,
+            )
+
+        return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
+
+    async def materialise_inputs(
+        self, board_id: str, seq: int
+    ) -> tuple[bytes | None, list[bytes]] | None:
+        """The newest snapshot at or below ``seq`` and the retained updates after it."""
+
+        def read(connection: sqlite3.Connection) -> tuple[bytes | None, list[bytes]] | None:
+            newest = connection.execute(
+                f"SELECT seq, state FROM ({_ALL_SNAPSHOTS}) WHERE seq <= ?2"
+                " ORDER BY seq DESC LIMIT 1",
+                (board_id, seq),
+            ).fetchone()
+            after = int(newest[0]) if newest is not None else 0
+            rows = connection.execute(
+                f'SELECT DISTINCT seq, "update" FROM ({_ALL_UPDATES})'
+                " WHERE seq > ?2 AND seq <= ?3 ORDER BY seq",
+                (board_id, after, seq),
+            ).fetchall()
+            if [int(row[0]) for row in rows] != list(range(after + 1, seq + 1)):
+                return None
+            return (bytes(newest[1]) if newest is not None else None), [bytes(r[1]) for r in rows]
+
+        return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
+
+    async def add_history_snapshot(self, board_id: str, seq: int, at: float, state: bytes) -> None:
+        """Keep a materialised version, unless the board is gone or has one at ``seq``."""
+        await self._run(
+            lambda c: _in_transaction(
+                c,
+                lambda c: c.execute(
+                    "INSERT OR IGNORE INTO snapshot_history (board_id, seq, at, state)"
+                    " SELECT ?1, ?2, ?3, ?4 WHERE EXISTS"
+                    " (SELECT 1 FROM snapshots WHERE board_id = ?1 AND seq != ?2)",
+                    (board_id, seq, at, state),
+                ),
+            )
+        )
+
+    async def drop_history(self, board_id: str, thinning: Thinning) -> None:
+        """Delete what ``thinning`` names, in one transaction."""
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "DELETE FROM snapshot_history WHERE board_id = ? AND seq = ?",
+                [(board_id, seq) for seq in thinning.drop_snapshots],
+            )
+            connection.execute(
+                "DELETE FROM update_history WHERE board_id = ? AND seq <= ?",
+                (board_id, thinning.drop_updates_upto),
+            )
+
+        await self._run(lambda c: _in_transaction(c, write))
 
     async def list_boards(self) -> list[str]:
         """Return the ids of every stored board, sorted."""
@@ -282,6 +401,7 @@ class SqliteStore(BoardStore):
             connection.execute("DELETE FROM updates WHERE board_id = ?", (board_id,))
             connection.execute("DELETE FROM snapshots WHERE board_id = ?", (board_id,))
             connection.execute("DELETE FROM snapshot_history WHERE board_id = ?", (board_id,))
+            connection.execute("DELETE FROM update_history WHERE board_id = ?", (board_id,))
 
         await self._run(lambda c: _in_transaction(c, write))
 

@@ -2,23 +2,31 @@
 
 A board's durable form is a snapshot (one full Yjs update covering every seq up to
 ``snapshot_seq``) plus a log of the updates appended after it, each numbered by a per-board
-sequence that starts at 1 and has no gaps. A compacted snapshot is kept in the board's
-history, so the board can also be read as it was at a past time (``persistence/history.py``).
-Every store passes the same contract suite (``tests/unit/test_store_contract.py``).
+sequence that starts at 1 and has no gaps. Compaction keeps the updates and the snapshot it
+replaces in the board's history, thinned by a retention policy, so the board can also be
+read as it was at a past time (``persistence/history.py``). Every store passes the same
+contract suite (``tests/unit/test_store_contract.py``).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import datetime
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
-from persistence.history import DEFAULT_HISTORY, HistoryPolicy, merge_state
+from persistence.history import (
+    DEFAULT_HISTORY,
+    HistoryPolicy,
+    Thinning,
+    merge_state,
+    plan_thinning,
+)
 
 #: The setting that carries the store URL given to :func:`open_store`.
 STORE_SETTING = "BOARDCAST_STORE"
@@ -53,7 +61,11 @@ class StoredBoard:
 
 @dataclass(frozen=True)
 class Version:
-    """One retained point of a board's past: a snapshot (covering seq <= ``seq``) or an update."""
+    """One retained point of a board's past: a snapshot (covering seq <= ``seq``) or an update.
+
+    ``at`` is when the board reached that state: an update's append time; for a snapshot, the
+    append time of the newest update it covers (so a snapshot and its update share a time).
+    """
 
     seq: int
     at: float
@@ -61,7 +73,7 @@ class Version:
 
 
 class HistoryUnavailable(LookupError):
-    """The board's state at the asked time is no longer retained: compaction dropped it."""
+    """The board's state at the asked time is no longer retained: retention dropped it."""
 
 
 class BoardStore(abc.ABC):
@@ -81,24 +93,26 @@ class BoardStore(abc.ABC):
 
     @abc.abstractmethod
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """Store a snapshot covering seq <= upto_seq and drop those log entries, atomically.
+        """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
 
-        The snapshot it replaces moves to the board's history, thinned by the store's
-        ``HistoryPolicy``. A snapshot older than the stored one is ignored. Raises ValueError
-        if ``upto_seq`` is negative or beyond the board's last seq.
+        Atomically for readers of ``load``. The entries it covers and the snapshot it replaces
+        move to the board's history, which is then thinned by the store's ``HistoryPolicy``
+        (a bounded amount of work per call). A snapshot older than the stored one is ignored.
+        Raises ValueError if ``upto_seq`` is negative or beyond the board's last seq.
         """
 
     @abc.abstractmethod
     async def versions(self, board_id: str) -> list[Version]:
-        """Return every retained version of the board (snapshots and log entries), oldest first."""
+        """Return every retained version of the board (snapshots and updates), oldest first."""
 
     @abc.abstractmethod
     async def load_at(self, board_id: str, at: float) -> StoredBoard:
-        """Return the snapshot and log entries that rebuild the board as it was at ``at``.
+        """Return the snapshot and updates that rebuild the board as it was at ``at``.
 
-        That is the newest snapshot written at or before ``at`` and, if it is the current one,
-        the log entries after it appended at or before ``at``; before any snapshot, the log
-        entries up to ``at``. Raises HistoryUnavailable if compaction dropped that past.
+        That is the newest retained version at or before ``at``: the snapshot with the highest
+        seq among those at or before ``at``, then the retained updates after it up to ``at``
+        (to the first one missing). A board not yet written at ``at`` loads empty. Raises
+        HistoryUnavailable if retention dropped that past; its message says what is retained.
         """
 
     async def state_at(self, board_id: str, at: float) -> bytes:
@@ -163,12 +177,133 @@ def gap_free_tail(entries: Sequence[LogEntry], after_seq: int) -> list[LogEntry]
     return tail
 
 
-def history_unavailable(board_id: str, at: float) -> HistoryUnavailable:
+def format_time(at: float) -> str:
+    """A store time (unix seconds) as ISO 8601 UTC, for messages."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def history_unavailable(
+    board_id: str, at: float, policy: HistoryPolicy, oldest: Version | None
+) -> HistoryUnavailable:
     """The error for a time older than everything the board's history retains."""
-    return HistoryUnavailable(
-        f"board {board_id!r}: its state at {at} is no longer retained (compacted away);"
-        " see versions() for what is"
+    retained = (
+        f"oldest retained: {format_time(oldest.at)} ({oldest.kind} seq {oldest.seq})"
+        if oldest is not None
+        else "nothing older is retained"
     )
+    return HistoryUnavailable(
+        f"board {board_id!r}: its state at {format_time(at)} is no longer retained;"
+        f" retention keeps {policy.describe()}; {retained}"
+    )
+
+
+def rebuild_at(
+    board_id: str, base: tuple[int, bytes] | None, entries: Sequence[LogEntry]
+) -> StoredBoard | None:
+    """The board from its newest snapshot at or before a time and the updates up to it.
+
+    ``entries`` are the retained updates (live or compacted, in any order, duplicates
+    allowed) with seq above the base's and time at or before the asked one. Returns None if
+    there is no base and the updates do not start at seq 1: the caller then decides between
+    an empty board and HistoryUnavailable (:func:`empty_or_unavailable`).
+    """
+    unique = sorted({entry.seq: entry for entry in entries}.values(), key=lambda e: e.seq)
+    base_seq = base[0] if base is not None else 0
+    tail = gap_free_tail(unique, base_seq)
+    if base is None and not tail:
+        return None
+    return StoredBoard(board_id, base[1] if base is not None else None, base_seq, tail)
+
+
+def empty_or_unavailable(
+    board_id: str,
+    at: float,
+    policy: HistoryPolicy,
+    *,
+    oldest: Version | None,
+    first_update_retained: bool,
+) -> StoredBoard:
+    """An empty board if nothing had been written at ``at``, else raise HistoryUnavailable.
+
+    Args:
+        oldest: the board's oldest retained version (None for a board never written).
+        first_update_retained: seq 1 is still stored as an update, so the board provably
+            started empty after ``at``.
+    """
+    if oldest is None or (first_update_retained and oldest.at > at):
+        return StoredBoard(board_id, None, 0, [])
+    raise history_unavailable(board_id, at, policy, oldest)
+
+
+#: How many aged retained updates one thinning pass reads; the rest waits for the next pass.
+AGED_UPDATES_PER_THINNING = 20_000
+
+
+@dataclass(frozen=True)
+class ThinningInputs:
+    """What a store reads to plan a thinning pass (see ``history.plan_thinning``)."""
+
+    current: tuple[int, float] | None
+    snapshots: list[tuple[int, float]]
+    aged_updates: list[tuple[int, float]]
+    more_aged_updates: bool
+    first_newer_update: int | None
+
+
+class HistoryStorage(Protocol):
+    """The reads and writes a store gives :func:`thin_history`; each is one short store call."""
+
+    async def thinning_inputs(self, board_id: str, since: float, limit: int) -> ThinningInputs:
+        """Read the current snapshot, history snapshots and retained updates older than
+        ``since`` (at most ``limit``, oldest first) of one board."""
+
+    async def materialise_inputs(
+        self, board_id: str, seq: int
+    ) -> tuple[bytes | None, list[bytes]] | None:
+        """The newest snapshot at or below ``seq`` and the updates after it up to ``seq``;
+        None if an update in between is missing."""
+
+    async def add_history_snapshot(self, board_id: str, seq: int, at: float, state: bytes) -> None:
+        """Store a materialised version; one already stored at ``seq`` is left as it is."""
+
+    async def drop_history(self, board_id: str, thinning: Thinning) -> None:
+        """Delete the history snapshots and retained updates ``thinning`` names."""
+
+
+async def thin_history(
+    storage: HistoryStorage, board_id: str, policy: HistoryPolicy, now: float
+) -> Thinning:
+    """Thin one board's history by ``policy``: materialise, then drop. Returns what was done.
+
+    Bounded: at most ``AGED_UPDATES_PER_THINNING`` updates read and a few snapshots built
+    (pycrdt in a worker thread), so a compaction never stalls the event loop for long.
+    Materialised snapshots are written before anything is dropped, so a crash in between
+    leaves extra history, never a hole.
+    """
+    if policy.every_version_for == float("inf"):
+        return Thinning([], [], 0)
+    since = policy.every_version_since(now)
+    inputs = await storage.thinning_inputs(board_id, since, AGED_UPDATES_PER_THINNING)
+    plan = plan_thinning(
+        policy=policy,
+        now=now,
+        current=inputs.current,
+        snapshots=inputs.snapshots,
+        aged_updates=inputs.aged_updates,
+        more_aged_updates=inputs.more_aged_updates,
+        first_newer_update=inputs.first_newer_update,
+    )
+    if plan.is_empty:
+        return plan
+    for seq, at in plan.build:
+        parts = await storage.materialise_inputs(board_id, seq)
+        if parts is None:
+            continue  # already unreadable: nothing to preserve
+        state = await asyncio.to_thread(merge_state, *parts)
+        await storage.add_history_snapshot(board_id, seq, at, state)
+    await storage.drop_history(board_id, plan)
+    return plan
 
 
 def open_store(

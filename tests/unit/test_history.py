@@ -1,8 +1,8 @@
-"""Which past snapshots survive thinning, and how a past state is merged."""
+"""Retention policies: parsing, what a thinning pass does, and how a past state is merged."""
 
 from __future__ import annotations
 
-import bisect
+import math
 from typing import Any
 
 import pycrdt
@@ -12,79 +12,163 @@ from persistence.history import (
     DEFAULT_HISTORY,
     KEEP_EVERYTHING,
     KEEP_NOTHING,
-    HistoryPolicy,
+    InvalidHistoryPolicy,
+    RetentionTier,
     merge_state,
-    snapshots_to_drop,
+    parse_history_policy,
+    plan_thinning,
 )
 
-HOUR = 3600.0
-DAY = 86400.0
-NOW = 20_833 * 86400.0  # midnight UTC: hour and day buckets line up with the arithmetic below
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+NOW = 20_833 * DAY  # midnight UTC: 10-minute and hour steps line up with the arithmetic below
 
 
-def kept(snapshots: list[tuple[int, float]], policy: HistoryPolicy, now: float = NOW) -> list[int]:
-    dropped = set(snapshots_to_drop(snapshots, now=now, policy=policy))
-    return sorted(seq for seq, _ in snapshots if seq not in dropped)
+def test_the_default_is_the_documented_setting() -> None:
+    assert str(DEFAULT_HISTORY) == "1h:all,1d:10m,30d:1h"
+    tiers = (
+        RetentionTier(HOUR, None),
+        RetentionTier(DAY, 10 * MINUTE),
+        RetentionTier(30 * DAY, HOUR),
+    )
+    assert DEFAULT_HISTORY.tiers == tiers
+    assert DEFAULT_HISTORY.describe() == ("1h of every version, 10m steps for 1d, 1h steps for 30d")
 
 
-def newest_at_or_before(times: list[float], t: float) -> float | None:
-    """The newest of the sorted ``times`` at or before ``t``."""
-    index = bisect.bisect_right(times, t)
-    return times[index - 1] if index else None
+@pytest.mark.parametrize(
+    "text",
+    ["1h:all,1d:10m,30d:1h", "90s:all", "2w:1d", "1h:all,forever:1d", "forever:all", "none"],
+)
+def test_a_setting_parses_back_to_itself(text: str) -> None:
+    assert str(parse_history_policy(text)) == text
 
 
-def test_the_newest_are_kept_whatever_their_age() -> None:
-    # Ten snapshots a year old, one second apart.
-    old = [(seq, NOW - 400 * DAY + seq) for seq in range(1, 11)]
-    assert kept(old, HistoryPolicy(keep_last=3, hourly_for=0, daily_for=0)) == [8, 9, 10]
-    assert kept(old, KEEP_NOTHING) == []
-    assert kept(old, KEEP_EVERYTHING) == list(range(1, 11))
+def test_parsing_is_lenient_about_spaces_and_case() -> None:
+    assert parse_history_policy(" 1H : ALL , 1d:10M ") == parse_history_policy("1h:all,1d:10m")
+    assert parse_history_policy("") == KEEP_NOTHING
+    assert parse_history_policy("forever:all") == KEEP_EVERYTHING
+    assert KEEP_NOTHING.describe().startswith("no past versions")
 
 
-def test_recent_history_keeps_the_newest_snapshot_of_each_hour() -> None:
-    # Every 10 minutes over the last 3 hours: 18 snapshots in 3 hours.
-    snapshots = [(seq, NOW - 3 * HOUR + seq * 600) for seq in range(18)]
-    policy = HistoryPolicy(keep_last=0, hourly_for=4 * HOUR, daily_for=0)
-    # Seq 17 is the newest of the last hour, 11 and 5 of the two before.
-    assert kept(snapshots, policy) == [5, 11, 17]
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1h", "expected SPAN:STEP"),
+        ("1x:all", "not a duration"),
+        ("1h:all,1d:all", "only the first tier"),
+        ("1d:all,1h:10m", "spans must be positive and increase"),
+        ("1h:1h,1d:10m", "steps must be positive and not shrink"),
+        ("1h:0s", "steps must be positive"),
+        ("0s:all", "spans must be positive"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(InvalidHistoryPolicy, match=message):
+        parse_history_policy(text)
+    assert issubclass(InvalidHistoryPolicy, ValueError)
 
 
-def test_older_history_keeps_the_newest_snapshot_of_each_day_for_a_while() -> None:
-    # Four a day, for ten days, all older than the hourly window.
-    snapshots = [
-        (day * 4 + q, NOW - (10 - day) * DAY + q * 6 * HOUR) for day in range(10) for q in range(4)
-    ]
-    policy = HistoryPolicy(keep_last=0, hourly_for=HOUR, daily_for=5 * DAY)
-    # Days 5..9 are within 5 days (day 5's last snapshot is 4.25 days old); each keeps its last.
-    assert kept(snapshots, policy) == [23, 27, 31, 35, 39]
-    forever = HistoryPolicy(keep_last=0, hourly_for=HOUR, daily_for=None)
-    assert kept(snapshots, forever) == [day * 4 + 3 for day in range(10)]
+def test_tiers_are_found_by_age() -> None:
+    assert DEFAULT_HISTORY.tier_for(0.0) == (0, RetentionTier(HOUR, None))
+    assert DEFAULT_HISTORY.tier_for(HOUR + 1) == (1, RetentionTier(DAY, 10 * MINUTE))
+    assert DEFAULT_HISTORY.tier_for(31 * DAY) is None
+    assert DEFAULT_HISTORY.every_version_since(NOW) == NOW - HOUR
+    assert KEEP_NOTHING.every_version_since(NOW) == math.inf
 
 
-@pytest.mark.parametrize("minutes_between", [1, 10, 45])
-def test_the_default_policy_bounds_how_stale_a_past_read_is(minutes_between: int) -> None:
-    """Snapshots every few minutes for 20 days: any past time reads a recent-enough one."""
-    step = minutes_between * 60.0
-    count = int(20 * DAY / step)
-    snapshots = [(seq, NOW - 20 * DAY + seq * step) for seq in range(count)]
-    survivors = set(kept(snapshots, DEFAULT_HISTORY))
-    times = [at for _, at in snapshots]
-    retained = [at for seq, at in snapshots if seq in survivors]
-
-    assert len(retained) <= DEFAULT_HISTORY.keep_last + 49 + 21
-    for t in range(int(NOW - 19 * DAY), int(NOW), 997):
-        newest = newest_at_or_before(times, t)
-        newest_kept = newest_at_or_before(retained, t)
-        assert newest is not None and newest_kept is not None
-        allowed = 2 * HOUR if NOW - t < 47 * HOUR else 2 * DAY
-        assert newest - newest_kept <= allowed
+def minutes_ago(minutes: float) -> float:
+    return NOW - minutes * MINUTE
 
 
-def test_a_policy_with_a_negative_setting_is_refused() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        HistoryPolicy(keep_last=-1)
-    with pytest.raises(ValueError, match="negative"):
-        HistoryPolicy(daily_for=-DAY)
+def test_a_closed_step_keeps_its_newest_version_and_drops_the_rest() -> None:
+    # Updates 1-20, one a minute, 3 hours ago; a compaction snapshot at 7; current at 20.
+    updates = [(seq, minutes_ago(200 - seq)) for seq in range(1, 21)]
+    plan = plan_thinning(
+        policy=DEFAULT_HISTORY,
+        now=NOW,
+        current=(20, updates[-1][1]),
+        snapshots=[(7, updates[6][1])],
+        aged_updates=updates,
+    )
+    # Steps are 10 minutes from midnight: 199-191 minutes ago ends at seq 9, 190-181 at 19
+    # (both built); seq 20, 180 minutes ago, is the current snapshot: nothing to build.
+    assert plan.build == [(9, updates[8][1]), (19, updates[18][1])]
+    assert plan.drop_snapshots == [7]
+    assert plan.drop_updates_upto == 20
+
+
+def test_a_step_still_filling_up_is_left_alone() -> None:
+    # The step of 60-50 minutes ago straddles the one-hour mark: one update either side.
+    plan = plan_thinning(
+        policy=parse_history_policy("1h:all,1d:10m"),
+        now=NOW + MINUTE,
+        current=(2, minutes_ago(58)),
+        snapshots=[],
+        aged_updates=[(1, minutes_ago(60))],
+        first_newer_update=2,
+    )
+    assert plan.is_empty
+
+
+def test_materialising_is_bounded_per_pass() -> None:
+    # Six closed 10-minute steps, each ending in an update.
+    updates = [(seq, minutes_ago(301 - seq * 5)) for seq in range(1, 13)]
+    plan = plan_thinning(
+        policy=DEFAULT_HISTORY,
+        now=NOW,
+        current=(40, minutes_ago(1)),
+        snapshots=[],
+        aged_updates=updates,
+        max_builds=2,
+    )
+    assert [seq for seq, _ in plan.build] == [2, 4]
+    # Only what the built snapshots cover is dropped; the rest waits for the next pass.
+    assert plan.drop_updates_upto == 4
+
+
+def test_what_ages_out_of_every_tier_is_dropped_but_the_kept_updates_keep_a_base() -> None:
+    policy = parse_history_policy("1h:all")
+    old = [(seq, minutes_ago(120 - seq)) for seq in range(1, 6)]
+    # Updates 6-8 are inside the hour and need the state at 5 to be rebuilt.
+    plan = plan_thinning(
+        policy=policy,
+        now=NOW,
+        current=(8, minutes_ago(1)),
+        snapshots=[(3, old[2][1])],
+        aged_updates=old,
+        first_newer_update=6,
+    )
+    assert plan.build == [(5, old[4][1])]
+    assert plan.drop_snapshots == [3] and plan.drop_updates_upto == 5
+    # With a snapshot at 6 already kept, no base is built.
+    with_base = plan_thinning(
+        policy=policy,
+        now=NOW,
+        current=(8, minutes_ago(1)),
+        snapshots=[(3, old[2][1]), (6, minutes_ago(30))],
+        aged_updates=old,
+        first_newer_update=6,
+    )
+    assert with_base.build == [] and with_base.drop_updates_upto == 5
+
+
+def test_keep_nothing_drops_all_history_and_keep_everything_none() -> None:
+    updates = [(seq, minutes_ago(10 - seq)) for seq in range(1, 6)]
+    nothing = plan_thinning(
+        policy=KEEP_NOTHING,
+        now=NOW,
+        current=(5, updates[-1][1]),
+        snapshots=[(2, updates[1][1])],
+        aged_updates=updates,
+    )
+    assert (nothing.build, nothing.drop_snapshots, nothing.drop_updates_upto) == ([], [2], 5)
+    everything = plan_thinning(
+        policy=KEEP_EVERYTHING,
+        now=NOW,
+        current=(5, updates[-1][1]),
+        snapshots=[(2, updates[1][1])],
+        aged_updates=updates,
+    )
+    assert everything.is_empty
 
 
 def tasks_of(state: bytes) -> dict[str, Any]:

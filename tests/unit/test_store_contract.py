@@ -22,7 +22,7 @@ import pycrdt
 import pytest
 
 from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore, open_store
-from persistence.history import KEEP_EVERYTHING, HistoryPolicy
+from persistence.history import KEEP_EVERYTHING, KEEP_NOTHING, parse_history_policy
 from persistence.mongo import MongoStore
 from persistence.store import HistoryUnavailable, Version
 from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
@@ -262,7 +262,15 @@ async def test_everything_survives_close_and_reopen(shared_backend: Backend) -> 
         assert await reopened.list_boards() == ["a", "b"]
         assert await reopened.load("a") == before
         assert await reopened.versions("a") == history
-        assert [v.kind for v in history] == ["snapshot", "snapshot", "update"]
+        # Compaction kept the updates it covered: every version is there.
+        assert [(v.seq, v.kind) for v in history] == [
+            (1, "update"),
+            (2, "update"),
+            (2, "snapshot"),
+            (3, "update"),
+            (3, "snapshot"),
+            (4, "update"),
+        ]
         assert [(e.seq, e.update) for e in (await reopened.load("b")).updates] == [(1, b"b1")]
         assert await reopened.append({"a": [b"a5"]}) == {"a": 5}
 
@@ -362,17 +370,24 @@ async def test_versions_list_retained_snapshots_and_updates_oldest_first(
         await store.write_snapshot("b", b"upto-5", 5)
         await store.write_snapshot("b", b"upto-5-again", 5)
 
+        # A snapshot carries the time of the newest update it covers: the same version.
         assert await store.versions("b") == [
-            Version(2, 1010.0, "snapshot"),
-            Version(3, 1030.0, "snapshot"),
+            Version(1, 1000.0, "update"),
+            Version(2, 1000.0, "update"),
+            Version(2, 1000.0, "snapshot"),
+            Version(3, 1020.0, "update"),
+            Version(3, 1020.0, "snapshot"),
+            Version(4, 1040.0, "update"),
+            Version(5, 1050.0, "update"),
             Version(5, 1050.0, "snapshot"),
         ]
+        assert (await store.load("b")).snapshot == b"upto-5-again"
         await store.append({"b": [b"u6"]})
         assert (await store.versions("b"))[-1] == Version(6, 1050.0, "update")
         assert await store.versions("other") == [Version(1, 1000.0, "update")]
 
 
-async def test_state_at_reads_the_past_of_a_compacted_board(backend: Backend) -> None:
+async def test_state_at_reads_every_version_of_a_compacted_board(backend: Backend) -> None:
     clock = FakeClock(100.0)
     board = TaskBoard()
     seen: dict[float, dict[str, Any]] = {}
@@ -391,6 +406,7 @@ async def test_state_at_reads_the_past_of_a_compacted_board(backend: Backend) ->
         clock.now = 300.0
         board.add("t3", "ship")
         await board.flush(store)
+        seen[300.0] = board.content()
         clock.now = 400.0
         board.rename("t1", "write the spec ✓")
         last = await board.flush(store)
@@ -403,18 +419,13 @@ async def test_state_at_reads_the_past_of_a_compacted_board(backend: Backend) ->
         await board.flush(store)
         seen[500.0] = board.content()
 
-        # Since the current snapshot (450), every update is kept.
-        assert content_of(await store.state_at("board", 450.0)) == seen[400.0]
-        assert content_of(await store.state_at("board", 499.0)) == seen[400.0]
-        assert content_of(await store.state_at("board", 500.0)) == seen[500.0]
-        assert content_of(await store.state_at("board", 9e9)) == seen[500.0]
-        # Before it, the past is read from the snapshot written at 250: the edit at 300
-        # was compacted away.
-        assert content_of(await store.state_at("board", 250.0)) == seen[200.0]
-        assert content_of(await store.state_at("board", 399.0)) == seen[200.0]
-        # Before the oldest snapshot, the log it covered is gone.
-        with pytest.raises(HistoryUnavailable, match="board"):
-            await store.state_at("board", 249.0)
+        # Everything is younger than the default every-version window (1 hour): exact reads,
+        # although both compactions took those updates out of the log.
+        assert content_of(await store.state_at("board", 99.0)) == {}
+        for t, expected in [(100, 100), (199, 100), (250, 200), (300, 300), (399, 300)]:
+            assert content_of(await store.state_at("board", float(t))) == seen[expected], t
+        for t, expected in [(450, 400), (499, 400), (500, 500), (9e9, 500)]:
+            assert content_of(await store.state_at("board", float(t))) == seen[expected], t
 
 
 async def test_state_at_of_a_board_never_compacted_replays_its_log(backend: Backend) -> None:
@@ -438,31 +449,122 @@ async def test_state_at_of_a_board_never_compacted_replays_its_log(backend: Back
         assert await timed.state_at("board", 200.0) == reloaded.get_update()
 
 
-async def test_history_is_thinned_by_the_policy(backend: Backend) -> None:
+# Divisible by a day: 10-minute and hour steps start at T0.
+T0 = 20_833 * 86400.0
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+TIERED = "1h:all,1d:10m,30d:1h"
+
+
+async def edit_every_minute(
+    store: BoardStore, clock: FakeClock, board: TaskBoard, minutes: range, compact_every: int
+) -> dict[int, dict[str, Any]]:
+    """One task added per minute from T0, compacted every few edits; content by minute."""
+    seen: dict[int, dict[str, Any]] = {}
+    for minute in minutes:
+        clock.now = T0 + minute * MINUTE
+        board.add(f"t{minute}", f"task {minute}")
+        last = await board.flush(store)
+        if last % compact_every == 0:
+            await store.write_snapshot("board", board.doc.get_update(), last)
+        seen[minute] = board.content()
+    return seen
+
+
+def tasks_upto(minute: int) -> set[str]:
+    return {f"t{m}" for m in range(minute + 1)}
+
+
+async def test_older_than_the_every_version_window_a_board_reads_per_step(
+    backend: Backend,
+) -> None:
+    clock = FakeClock(T0)
+    board = TaskBoard()
+    async with backend.open(clock=clock, history=parse_history_policy(TIERED)) as store:
+        # Minutes 0-29: three 10-minute steps, compacted every 7 edits (mid-step).
+        await edit_every_minute(store, clock, board, range(30), compact_every=7)
+        # Three hours later one more edit and a compaction thin what is now over an hour old.
+        await edit_every_minute(store, clock, board, range(180, 181), compact_every=1)
+
+        async def tasks_at(t: float) -> set[str]:
+            return set(content_of(await store.state_at("board", t)))
+
+        # A time inside a step reads the newest version kept at or before it: the end of
+        # the step before (minute 9 ends the first step, 19 the second, 29 the third).
+        assert await tasks_at(T0 + 9 * MINUTE) == tasks_upto(9)
+        assert await tasks_at(T0 + 18 * MINUTE) == tasks_upto(9)
+        assert await tasks_at(T0 + 19 * MINUTE) == tasks_upto(19)
+        assert await tasks_at(T0 + 25 * MINUTE) == tasks_upto(19)
+        assert await tasks_at(T0 + 179 * MINUTE) == tasks_upto(29)
+        assert await tasks_at(T0 + 180 * MINUTE) == tasks_upto(29) | {"t180"}
+        with pytest.raises(HistoryUnavailable) as raised:
+            await store.state_at("board", T0 + 5 * MINUTE)
+        message = str(raised.value)
+        assert "retention keeps 1h of every version, 10m steps for 1d, 1h steps for 30d" in (
+            message
+        )
+        assert "oldest retained: " in message and "seq 10" in message
+
+        old = [v for v in await store.versions("board") if v.at < clock.now - HOUR]
+        # One snapshot per step, materialised where no compaction fell on the step's end.
+        assert [(v.seq, v.kind) for v in old] == [
+            (10, "snapshot"),
+            (20, "snapshot"),
+            (30, "snapshot"),
+        ]
+
+        # Forty days on, everything older than 30 days is gone; the present is not.
+        await edit_every_minute(store, clock, board, range(40 * 1440, 40 * 1440 + 1), 1)
+        with pytest.raises(HistoryUnavailable, match="oldest retained"):
+            await store.state_at("board", T0 + 180 * MINUTE)
+        assert await tasks_at(clock.now) == set(board.content())
+        assert all(v.at >= clock.now - 30 * DAY for v in await store.versions("board"))
+
+
+async def test_an_hourly_tier_keeps_the_last_version_of_each_hour(backend: Backend) -> None:
+    clock = FakeClock(T0)
+    board = TaskBoard()
+    async with backend.open(clock=clock, history=parse_history_policy(TIERED)) as store:
+        # One edit every 20 minutes for 5 hours, compacted at each.
+        seen = await edit_every_minute(store, clock, board, range(0, 300, 20), 1)
+        # Two days later, those are in the hourly tier.
+        await edit_every_minute(store, clock, board, range(2 * 1440, 2 * 1440 + 1), 1)
+        for hour in range(5):
+            last_of_hour = hour * 60 + 40
+            t = T0 + (hour * 60 + 59) * MINUTE
+            assert content_of(await store.state_at("board", t)) == seen[last_of_hour]
+        old = [v.seq for v in await store.versions("board") if v.at < clock.now - DAY]
+        assert old == [3, 6, 9, 12, 15]
+
+
+async def test_keep_nothing_reads_back_only_to_the_current_snapshot(backend: Backend) -> None:
     clock = FakeClock(1000.0)
-    policy = HistoryPolicy(keep_last=2, hourly_for=0.0, daily_for=0.0)
-    async with backend.open(clock=clock, history=policy) as store:
+    async with backend.open(clock=clock, history=KEEP_NOTHING) as store:
         for seq in range(1, 6):
             clock.now += 60
             await store.append({"b": [f"u{seq}".encode()]})
             await store.write_snapshot("b", f"upto-{seq}".encode(), seq)
+        await store.append({"b": [b"u6"]})
 
-        kept = [(v.seq, v.kind) for v in await store.versions("b")]
-        # The current snapshot and the two newest past ones.
-        assert kept == [(3, "snapshot"), (4, "snapshot"), (5, "snapshot")]
-        assert (await store.load_at("b", 1000.0 + 3 * 60)).snapshot == b"upto-3"
-        with pytest.raises(HistoryUnavailable):
-            await store.load_at("b", 1000.0 + 2 * 60)
+        assert [(v.seq, v.kind) for v in await store.versions("b")] == [
+            (5, "snapshot"),
+            (6, "update"),
+        ]
+        assert (await store.load_at("b", 1000.0 + 5 * 60)).snapshot == b"upto-5"
+        with pytest.raises(HistoryUnavailable, match="retention keeps no past versions"):
+            await store.load_at("b", 1000.0 + 4 * 60)
 
 
-async def test_every_snapshot_is_kept_when_the_policy_says_so(backend: Backend) -> None:
+async def test_every_version_is_kept_when_the_policy_says_so(backend: Backend) -> None:
     clock = FakeClock(1000.0)
     async with backend.open(clock=clock, history=KEEP_EVERYTHING) as store:
         for seq in range(1, 31):
             clock.now += 3600
             await store.append({"b": [f"u{seq}".encode()]})
             await store.write_snapshot("b", f"upto-{seq}".encode(), seq)
-        assert [v.seq for v in await store.versions("b")] == list(range(1, 31))
+        versions = await store.versions("b")
+        assert [v.seq for v in versions if v.kind == "snapshot"] == list(range(1, 31))
+        assert [v.seq for v in versions if v.kind == "update"] == list(range(1, 31))
+        assert (await store.load_at("b", 1000.0 + 3600)).snapshot == b"upto-1"
 
 
 async def test_delete_board_forgets_its_history(store: BoardStore) -> None:
