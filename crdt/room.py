@@ -36,6 +36,7 @@ from crdt.errors import (
     BoardFull,
     InvalidUpdate,
     OutOfSync,
+    ProtocolError,
     UpdateTooLarge,
     WritesRefused,
 )
@@ -51,7 +52,17 @@ from crdt.protocol import (
     sync_step2,
     sync_update,
 )
-from crdt.updates import EMPTY_UPDATE, apply_update, build_document, merge, missing_from
+from crdt.update_format import read_ranges
+from crdt.updates import (
+    EMPTY_UPDATE,
+    apply_update,
+    build_document,
+    decode_state_vector,
+    encode_state,
+    merge,
+    missing_from,
+    snapshot_loads,
+)
 
 _MIB = 1024 * 1024
 
@@ -131,7 +142,12 @@ class BoardRoom:
         self._journal_bytes = 0
         self._changes: list[bytes] = []
         self._peers: dict[Hashable, _Peer] = {}
+        # Per client, the clock up to which the base and journal hold its inserts.
+        self._clocks: dict[int, int] = decode_state_vector(self.doc.get_state())
         self._holders: set[Hashable] = set()  # connections with held updates
+        # Whether pycrdt may keep parts of a held update pending inside the document
+        # (even after its sender left): cleared only by a rebuild.
+        self._pending_in_doc = False
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -174,8 +190,28 @@ class BoardRoom:
         return self._journal_start + len(self._journal)
 
     def state(self) -> bytes:
-        """The whole document as one update (for snapshots and exports)."""
-        return self.doc.get_update()
+        """The whole document as one update (for snapshots and exports).
+
+        If pycrdt cannot encode the document (a crafted update broke it), the
+        document is rebuilt from the base and journal first.
+
+        Raises:
+            BoardCorrupted: not even the rebuilt document encodes.
+        """
+        try:
+            return encode_state(self.doc)
+        except InvalidUpdate:
+            self._rebuild_or_fail()
+        try:
+            return encode_state(self.doc)
+        except InvalidUpdate as exc:
+            raise BoardCorrupted(f"board {self.board_id!r} does not encode: {exc}") from exc
+
+    def _rebuild_or_fail(self) -> None:
+        try:
+            self.rebuild()
+        except InvalidUpdate as exc:
+            raise BoardCorrupted(f"board {self.board_id!r} cannot be rebuilt: {exc}") from exc
 
     def checkpoint(self, state: bytes, position: int) -> None:
         """Make ``state`` the base: it holds every change up to journal ``position``.
@@ -206,6 +242,42 @@ class BoardRoom:
         self.doc = doc
         self._changes.clear()
         self._subscription = doc.observe(self._on_transaction)
+        self._clocks = decode_state_vector(doc.get_state())
+        self._pending_in_doc = False
+
+    def _record(self, change: bytes) -> None:
+        """Advance the clocks the room stores by what ``change`` inserts."""
+        try:
+            inserted = read_ranges(change).inserts
+        except ProtocolError:
+            # Not expected of pycrdt's own output; fall back to its state vector.
+            self._clocks = decode_state_vector(self.doc.get_state())
+            return
+        clocks = self._clocks
+        for client, (_, end) in inserted.items():
+            if end > clocks.get(client, 0):
+                clocks[client] = end
+
+    def _integrated(self, update: bytes, *, deletes: bool = True) -> bool:
+        """True if everything ``update`` inserts (and deletes) is in what the room stores.
+
+        Checked against the clocks of the changes the room emitted, not against
+        pycrdt's state vector, which a crafted update can advance past what the
+        document encodes.
+        """
+        try:
+            ranges = read_ranges(update)
+        except ProtocolError:
+            return missing_from(self.doc, update) is None
+        clocks = self._clocks
+        for client, (_, end) in ranges.inserts.items():
+            if clocks.get(client, 0) < end:
+                return False
+        if deletes:
+            for client, clock, length in ranges.deletes:
+                if clocks.get(client, 0) < clock + length:
+                    return False
+        return True
 
     # -- sessions --------------------------------------------------------------
 
@@ -243,7 +315,7 @@ class BoardRoom:
     ) -> None:
         for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
-                output.reply.append(sync_step2(self._diff(message.state_vector)))
+                output.reply.append(sync_step2(self._diff(message.state_vector, output)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 output.update_messages += 1
                 self._receive_update(connection, message.update, output, writable)
@@ -285,10 +357,17 @@ class BoardRoom:
 
     # -- updates ---------------------------------------------------------------
 
-    def _diff(self, state_vector: bytes) -> bytes:
+    def _diff(self, state_vector: bytes, output: RoomOutput) -> bytes:
         try:
-            return self.doc.get_update(state_vector)
-        except Exception as exc:
+            return encode_state(self.doc, state_vector)
+        except InvalidUpdate:
+            pass
+        # Either the state vector is bad or the document is: rebuild and try again.
+        self._rebuild_or_fail()
+        output.rebuilt = True
+        try:
+            return encode_state(self.doc, state_vector)
+        except InvalidUpdate as exc:
             raise InvalidUpdate(f"invalid state vector: {exc}") from exc
 
     def _receive_update(
@@ -302,7 +381,7 @@ class BoardRoom:
         limits = self.limits
         if len(update) > limits.max_update_bytes:
             raise UpdateTooLarge(f"update of {len(update)} bytes (limit {limits.max_update_bytes})")
-        if not writable and missing_from(self.doc, update) is not None:
+        if not writable and not self._integrated(update, deletes=False):
             raise WritesRefused("the store is unavailable: this update is refused")
         if self.size_estimate + len(update) > limits.max_board_bytes:
             # The estimate only grows between checkpoints: measure before refusing.
@@ -313,7 +392,7 @@ class BoardRoom:
                     f" {len(update)} would pass its limit of {limits.max_board_bytes}"
                 )
         changed = self._apply(update, output)
-        if missing_from(self.doc, update) is None:
+        if self._integrated(update):
             if not peer.held:
                 peer.integrated = index
                 output.integrated[connection] = index
@@ -322,7 +401,7 @@ class BoardRoom:
         if changed and self._holders:
             self._retry_held(output)
 
-    def _apply(self, update: bytes, output: RoomOutput) -> bool:
+    def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> bool:
         """Apply one update whole or not at all; emit its changes. True if it changed the doc."""
         try:
             apply_update(self.doc, update)
@@ -330,26 +409,55 @@ class BoardRoom:
             # Whatever the failed transaction emitted must go nowhere, and the
             # document may hold part of the update: rebuild it from what we trust.
             self._changes.clear()
-            try:
-                self.rebuild()
-            except InvalidUpdate as exc:
-                raise BoardCorrupted(f"board {self.board_id!r} cannot be rebuilt: {exc}") from exc
+            self._rebuild_or_fail()
             output.rebuilt = True
             raise
         if not self._changes:
             return False
-        for change in self._changes:
+        changes, self._changes = self._changes, []
+        if (from_held or self._integrates_pending(update, changes)) and not self._consistent():
+            # Integrating what pycrdt kept pending broke the document (a crafted
+            # update can do that): none of it counts, the document is rebuilt.
+            self._rebuild_or_fail()
+            output.rebuilt = True
+            raise InvalidUpdate("the update left the document inconsistent")
+        for change in changes:
             output.broadcast.append(sync_update(change))
             output.updates.append(change)
             self._journal.append(change)
+            self._record(change)
             self._journal_bytes += len(change)
-        self._changes.clear()
         return True
+
+    def _integrates_pending(self, update: bytes, changes: list[bytes]) -> bool:
+        """True if ``changes`` insert anything ``update`` itself does not (pending parts)."""
+        if not self._pending_in_doc:
+            # Nothing was ever held since the last rebuild: pycrdt keeps nothing
+            # pending that this apply could have integrated.
+            return False
+        try:
+            own = read_ranges(update).inserts
+            for change in changes:
+                for client, (start, end) in read_ranges(change).inserts.items():
+                    first, last = own.get(client, (0, 0))
+                    if start < first or end > last:
+                        return True
+        except ProtocolError:
+            return True
+        return False
+
+    def _consistent(self) -> bool:
+        """True if the document's encoding loads back to its own state vector."""
+        try:
+            return snapshot_loads(encode_state(self.doc), self.doc.get_state())
+        except InvalidUpdate:
+            return False
 
     def _hold(self, connection: Hashable, peer: _Peer, held: _Held, output: RoomOutput) -> None:
         peer.held.append(held)
         peer.held_bytes += len(held.update)
         self._holders.add(connection)
+        self._pending_in_doc = True
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
             self._drop_held(connection, peer)
@@ -361,7 +469,17 @@ class BoardRoom:
             # The sender has what we lack: its answer (a sync step 2 of everything
             # past our state vector) carries the missing dependencies.
             peer.resync_asked = True
+            self._check_consistent(output)
             output.reply.append(sync_step1(self.doc.get_state()))
+
+    def _check_consistent(self, output: RoomOutput) -> None:
+        # Some crafted updates leave pycrdt claiming clocks it cannot encode: its
+        # state vector then lies, and a snapshot would not load. An update that
+        # did not integrate is the sign; checking costs one encode and one load of
+        # the board, paid at most once per connection and resync.
+        if not self._consistent():
+            self._rebuild_or_fail()
+            output.rebuilt = True
 
     def _retry_held(self, output: RoomOutput) -> None:
         """Integrate what became integrable; the repair also undoes pycrdt's dropped updates."""
@@ -370,7 +488,7 @@ class BoardRoom:
             try:
                 rest = missing_from(self.doc, merge(held.update for held in peer.held))
                 if rest is not None:
-                    self._apply(rest, output)
+                    self._apply(rest, output, from_held=True)
             except InvalidUpdate as exc:
                 # A held update that cannot be integrated was bad all along.
                 self._drop_held(connection, peer)
@@ -382,7 +500,7 @@ class BoardRoom:
         still: list[_Held] = []
         for held in peer.held:
             try:
-                integrated = missing_from(self.doc, held.update) is None
+                integrated = self._integrated(held.update)
             except InvalidUpdate:
                 integrated = False
             if not integrated:

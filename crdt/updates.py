@@ -62,6 +62,26 @@ def apply_update(doc: Doc[Any], update: bytes) -> None:
         raise
 
 
+def encode_state(doc: Doc[Any], state_vector: bytes | None = None) -> bytes:
+    """``doc`` as one update (past ``state_vector`` if given), or :class:`InvalidUpdate`.
+
+    A document left inconsistent by a crafted update can make pycrdt panic even
+    while encoding; the caller then rebuilds it.
+    """
+    try:
+        if state_vector is None:
+            state: bytes = doc.get_update()
+        else:
+            state = doc.get_update(state_vector)
+    except Exception as exc:
+        raise _refused(exc) from exc
+    except BaseException as exc:
+        if is_panic(exc):
+            raise _refused(exc) from exc
+        raise
+    return state
+
+
 def missing_from(doc: Doc[Any], update: bytes) -> bytes | None:
     """The part of ``update``'s inserts that ``doc`` does not hold, or ``None`` if none.
 
@@ -141,3 +161,7 @@ def snapshot_loads(state: bytes, state_vector: bytes) -> bool:
         return decode_state_vector(fresh.get_state()) == decode_state_vector(state_vector)
     except (InvalidUpdate, ProtocolError):
         return False
+    except BaseException as exc:
+        if is_panic(exc):
+            return False
+        raise
