@@ -14,13 +14,16 @@ from typing import Any
 import pycrdt
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import DocumentTooLarge, ServerSelectionTimeoutError
 
 from crdt.encoding import Decoder
-from persistence import BoardStore, SqliteStore, StoredBoard
+from persistence import BoardStore, LogEntry, SqliteStore, StoredBoard
+from persistence.history import KEEP_NOTHING
 from persistence.mongo import MongoStore
 from persistence.store import Version
 from persistence.transfer import board_state, export_all, export_board, import_all, import_board
 from tests.persistence_servers import MongoServer, database_url, secantus_command
+from tests.services import free_port
 
 
 def entries(board: StoredBoard) -> list[tuple[int, bytes]]:
@@ -217,3 +220,116 @@ async def test_a_whole_store_moves_from_the_embedded_store_to_mongo(
         assert await mongo.list_boards() == sorted(board_ids)
         for board_id in board_ids:
             await assert_same_board(sqlite, mongo, board_id)
+
+
+MIB = 1024 * 1024
+
+
+async def chunk_count(url: str, board_id: str) -> int:
+    """How many chunk documents the board has in the database, counted behind the store."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    try:
+        return await client.get_default_database()["chunks"].count_documents({"board_id": board_id})
+    finally:
+        await client.close()
+
+
+def big_board_updates(size: int) -> tuple[pycrdt.Doc[Any], bytes, bytes]:
+    """A Yjs document whose first update is ``size`` bytes of text, and a small second one."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    notes = random.Random(7).choices("abcdefghijklmnopqrstuvwxyz ", k=size)
+    doc.get("tasks", type=pycrdt.Map)["big"] = pycrdt.Map({"notes": "".join(notes)})
+    doc.get("tasks", type=pycrdt.Map)["small"] = pycrdt.Map({"title": "after the big one"})
+    return doc, updates[0], updates[1]
+
+
+async def test_a_20_mib_update_and_snapshot_round_trip_and_leave_no_chunk(mongo_url: str) -> None:
+    doc, big, small = big_board_updates(20 * MIB)
+    assert len(big) > 20 * MIB
+    clock = Clock(100.0)
+    async with MongoStore(mongo_url, clock=clock) as store:
+        assert await store.append({"b": [big], "other": [b"o1"]}) == {"b": 1, "other": 1}
+        clock.now = 200.0
+        assert await store.append({"b": [small]}) == {"b": 2}
+        board = await store.load("b")
+        assert [e.update for e in board.updates] == [big, small]
+        assert await chunk_count(mongo_url, "b") == 3  # 8 + 8 + 4 MiB
+
+        state = doc.get_update()
+        assert len(state) > 20 * MIB
+        await store.write_snapshot("b", state, 2)
+        board = await store.load("b")
+        assert board.snapshot == state and board.updates == []
+        # The compacted 20 MiB update is history now, and the past reads it back whole.
+        assert await store.load_at("b", 150.0) == StoredBoard(
+            "b", None, 0, [LogEntry(1, big, 100.0)]
+        )
+        assert await store.load_at("b", 200.0) == StoredBoard("b", state, 2, [])
+        exported = await board_state(store, "b")
+        reloaded: pycrdt.Doc[Any] = pycrdt.Doc()
+        reloaded.apply_update(state)
+        assert exported == reloaded.get_update()
+
+        await store.delete_board("b")
+        assert await chunk_count(mongo_url, "b") == 0
+        assert await store.list_boards() == ["other"]
+
+
+async def test_without_chunks_a_20_mib_document_is_refused(mongo_url: str) -> None:
+    """What the store avoids: the server (and the driver) refuse any document over 16 MiB."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        updates = client.get_default_database()["updates"]
+        with pytest.raises(DocumentTooLarge):
+            await updates.insert_one(
+                {"board_id": "b", "seq": 1, "at": 1.0, "update": b"x" * (20 * MIB)}
+            )
+    finally:
+        await client.close()
+
+
+async def test_chunked_history_is_dropped_with_its_chunks(mongo_url: str) -> None:
+    async with MongoStore(mongo_url, chunk_size=1000, history=KEEP_NOTHING) as store:
+        updates = [bytes([i]) * 2500 for i in range(1, 4)]
+        await store.append({"b": updates})
+        assert await chunk_count(mongo_url, "b") == 9
+        await store.write_snapshot("b", b"s" * 1500, 3)
+        # The covered updates left no history, and took their chunks along: the snapshot's 2
+        # chunks remain.
+        assert [(v.seq, v.kind) for v in await store.versions("b")] == [(3, "snapshot")]
+        assert await chunk_count(mongo_url, "b") == 2
+        await store.write_snapshot("b", b"t" * 1500, 3)  # replaces it; old chunks are orphans
+        assert (await store.load("b")).snapshot == b"t" * 1500
+
+
+async def test_chunks_a_crash_left_unreferenced_are_swept_on_load(mongo_url: str) -> None:
+    clock = Clock(10_000.0)
+    async with MongoStore(mongo_url, chunk_size=1000, clock=clock, orphan_grace=60.0) as store:
+        await store.append({"b": [b"k" * 2500]})
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+        try:
+            chunks = client.get_default_database()["chunks"]
+            # What a crash after writing chunks but before the entry naming them leaves.
+            orphan = {"set": "crashed", "board_id": "b", "at": clock.now, "data": b"z" * 1000}
+            await chunks.insert_many([{**orphan, "n": n} for n in range(2)])
+            assert await chunk_count(mongo_url, "b") == 5
+            # Within the grace period it may be a write in flight: left alone.
+            await store.load("b")
+            assert await chunk_count(mongo_url, "b") == 5
+            clock.now += 61
+            assert [e.update for e in (await store.load("b")).updates] == [b"k" * 2500]
+            assert await chunk_count(mongo_url, "b") == 3
+            assert await chunks.count_documents({"set": "crashed"}) == 0
+        finally:
+            await client.close()
+
+
+async def test_an_unreachable_server_fails_a_call_within_the_timeout() -> None:
+    url = f"mongodb://127.0.0.1:{free_port()}/boardcast"
+    async with MongoStore(url, server_selection_timeout=0.5, connect_timeout=0.5) as store:
+        started = time.monotonic()
+        with pytest.raises(ServerSelectionTimeoutError):
+            await store.append({"b": [b"u1"]})
+        assert time.monotonic() - started < 5.0
