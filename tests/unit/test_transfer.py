@@ -164,3 +164,23 @@ def test_file_names_are_safe_and_distinct() -> None:
     assert len(names) == 5
     for name in names:
         assert "/" not in name and name.endswith(SUFFIX) and len(name.encode()) <= 255
+
+
+async def test_an_idle_board_compacted_later_still_exports_as_it_was(tmp_path: Path) -> None:
+    """The past before a snapshot stays readable within the every-version window."""
+    clock = Clock(1000.0)
+    async with SqliteStore(tmp_path / "a.sqlite3", clock=clock) as store:
+        doc: pycrdt.Doc[pycrdt.Map[Any]] = pycrdt.Doc()
+        updates: list[bytes] = []
+        doc.observe(lambda event: updates.append(event.update))
+        doc.get("tasks", type=pycrdt.Map)["t1"] = pycrdt.Map({"title": "one"})
+        await store.append({"b": list(updates)})
+        clock.now = 1100.0
+        doc.get("tasks", type=pycrdt.Map)["t2"] = pycrdt.Map({"title": "two"})
+        last = (await store.append({"b": updates[1:]}))["b"]
+        # The board goes idle and is snapshotted, which takes its log out of the live log.
+        clock.now = 1200.0
+        await store.write_snapshot("b", doc.get_update(), last)
+
+        past = BoardFile.decode(await export_board(store, "b", at=1050.0))
+        assert titles_of(past.state) == {"t1": "one"}
