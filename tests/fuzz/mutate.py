@@ -26,7 +26,7 @@ from tests.fuzz.board_updates import causal_history
 from tests.fuzz.corpus import make_case, save_case
 from tests.fuzz.mutations import Mutator
 from tests.fuzz.oracle import HANG, OK, Verdict
-from tests.fuzz.sandbox import Sandbox
+from tests.fuzz.sandbox import Sandbox, run_isolated
 
 # A minimisation probes the sandbox hundreds of times; bound each finding's share.
 MINIMISE_SECONDS = 20.0
@@ -141,6 +141,11 @@ class Minimiser:
         return Case(order, complete=True, causal=causal)
 
 
+def verdict_timeout(verdict: Verdict) -> float:
+    """Probes of a hang wait long enough to tell it from a slow case."""
+    return 20.0 if verdict.kind == HANG else 2.0
+
+
 def fuzz(*, seconds: float, out: Path, seed: int, per_kind: int, timeout: float) -> int:
     """Run for ``seconds``; write minimised findings to ``out``; return how many were saved."""
     rng = random.Random(seed)
@@ -159,16 +164,21 @@ def fuzz(*, seconds: float, out: Path, seed: int, per_kind: int, timeout: float)
             verdict = sandbox.run(case.updates, complete=case.complete)
             cases += 1
             verdicts[verdict.kind] += 1
-            if verdict.kind == HANG:
-                # A loaded machine can stall one case: confirm with a far longer bound.
-                verdict = Sandbox(timeout=timeout * 10).run(case.updates, complete=case.complete)
+            if verdict.kind != OK:
+                # Confirm in a fresh process (nothing carried over from earlier cases) and,
+                # for a hang, with a far longer bound: a loaded machine can stall one case.
+                verdict = run_isolated(
+                    case.updates,
+                    complete=case.complete,
+                    timeout=timeout * (10 if verdict.kind == HANG else 1),
+                )
             key = signature(verdict)
             if verdict.kind != OK and key not in seen:
                 seen.add(key)
                 elapsed = time.monotonic() - started
                 if saved_per_kind[verdict.kind] < per_kind:
                     saved_per_kind[verdict.kind] += 1
-                    _save(sandbox, case, verdict, out, pycrdt_version, seed, elapsed, cases)
+                    _save(case, verdict, out, pycrdt_version, seed, elapsed, cases)
             if time.monotonic() > next_report:
                 next_report += 10
                 rate = cases / (time.monotonic() - started)
@@ -180,7 +190,6 @@ def fuzz(*, seconds: float, out: Path, seed: int, per_kind: int, timeout: float)
 
 
 def _save(
-    sandbox: Sandbox,
     case: Case,
     verdict: Verdict,
     out: Path,
@@ -189,9 +198,11 @@ def _save(
     elapsed: float,
     cases: int,
 ) -> None:
-    minimiser = Minimiser(sandbox, verdict.kind)
-    small = minimiser.minimise(case) if verdict.kind != HANG else case
-    final = sandbox.run(small.updates, complete=small.complete)
+    # Every probe in a fresh child: a saved case must reproduce on its own.
+    with Sandbox(timeout=verdict_timeout(verdict), fresh=True) as sandbox:
+        minimiser = Minimiser(sandbox, verdict.kind)
+        small = minimiser.minimise(case) if verdict.kind != HANG else case
+        final = sandbox.run(small.updates, complete=small.complete)
     if final.kind != verdict.kind:  # flaky under minimisation: keep the original
         small, final = case, verdict
     causal_order = None

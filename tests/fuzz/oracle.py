@@ -54,12 +54,17 @@ class Verdict:
 
 
 def decode_state_vector(state_vector: bytes) -> dict[int, int]:
-    """A state vector's clocks by client id (the encoding orders clients arbitrarily)."""
+    """A state vector's clocks by client id, without zero clocks (the same as no entry).
+
+    The encoding orders clients arbitrarily, so compare these, never the bytes.
+    """
     decoder = Decoder(state_vector)
     clocks = {}
     for _ in range(decoder.read_var_uint()):
         client = decoder.read_var_uint()
-        clocks[client] = decoder.read_var_uint()
+        clock = decoder.read_var_uint()
+        if clock:
+            clocks[client] = clock
     return clocks
 
 
