@@ -75,6 +75,7 @@ class RoomLimits:
     max_board_bytes: int = 64 * _MIB  # the whole board, encoded
     max_held_updates: int = 64  # per connection, waiting for their dependencies
     max_held_bytes: int = 4 * _MIB  # per connection
+    max_consistency_checks: int = 32  # per connection: whole-board checks its updates cause
     awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
 
 
@@ -124,6 +125,7 @@ class _Peer:
     held: list[_Held] = field(default_factory=list)
     held_bytes: int = 0
     resync_asked: bool = False
+    checks: int = 0  # whole-board consistency checks its updates caused
 
 
 class BoardRoom:
@@ -145,9 +147,13 @@ class BoardRoom:
         # Per client, the clock up to which the base and journal hold its inserts.
         self._clocks: dict[int, int] = decode_state_vector(self.doc.get_state())
         self._holders: set[Hashable] = set()  # connections with held updates
-        # Whether pycrdt may keep parts of a held update pending inside the document
-        # (even after its sender left): cleared only by a rebuild.
-        self._pending_in_doc = False
+        # Clients whose inserts pycrdt may keep pending inside the document (those
+        # of held updates, also after they were dropped); ``None`` in it stands for
+        # a held update that could not be read. Updates touching them are checked.
+        self._pending_clients: set[int | None] = set()
+        # A held update was dropped unintegrated: rebuild to clear pycrdt's pending.
+        self._rebuild_due = False
+        self._checks = 0  # consistency checks run for the frame being processed
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -243,7 +249,21 @@ class BoardRoom:
         self._changes.clear()
         self._subscription = doc.observe(self._on_transaction)
         self._clocks = decode_state_vector(doc.get_state())
-        self._pending_in_doc = False
+        self._rebuild_due = False
+        # The new document holds nothing pending; held updates are retried into it.
+        self._pending_clients = set()
+        for connection in self._holders:
+            for held in self._peers[connection].held:
+                self._pending_clients |= _insert_clients(held.update)
+
+    @property
+    def _pending_in_doc(self) -> bool:
+        """Whether pycrdt may hold parts of updates pending inside the document.
+
+        Only then are clocks tracked by the room and updates checked against them
+        (the careful path); otherwise pycrdt's own state vector is trusted (fast).
+        """
+        return bool(self._pending_clients)
 
     def _record(self, change: bytes) -> None:
         """Advance the clocks the room stores by what ``change`` inserts."""
@@ -265,6 +285,8 @@ class BoardRoom:
         pycrdt's state vector, which a crafted update can advance past what the
         document encodes.
         """
+        if not self._pending_in_doc:
+            return missing_from(self.doc, update) is None
         try:
             ranges = read_ranges(update)
         except ProtocolError:
@@ -303,6 +325,12 @@ class BoardRoom:
             self._process(connection, frame, now, output, writable)
         except BoardcastError as exc:
             output.error = exc
+        if self._rebuild_due:
+            try:
+                self._rebuild_or_fail()
+                output.rebuilt = True
+            except BoardCorrupted as exc:
+                output.error = exc
         return output
 
     def _process(
@@ -336,8 +364,9 @@ class BoardRoom:
 
     def leave(self, connection: Hashable) -> bytes | None:
         """Forget ``connection`` (and its held updates); return its presence removal frame."""
-        self._peers.pop(connection, None)
-        self._holders.discard(connection)
+        peer = self._peers.pop(connection, None)
+        if peer is not None and peer.held:
+            self._drop_held(connection, peer)
         removed = self.awareness.remove_connection(connection)
         return awareness_frame(removed) if removed is not None else None
 
@@ -391,6 +420,7 @@ class BoardRoom:
                     f"the board holds {self.size_estimate} bytes; this update of"
                     f" {len(update)} would pass its limit of {limits.max_board_bytes}"
                 )
+        self._checks = 0
         changed = self._apply(update, output)
         if self._integrated(update):
             if not peer.held:
@@ -400,9 +430,16 @@ class BoardRoom:
             self._hold(connection, peer, _Held(index, update), output)
         if changed and self._holders:
             self._retry_held(output)
+        peer.checks += self._checks
+        if peer.checks > limits.max_consistency_checks:
+            # Each check encodes and reloads the whole board: a connection that
+            # keeps causing them is closed before it can make the board slow.
+            self._drop_held(connection, peer)
+            raise OutOfSync("too many updates waiting on what pycrdt keeps pending")
 
     def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> bool:
         """Apply one update whole or not at all; emit its changes. True if it changed the doc."""
+        touches = from_held or self._touches_pending(update)
         try:
             apply_update(self.doc, update)
         except InvalidUpdate:
@@ -412,20 +449,22 @@ class BoardRoom:
             self._rebuild_or_fail()
             output.rebuilt = True
             raise
-        if not self._changes:
-            return False
         changes, self._changes = self._changes, []
-        if (from_held or self._integrates_pending(update, changes)) and not self._consistent():
+        suspect = touches or (bool(changes) and self._integrates_pending(update, changes))
+        if suspect and not self._consistent():
             # Integrating what pycrdt kept pending broke the document (a crafted
             # update can do that): none of it counts, the document is rebuilt.
             self._rebuild_or_fail()
             output.rebuilt = True
             raise InvalidUpdate("the update left the document inconsistent")
+        if not changes:
+            return False
         for change in changes:
             output.broadcast.append(sync_update(change))
             output.updates.append(change)
             self._journal.append(change)
-            self._record(change)
+            if self._pending_in_doc:
+                self._record(change)
             self._journal_bytes += len(change)
         return True
 
@@ -446,8 +485,18 @@ class BoardRoom:
             return True
         return False
 
+    def _touches_pending(self, update: bytes) -> bool:
+        """True if ``update`` inserts for a client whose inserts pycrdt may keep pending."""
+        pending = self._pending_clients
+        if not pending:
+            return False
+        if None in pending:
+            return True
+        return not pending.isdisjoint(_insert_clients(update))
+
     def _consistent(self) -> bool:
         """True if the document's encoding loads back to its own state vector."""
+        self._checks += 1
         try:
             return snapshot_loads(encode_state(self.doc), self.doc.get_state())
         except InvalidUpdate:
@@ -456,8 +505,13 @@ class BoardRoom:
     def _hold(self, connection: Hashable, peer: _Peer, held: _Held, output: RoomOutput) -> None:
         peer.held.append(held)
         peer.held_bytes += len(held.update)
+        if not self._pending_in_doc:
+            # Entering the careful path: the document must be sound now, and its
+            # state vector is where the room's own clocks start.
+            self._check_consistent(output)
+            self._clocks = decode_state_vector(self.doc.get_state())
         self._holders.add(connection)
-        self._pending_in_doc = True
+        self._pending_clients |= _insert_clients(held.update)
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
             self._drop_held(connection, peer)
@@ -469,14 +523,13 @@ class BoardRoom:
             # The sender has what we lack: its answer (a sync step 2 of everything
             # past our state vector) carries the missing dependencies.
             peer.resync_asked = True
-            self._check_consistent(output)
             output.reply.append(sync_step1(self.doc.get_state()))
 
     def _check_consistent(self, output: RoomOutput) -> None:
         # Some crafted updates leave pycrdt claiming clocks it cannot encode: its
         # state vector then lies, and a snapshot would not load. An update that
         # did not integrate is the sign; checking costs one encode and one load of
-        # the board, paid at most once per connection and resync.
+        # the board, paid when the room starts holding updates.
         if not self._consistent():
             self._rebuild_or_fail()
             output.rebuilt = True
@@ -514,9 +567,22 @@ class BoardRoom:
         if not still:
             peer.resync_asked = False
             self._holders.discard(connection)
+            if not self._holders and not self._rebuild_due:
+                # Everything held was integrated: nothing stays pending in pycrdt.
+                self._pending_clients.clear()
 
     def _drop_held(self, connection: Hashable, peer: _Peer) -> None:
+        if peer.held:
+            self._rebuild_due = True
         peer.held.clear()
         peer.held_bytes = 0
         peer.resync_asked = False
         self._holders.discard(connection)
+
+
+def _insert_clients(update: bytes) -> set[int | None]:
+    """The clients ``update`` inserts for (``{None}`` if it cannot be read)."""
+    try:
+        return set(read_ranges(update).inserts)
+    except ProtocolError:
+        return {None}

@@ -5,15 +5,15 @@ whose lengths add up) followed by a delete set. Knowing which (client, clock)
 ranges an update inserts and deletes lets the room check an update against the
 state it actually stores, instead of trusting pycrdt's state vector (which some
 crafted updates advance past what it can encode). Only lengths are decoded:
-contents are skipped.
+contents are skipped. This runs for every update on the hot path, so it reads
+bytes by index with small local helpers rather than through a decoder object.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crdt.encoding import Decoder
-from crdt.errors import ProtocolError
+from crdt.errors import ProtocolError, TruncatedMessage
 
 _BITS5 = 0x1F
 _HAS_ORIGIN = 0x80
@@ -23,6 +23,8 @@ _GC = 0
 _SKIP = 10
 # ContentType refs that carry a name (XmlElement, XmlHook).
 _NAMED_TYPES = {3, 5}
+_MAX_DEPTH = 100
+_MAX_VARUINT_BYTES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,134 +35,160 @@ class UpdateRanges:
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
 
 
+def _uint(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a varUint at ``pos``; return it and the position after it."""
+    try:
+        byte = data[pos]
+        if byte < 0x80:
+            return byte, pos + 1
+        result = byte & 0x7F
+        shift = 7
+        for _ in range(_MAX_VARUINT_BYTES):
+            pos += 1
+            byte = data[pos]
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result, pos + 1
+            shift += 7
+    except IndexError:
+        raise TruncatedMessage("update ends inside a varUint") from None
+    raise ProtocolError("varUint too long")
+
+
+def _skip_bytes(data: bytes, pos: int) -> int:
+    """Skip a length-prefixed byte string; return the position after it."""
+    length, pos = _uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise TruncatedMessage("update ends inside a string")
+    return end
+
+
 def read_ranges(update: bytes) -> UpdateRanges:
     """Decode the clock ranges of a v1 update.
 
     Raises:
         ProtocolError: the bytes are not a v1 update this reader understands.
     """
-    decoder = Decoder(update)
+    data = bytes(update)
+    size = len(data)
     inserts: dict[int, tuple[int, int]] = {}
-    groups = decoder.read_var_uint()
-    if groups > len(update):
+    groups, pos = _uint(data, 0)
+    if groups > size:
         raise ProtocolError("update announces more struct groups than it holds")
     for _ in range(groups):
-        count = decoder.read_var_uint()
-        client = decoder.read_var_uint()
-        start = clock = decoder.read_var_uint()
-        if count > len(update):
+        count, pos = _uint(data, pos)
+        client, pos = _uint(data, pos)
+        start, pos = _uint(data, pos)
+        if count > size:
             raise ProtocolError("update announces more structs than it holds")
+        clock = start
         for _ in range(count):
-            clock += _skip_struct(decoder)
-        if client in inserts:
-            first, end = inserts[client]
-            inserts[client] = (min(first, start), max(end, clock))
-        else:
-            inserts[client] = (start, clock)
+            length, pos = _skip_struct(data, pos)
+            clock += length
+        known = inserts.get(client)
+        inserts[client] = (
+            (start, clock) if known is None else (min(known[0], start), max(known[1], clock))
+        )
     deletes: list[tuple[int, int, int]] = []
-    clients = decoder.read_var_uint()
-    if clients > len(update):
+    clients, pos = _uint(data, pos)
+    if clients > size:
         raise ProtocolError("delete set announces more clients than it holds")
     for _ in range(clients):
-        client = decoder.read_var_uint()
-        ranges = decoder.read_var_uint()
-        if ranges > len(update):
+        client, pos = _uint(data, pos)
+        ranges, pos = _uint(data, pos)
+        if ranges > size:
             raise ProtocolError("delete set announces more ranges than it holds")
         for _ in range(ranges):
-            deletes.append((client, decoder.read_var_uint(), decoder.read_var_uint()))
-    if not decoder.at_end():
+            clock, pos = _uint(data, pos)
+            length, pos = _uint(data, pos)
+            deletes.append((client, clock, length))
+    if pos != size:
         raise ProtocolError("trailing bytes after update")
     return UpdateRanges(inserts, deletes)
 
 
-def _skip_struct(decoder: Decoder) -> int:
-    """Skip one struct; return its length in clocks."""
-    info = decoder.read_bytes(1)[0]
+def _skip_struct(data: bytes, pos: int) -> tuple[int, int]:
+    """Skip one struct; return its length in clocks and the position after it."""
+    if pos >= len(data):
+        raise TruncatedMessage("update ends inside a struct")
+    info = data[pos]
+    pos += 1
     ref = info & _BITS5
     if ref in (_GC, _SKIP):
-        return decoder.read_var_uint()
+        return _uint(data, pos)
     if info & _HAS_ORIGIN:
-        decoder.read_var_uint()
-        decoder.read_var_uint()
+        pos = _uint(data, _uint(data, pos)[1])[1]
     if info & _HAS_RIGHT_ORIGIN:
-        decoder.read_var_uint()
-        decoder.read_var_uint()
+        pos = _uint(data, _uint(data, pos)[1])[1]
     if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
-        if decoder.read_var_uint() == 1:
-            decoder.read_var_bytes()  # parent: a root type's name
-        else:
-            decoder.read_var_uint()  # parent: an item's id
-            decoder.read_var_uint()
+        named, pos = _uint(data, pos)
+        # The parent: a root type's name, or an item's id.
+        pos = _skip_bytes(data, pos) if named == 1 else _uint(data, _uint(data, pos)[1])[1]
         if info & _HAS_PARENT_SUB:
-            decoder.read_var_bytes()
-    return _skip_content(decoder, ref)
+            pos = _skip_bytes(data, pos)
+    return _skip_content(data, pos, ref)
 
 
-def _skip_content(decoder: Decoder, ref: int) -> int:
+def _skip_content(data: bytes, pos: int, ref: int) -> tuple[int, int]:
     if ref == 1:  # deleted
-        return decoder.read_var_uint()
+        return _uint(data, pos)
     if ref == 2:  # JSON
-        length = decoder.read_var_uint()
+        length, pos = _uint(data, pos)
         for _ in range(length):
-            decoder.read_var_bytes()
-        return length
-    if ref == 3:  # binary
-        decoder.read_var_bytes()
-        return 1
+            pos = _skip_bytes(data, pos)
+        return length, pos
     if ref == 4:  # string: its length counts UTF-16 code units
-        raw = decoder.read_var_bytes()
-        try:
-            text = raw.decode("utf-8", errors="surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("string content is not UTF-8") from exc
-        return len(text.encode("utf-16-le", errors="surrogatepass")) // 2
-    if ref == 5:  # embed
-        decoder.read_var_bytes()
-        return 1
+        size, pos = _uint(data, pos)
+        raw = data[pos : pos + size]
+        if len(raw) != size:
+            raise TruncatedMessage("update ends inside a string")
+        if raw.isascii():
+            return size, pos + size
+        text = raw.decode("utf-8", errors="surrogatepass")
+        return len(text.encode("utf-16-le", errors="surrogatepass")) // 2, pos + size
+    if ref == 3 or ref == 5:  # binary, embed
+        return 1, _skip_bytes(data, pos)
     if ref == 6:  # format
-        decoder.read_var_bytes()
-        decoder.read_var_bytes()
-        return 1
+        return 1, _skip_bytes(data, _skip_bytes(data, pos))
     if ref == 7:  # type
-        if decoder.read_var_uint() in _NAMED_TYPES:
-            decoder.read_var_bytes()
-        return 1
+        type_ref, pos = _uint(data, pos)
+        return 1, _skip_bytes(data, pos) if type_ref in _NAMED_TYPES else pos
     if ref == 8:  # any
-        length = decoder.read_var_uint()
+        length, pos = _uint(data, pos)
         for _ in range(length):
-            _skip_any(decoder, 0)
-        return length
+            pos = _skip_any(data, pos, 0)
+        return length, pos
     if ref == 9:  # subdocument
-        decoder.read_var_bytes()
-        _skip_any(decoder, 0)
-        return 1
+        return 1, _skip_any(data, _skip_bytes(data, pos), 0)
     raise ProtocolError(f"unknown content type {ref}")
 
 
-_MAX_DEPTH = 100
-
-
-def _skip_any(decoder: Decoder, depth: int) -> None:
+def _skip_any(data: bytes, pos: int, depth: int) -> int:
     if depth > _MAX_DEPTH:
         raise ProtocolError("value nested too deeply")
-    kind = decoder.read_bytes(1)[0]
+    if pos >= len(data):
+        raise TruncatedMessage("update ends inside a value")
+    kind = data[pos]
+    pos += 1
     if kind in (127, 126, 121, 120):  # undefined, null, false, true
-        return
+        return pos
     if kind == 125:  # varInt
-        while decoder.read_bytes(1)[0] & 0x80:
-            pass
-    elif kind == 124:
-        decoder.read_bytes(4)
-    elif kind in (123, 122):
-        decoder.read_bytes(8)
-    elif kind in (119, 116):  # string, bytes
-        decoder.read_var_bytes()
-    elif kind == 118:  # object
-        for _ in range(decoder.read_var_uint()):
-            decoder.read_var_bytes()
-            _skip_any(decoder, depth + 1)
-    elif kind == 117:  # array
-        for _ in range(decoder.read_var_uint()):
-            _skip_any(decoder, depth + 1)
-    else:
-        raise ProtocolError(f"unknown value type {kind}")
+        return _uint(data, pos)[1]
+    if kind == 124:
+        return pos + 4
+    if kind in (123, 122):
+        return pos + 8
+    if kind in (119, 116):  # string, bytes
+        return _skip_bytes(data, pos)
+    if kind == 118:  # object
+        count, pos = _uint(data, pos)
+        for _ in range(count):
+            pos = _skip_any(data, _skip_bytes(data, pos), depth + 1)
+        return pos
+    if kind == 117:  # array
+        count, pos = _uint(data, pos)
+        for _ in range(count):
+            pos = _skip_any(data, pos, depth + 1)
+        return pos
+    raise ProtocolError(f"unknown value type {kind}")
