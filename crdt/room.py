@@ -62,6 +62,7 @@ from crdt.updates import (
     merge,
     missing_from,
     snapshot_loads,
+    state_vectors_match,
 )
 
 _MIB = 1024 * 1024
@@ -450,15 +451,21 @@ class BoardRoom:
             output.rebuilt = True
             raise
         changes, self._changes = self._changes, []
-        suspect = touches or (bool(changes) and self._integrates_pending(update, changes))
-        if suspect and not self._consistent():
-            # Integrating what pycrdt kept pending broke the document (a crafted
-            # update can do that): none of it counts, the document is rebuilt.
-            self._rebuild_or_fail()
-            output.rebuilt = True
-            raise InvalidUpdate("the update left the document inconsistent")
+        if touches or (bool(changes) and self._integrates_pending(update, changes)):
+            repairs = self._verify(changes)
+            if repairs is None:
+                # Integrating what pycrdt kept pending broke the document (a crafted
+                # update can do that): none of it counts, the document is rebuilt.
+                self._rebuild_or_fail()
+                output.rebuilt = True
+                raise InvalidUpdate("the update left the document inconsistent")
+            changes += repairs
         if not changes:
             return False
+        self._emit(changes, output)
+        return True
+
+    def _emit(self, changes: list[bytes], output: RoomOutput) -> None:
         for change in changes:
             output.broadcast.append(sync_update(change))
             output.updates.append(change)
@@ -466,7 +473,6 @@ class BoardRoom:
             if self._pending_in_doc:
                 self._record(change)
             self._journal_bytes += len(change)
-        return True
 
     def _integrates_pending(self, update: bytes, changes: list[bytes]) -> bool:
         """True if ``changes`` insert anything ``update`` itself does not (pending parts)."""
@@ -494,13 +500,29 @@ class BoardRoom:
             return True
         return not pending.isdisjoint(_insert_clients(update))
 
-    def _consistent(self) -> bool:
-        """True if the document's encoding loads back to its own state vector."""
+    def _verify(self, pending_changes: Sequence[bytes] = ()) -> list[bytes] | None:
+        """Check the document against itself and against what the room stores.
+
+        Returns ``None`` if the document is unsound (its encoding does not load
+        back to its state vector: a crafted update broke it). Otherwise the
+        changes to add so that base and journal (with ``pending_changes``, about
+        to join it) replay to the document: pycrdt can integrate what it kept
+        pending yet emit a change that does not replay on its own; the repair is
+        the document's own diff against the replay. Costs an encode, a load and
+        a replay of the board.
+        """
         self._checks += 1
         try:
-            return snapshot_loads(encode_state(self.doc), self.doc.get_state())
+            state_vector = self.doc.get_state()
+            if not snapshot_loads(encode_state(self.doc), state_vector):
+                return None
+            replayed = build_document(self._base, [*self._journal, *pending_changes])
+            replayed_vector = replayed.get_state()
+            if state_vectors_match(replayed_vector, state_vector):
+                return []
+            return [encode_state(self.doc, replayed_vector)]
         except InvalidUpdate:
-            return False
+            return None
 
     def _hold(self, connection: Hashable, peer: _Peer, held: _Held, output: RoomOutput) -> None:
         peer.held.append(held)
@@ -526,13 +548,16 @@ class BoardRoom:
             output.reply.append(sync_step1(self.doc.get_state()))
 
     def _check_consistent(self, output: RoomOutput) -> None:
-        # Some crafted updates leave pycrdt claiming clocks it cannot encode: its
-        # state vector then lies, and a snapshot would not load. An update that
-        # did not integrate is the sign; checking costs one encode and one load of
-        # the board, paid when the room starts holding updates.
-        if not self._consistent():
+        # Some crafted updates leave pycrdt claiming clocks it cannot encode, or
+        # integrated content that the emitted changes do not carry. An update that
+        # did not integrate is the sign; this check is paid when the room starts
+        # holding updates.
+        repairs = self._verify()
+        if repairs is None:
             self._rebuild_or_fail()
             output.rebuilt = True
+        elif repairs:
+            self._emit(repairs, output)
 
     def _retry_held(self, output: RoomOutput) -> None:
         """Integrate what became integrable; the repair also undoes pycrdt's dropped updates."""
