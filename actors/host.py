@@ -24,6 +24,7 @@ from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
 from crdt.close_codes import REASONS, CloseCode
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
+from persistence.history import DEFAULT_HISTORY
 from persistence.store import BoardStore
 
 log = logging.getLogger("boardcast.host")
@@ -45,6 +46,7 @@ class HostSettings:
     store_timeout_seconds: float = 30.0  # one store call; past it the call counts as failed
     max_inbox_bytes: int = 64 * 1024 * 1024  # frames queued for one loading board (1013 past)
     limits: RoomLimits = field(default_factory=RoomLimits)
+    history: str = str(DEFAULT_HISTORY)  # retention of past versions (persistence/history.py)
 
 
 class HostLink(StreamLink):

@@ -24,6 +24,7 @@ import ray
 from actors.cluster import Cluster
 from actors.directory import Directory, rendezvous_host
 from actors.host import BoardHost, HostSettings
+from persistence.history import parse_history_policy
 from persistence.store import open_store
 
 log = logging.getLogger("boardcast.ray")
@@ -56,7 +57,11 @@ class HostActor:
     async def _running(self) -> BoardHost:
         async with self._lock:
             if self._host is None:
-                store = open_store(self._store_url, data_dir=self._data_dir)
+                store = open_store(
+                    self._store_url,
+                    data_dir=self._data_dir,
+                    history=parse_history_policy(self._settings.history),
+                )
                 self._host = BoardHost(self._name, store, self._settings)
             await self._host.start()
             return self._host

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 from pathlib import Path
 
+from persistence.history import DEFAULT_HISTORY, parse_history_policy
 from persistence.store import BoardStore, HistoryUnavailable, open_store
 from persistence.transfer import NotABoardFile, export_all, export_board, import_all, import_board
 
@@ -62,7 +64,9 @@ def _iso(at: float) -> str:
 
 async def run_admin(args: argparse.Namespace) -> int:
     """Run one offline command; return the process exit code."""
-    store = open_store(args.store, data_dir=args.data_dir)
+    # The same retention as the server's, for the messages about what is kept.
+    history = parse_history_policy(os.environ.get("BOARDCAST_HISTORY", str(DEFAULT_HISTORY)))
+    store = open_store(args.store, data_dir=args.data_dir, history=history)
     try:
         return await _dispatch(store, args)
     except (HistoryUnavailable, NotABoardFile, FileNotFoundError) as exc:

@@ -79,13 +79,18 @@ async def run(command: str, settings: Settings) -> None:
     ray_address = None
     if command == "serve" and settings.backend == "local":
         from actors.local import LocalCluster
+        from persistence.history import parse_history_policy
         from persistence.store import BoardStore, open_store
 
         os.makedirs(settings.data_dir, exist_ok=True)
 
         async def store_factory() -> BoardStore:
             # One store per host: boards never move between hosts of one process.
-            return open_store(settings.store, data_dir=settings.data_dir)
+            return open_store(
+                settings.store,
+                data_dir=settings.data_dir,
+                history=parse_history_policy(settings.history),
+            )
 
         cluster: Any = LocalCluster(
             store_factory,

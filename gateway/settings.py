@@ -17,6 +17,7 @@ from actors.host import HostSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
 from gateway.routing import RoutingLimits
+from persistence.history import DEFAULT_HISTORY, parse_history_policy
 
 ENV_PREFIX = "BOARDCAST_"
 
@@ -56,6 +57,7 @@ class Settings:
     close_timeout_seconds: float = 5.0
     max_cached_boards: int = 100_000  # board -> host entries a gateway keeps
     max_queued_sessions: int = 10_000  # session registrations waiting for shared state
+    history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
     host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
     redis: str | None = None  # shared state (sessions, directory cache); None: in-process
     gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
@@ -83,6 +85,7 @@ class Settings:
             store_timeout_seconds=self.store_timeout_seconds,
             max_inbox_bytes=self.max_inbox_bytes,
             limits=self.room_limits,
+            history=self.history,
         )
 
     @property
@@ -124,7 +127,10 @@ class Settings:
         for name, value in (flags or {}).items():
             if value is not None:
                 values[name] = value
-        return cls(**values)
+        settings = cls(**values)
+        # Fail at start, with the setting's name, rather than at the first compaction.
+        parse_history_policy(settings.history)
+        return settings
 
 
 def _parse(name: str, raw: str) -> Any:
