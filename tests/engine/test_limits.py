@@ -151,3 +151,41 @@ async def test_a_connection_cannot_remove_or_overwrite_anothers_presence(
             await wait_until(lambda: alice.client_id in carol.awareness_states)
             assert carol.awareness_states[alice.client_id] == {"user": "alice"}
         assert bob.awareness_states.get(alice.client_id) == {"user": "alice"}
+
+
+async def test_a_cluster_that_does_not_answer_closes_the_client_with_1013(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    from actors.local import LocalCluster
+    from gateway.app import create_app
+    from gateway.settings import Settings
+    from persistence.store import BoardStore, open_store
+
+    class SilentCluster(LocalCluster):
+        """Its directory never answers, as when the Ray head is unreachable."""
+
+        async def locate(self, board_id: str) -> str:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    settings = Settings(port=0, data_dir=str(tmp_path), control_timeout_seconds=0.5)
+
+    async def store_factory() -> BoardStore:
+        return open_store("memory", data_dir=str(tmp_path))
+
+    cluster = SilentCluster(store_factory, host_count=1, settings=settings.host_settings)
+    runner = web.AppRunner(create_app(settings, cluster), shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"ws://127.0.0.1:{port}/ws/any")
+            message = await asyncio.wait_for(ws.receive(), 30 * TIMEOUT_SCALE)
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == CloseCode.TRY_AGAIN_LATER
+    finally:
+        await runner.cleanup()

@@ -185,3 +185,28 @@ async def test_a_loading_boards_inbox_is_bounded(make_host: MakeHost) -> None:
     store.release.set()
     bob = gateway.join(2)
     await synced(bob)
+
+
+async def test_a_store_call_that_hangs_times_out_and_is_retried(make_host: MakeHost) -> None:
+    class HangingStore(MemoryStore):
+        """The first append never returns, as with a server that stopped answering."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        async def append(self, batches: Any) -> dict[str, int]:
+            self.calls += 1
+            if self.calls == 1:
+                await asyncio.Event().wait()
+            return await super().append(batches)
+
+    store = HangingStore()
+    host, gateway = await make_host(store, store_timeout_seconds=0.2, store_retry_seconds=0.05)
+    record_persisted(gateway)
+    updates = writer_updates(1)
+    gateway.link.send([OPEN, BOARD, 9, True])
+    gateway.link.send([FRAME, BOARD, 9, sync_update(updates[0])])
+    await wait_until(lambda: 1 in persisted_counts(gateway, 9), message="acknowledged")
+    assert store.calls >= 2
+    assert len((await store.load(BOARD)).updates) == 1
