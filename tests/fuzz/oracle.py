@@ -20,6 +20,8 @@ ERROR_PARTIAL = "error-partial-apply"  # apply raised an exception after changin
 POISONED = "poisoned-doc"  # a plain local edit panics after the sequence
 SNAPSHOT_UNLOADABLE = "snapshot-unloadable"  # get_update() does not load into a fresh Doc
 SNAPSHOT_DIFFERS = "snapshot-state-differs"  # it loads, to a different state vector
+LOG_UNLOADABLE = "log-unloadable"  # the observed updates (what a room stores) do not replay
+LOG_DIFFERS = "log-state-differs"  # they replay, to a different state vector than the doc's
 UPDATE_DROPPED = "update-dropped"  # every apply succeeded, yet a delivered clock is missing
 PANIC_CLEAN = "panic-clean"  # apply panicked and changed nothing
 HANG = "hang"  # the case did not finish in time (judged by the parent)
@@ -32,6 +34,8 @@ SEVERITY = [
     POISONED,
     SNAPSHOT_UNLOADABLE,
     SNAPSHOT_DIFFERS,
+    LOG_UNLOADABLE,
+    LOG_DIFFERS,
     HANG,
     CRASH,
     UPDATE_DROPPED,
@@ -155,6 +159,18 @@ def evaluate(
     loaded = decode_state_vector(fresh.get_state())
     if loaded != have:
         return Verdict(SNAPSHOT_DIFFERS, None, f"doc {have} snapshot {loaded}")
+    # What BoardRoom broadcasts and persists is what the observer saw: it must rebuild the doc.
+    replayed: Doc[Any] = Doc()
+    try:
+        for change in changes:
+            replayed.apply_update(change)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        return Verdict(LOG_UNLOADABLE, None, _describe(exc, panic_location))
+    logged = decode_state_vector(replayed.get_state())
+    if logged != have:
+        return Verdict(LOG_DIFFERS, None, f"doc {have} log {logged}")
     if expect_complete:
         # Not get_state(update) one by one: an update that does not start at clock 0
         # has the empty state on its own, so the merge is what says what was sent.

@@ -22,11 +22,22 @@ from typing import IO, Any
 
 from pycrdt import Doc, Map
 
-from tests.fuzz.oracle import CRASH, HANG, OK, Verdict, evaluate
+from tests.fuzz.oracle import (
+    CRASH,
+    HANG,
+    LOG_DIFFERS,
+    OK,
+    SNAPSHOT_DIFFERS,
+    UPDATE_DROPPED,
+    Verdict,
+    evaluate,
+)
 
 # A length field mutated to 2**40 must fail as MemoryError in the child, not swap the machine.
 MEMORY_LIMIT = 2 * 1024**3
 _HEADER = struct.Struct("!I")
+# Verdicts reached without any panic: the child may go on serving cases.
+NO_PANIC = frozenset({OK, UPDATE_DROPPED, SNAPSHOT_DIFFERS, LOG_DIFFERS})
 
 
 def _warm_up() -> None:
@@ -85,7 +96,7 @@ def _serve(requests: int, verdicts: int) -> None:  # pragma: no cover - runs in 
             panic_location=lambda: _last_panic_location(log.fileno()),
         )
         _write_message(verdicts, verdict.to_json())
-        if verdict.kind != OK:
+        if verdict.kind not in NO_PANIC:
             return
 
 
@@ -113,9 +124,9 @@ class Sandbox:
         except BrokenPipeError:
             return self._reap()
         verdict = self._read_verdict()
-        # Any finding may have involved a panic (a poisoned doc panics in get_update):
-        # the next case gets a clean process.
-        if self.fresh or verdict.kind != OK:
+        # A finding that may have involved a panic (a poisoned doc panics in get_update)
+        # gives the next case a clean process.
+        if self.fresh or verdict.kind not in NO_PANIC:
             self.close()
         return verdict
 

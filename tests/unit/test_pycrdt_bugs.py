@@ -19,8 +19,11 @@ from tests.fuzz.board_updates import one_writer_overwrites
 from tests.fuzz.corpus import CorpusCase, load_corpus
 from tests.fuzz.oracle import (
     ERROR_PARTIAL,
+    LOG_DIFFERS,
+    LOG_UNLOADABLE,
     PANIC_CLEAN,
     PANIC_PARTIAL,
+    POISONED,
     SNAPSHOT_DIFFERS,
     SNAPSHOT_UNLOADABLE,
     UPDATE_DROPPED,
@@ -38,6 +41,9 @@ WORKAROUNDS = {
     PANIC_PARTIAL: "the doc rebuild after a panicking apply in crdt/room.py may be simplified",
     ERROR_PARTIAL: "the doc rebuild after a failed apply in crdt/room.py may be simplified",
     PANIC_CLEAN: "crdt/room.py may stop catching PanicException for this input",
+    POISONED: "the doc rebuild after a panic in crdt/room.py may be simplified",
+    LOG_UNLOADABLE: "crdt/room.py may relay TransactionEvent.update as it is again",
+    LOG_DIFFERS: "crdt/room.py may relay TransactionEvent.update as it is again",
     SNAPSHOT_UNLOADABLE: "the snapshot check in crdt/room.py may be simplified",
     SNAPSHOT_DIFFERS: "the snapshot check in crdt/room.py may be simplified",
     UPDATE_DROPPED: OUT_OF_ORDER_FIXED,
