@@ -202,7 +202,7 @@ async def test_a_store_call_that_hangs_times_out_and_is_retried(make_host: MakeH
             return await super().append(batches)
 
     store = HangingStore()
-    host, gateway = await make_host(store, store_timeout_seconds=0.2, store_retry_seconds=0.05)
+    _host, gateway = await make_host(store, store_timeout_seconds=0.2, store_retry_seconds=0.05)
     record_persisted(gateway)
     updates = writer_updates(1)
     gateway.link.send([OPEN, BOARD, 9, True])
@@ -210,3 +210,37 @@ async def test_a_store_call_that_hangs_times_out_and_is_retried(make_host: MakeH
     await wait_until(lambda: 1 in persisted_counts(gateway, 9), message="acknowledged")
     assert store.calls >= 2
     assert len((await store.load(BOARD)).updates) == 1
+
+
+async def test_a_board_that_cannot_be_rebuilt_is_reloaded_from_the_store(
+    make_host: MakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from pathlib import Path
+
+    from crdt.errors import InvalidUpdate
+    from crdt.room import BoardRoom
+
+    host, gateway = await make_host()
+    alice, watcher = gateway.join(1), gateway.join(2)
+    await synced(alice, watcher)
+    type_text(alice, "kept")
+    await wait_until(lambda: text(watcher) == "kept", message="edit applied")
+    await host.flush()
+
+    def cannot_rebuild(self: BoardRoom) -> None:
+        raise InvalidUpdate("simulated: base and journal do not load")
+
+    monkeypatch.setattr(BoardRoom, "rebuild", cannot_rebuild)
+    corpus = Path(__file__).parents[1] / "corpus" / "panic-partial-apply-b7137c29ce.json"
+    [frame] = json.loads(corpus.read_text())["frames"]
+    gateway.link.send([OPEN, BOARD, 3])
+    gateway.link.send([FRAME, BOARD, 3, bytes.fromhex(frame)])
+    # Every client of the board is told to reconnect; the board leaves memory.
+    await wait_until(lambda: {1, 2, 3} <= set(gateway.rejected), message="all rejected")
+    assert gateway.rejected[1][0] == CloseCode.SERVICE_RESTART
+    await wait_until(lambda: BOARD not in host.board_ids(), message="board unloaded")
+    monkeypatch.undo()
+    bob = gateway.join(4)
+    await synced(bob)
+    assert text(bob) == "kept"
