@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, get_update, merge_updates
 
@@ -248,6 +248,15 @@ def hostile_frames(draw: st.DrawFn) -> bytes:
     return frame or b"\x00"
 
 
+# Found by this test: a string that is not UTF-8, in an update held for a missing parent.
+INVALID_UTF8_STRING = [
+    b"\x00\x02!\x01\x02\xae\xdf\xc9\x82\x04\x03'\x00\xae\xdf\xc9\x82\x04\x00\x04body"
+    b"\x02\x04\x00\xae\xdf\xc9\x82\x04\x03\x01a\x00",
+    b"\x00\x020\x01\x02\xae\xdf\xc9\x82\x04\x05\xa7\xae\xdf\xc9\x82\x04\x03\x02\x04\x00"
+    b"\xae\xdf\xc9\x82\x04\x05\x0e\xecong body text\x01\xae\xdf\xc9\x82\x04\x01\x03\x02",
+]
+
+
 @settings(
     max_examples=300,
     deadline=None,
@@ -255,6 +264,7 @@ def hostile_frames(draw: st.DrawFn) -> bytes:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(frames=st.lists(hostile_frames(), min_size=1, max_size=6), edit_after=st.integers(0, 63))
+@example(frames=INVALID_UTF8_STRING, edit_after=0)
 def test_mutated_frames_leave_the_board_loadable_and_innocent_edits_intact(
     frames: list[bytes], edit_after: int
 ) -> None:
