@@ -2,7 +2,8 @@
 
 Commands: ``run`` (a scenario on one or more targets it starts itself),
 ``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
-server you started), ``hops`` (Ray call versus frame stream).
+server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost of the
+board room's integrity checks per update).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def _fanout(argv: Sequence[str]) -> int:
     return fanout.main(argv)
 
 
+def _room(argv: Sequence[str]) -> int:
+    from bench import room
+
+    return room.main(argv)
+
+
 def _hops(argv: Sequence[str]) -> int:
     # Imported on demand: it starts Ray.
     from bench import hops
@@ -41,6 +48,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "setup": _setup,
     "fanout": _fanout,
     "hops": _hops,
+    "room": _room,
 }
 
 

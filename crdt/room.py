@@ -440,7 +440,7 @@ class BoardRoom:
 
     def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> bool:
         """Apply one update whole or not at all; emit its changes. True if it changed the doc."""
-        touches = from_held or self._touches_pending(update)
+        touches = self._touches_pending(update)
         try:
             apply_update(self.doc, update)
         except InvalidUpdate:
@@ -451,7 +451,13 @@ class BoardRoom:
             output.rebuilt = True
             raise
         changes, self._changes = self._changes, []
-        if touches or (bool(changes) and self._integrates_pending(update, changes)):
+        if changes:
+            suspect = touches or from_held or self._integrates_pending(update, changes)
+        else:
+            # Retrying a held update that still cannot integrate is a no-op; an
+            # update of the sender's own touching what is pending may not be.
+            suspect = touches and not from_held
+        if suspect:
             repairs = self._verify(changes)
             if repairs is None:
                 # Integrating what pycrdt kept pending broke the document (a crafted

@@ -145,7 +145,10 @@ def _skip_content(data: bytes, pos: int, ref: int) -> tuple[int, int]:
             raise TruncatedMessage("update ends inside a string")
         if raw.isascii():
             return size, pos + size
-        text = raw.decode("utf-8", errors="surrogatepass")
+        try:
+            text = raw.decode("utf-8", errors="surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("string content is not UTF-8") from exc
         return len(text.encode("utf-16-le", errors="surrogatepass")) // 2, pos + size
     if ref == 3 or ref == 5:  # binary, embed
         return 1, _skip_bytes(data, pos)
