@@ -77,6 +77,7 @@ class RoomLimits:
     max_held_updates: int = 64  # per connection, waiting for their dependencies
     max_held_bytes: int = 4 * _MIB  # per connection
     max_consistency_checks: int = 32  # per connection: whole-board checks its updates cause
+    max_held_seconds: float = 30.0  # how long an update may wait for its dependencies
     awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
 
 
@@ -115,6 +116,7 @@ class RoomOutput:
 class _Held:
     index: int  # the message's number on its connection
     update: bytes
+    since: float  # when it was received
 
 
 @dataclass(slots=True)
@@ -322,6 +324,11 @@ class BoardRoom:
         with :class:`WritesRefused`.
         """
         output = RoomOutput()
+        if self._holders:
+            self._expire_held(now, output)
+            if connection in output.closed:
+                output.error = output.closed.pop(connection)
+                return output
         try:
             self._process(connection, frame, now, output, writable)
         except BoardcastError as exc:
@@ -347,7 +354,7 @@ class BoardRoom:
                 output.reply.append(sync_step2(self._diff(message.state_vector, output)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 output.update_messages += 1
-                self._receive_update(connection, message.update, output, writable)
+                self._receive_update(connection, message.update, output, writable, now)
             elif isinstance(message, AwarenessUpdate):
                 changed = self.awareness.apply(message.payload, connection, now)
                 if changed is not None:
@@ -401,7 +408,12 @@ class BoardRoom:
             raise InvalidUpdate(f"invalid state vector: {exc}") from exc
 
     def _receive_update(
-        self, connection: Hashable, update: bytes, output: RoomOutput, writable: bool
+        self,
+        connection: Hashable,
+        update: bytes,
+        output: RoomOutput,
+        writable: bool,
+        now: float,
     ) -> None:
         peer = self._peers.get(connection)
         if peer is None:
@@ -428,7 +440,7 @@ class BoardRoom:
                 peer.integrated = index
                 output.integrated[connection] = index
         else:
-            self._hold(connection, peer, _Held(index, update), output)
+            self._hold(connection, peer, _Held(index, update, now), output)
         if changed and self._holders:
             self._retry_held(output)
         peer.checks += self._checks
@@ -601,6 +613,19 @@ class BoardRoom:
             if not self._holders and not self._rebuild_due:
                 # Everything held was integrated: nothing stays pending in pycrdt.
                 self._pending_clients.clear()
+
+    def _expire_held(self, now: float, output: RoomOutput) -> None:
+        # A held update normally integrates within one resync round trip. One
+        # that waits longer waits for something that may never come, and keeps
+        # every update of the board on the careful (slower) path meanwhile.
+        limit = self.limits.max_held_seconds
+        for connection in list(self._holders):
+            peer = self._peers[connection]
+            if peer.held and now - peer.held[0].since > limit:
+                self._drop_held(connection, peer)
+                output.closed[connection] = OutOfSync(
+                    f"an update waited more than {limit:g} s for what it depends on"
+                )
 
     def _drop_held(self, connection: Hashable, peer: _Peer) -> None:
         if peer.held:

@@ -45,6 +45,8 @@ class Settings:
     max_board_bytes: int = 64 * 1024 * 1024  # one board, encoded; past it 4507
     max_held_updates: int = 64  # per connection, waiting for dependencies; past it 4409
     max_held_bytes: int = 4 * 1024 * 1024  # per connection; past it 4409
+    max_held_seconds: float = 30.0  # how long an update may wait for dependencies; then 4409
+    max_consistency_checks: int = 32  # whole-board checks one connection may cause; then 4409
     max_awareness_entries: int = 64  # entries in one awareness message; past it 4429
     max_awareness_state_bytes: int = 32 * 1024  # one client's presence state; past it 4429
     max_awareness_clients: int = 8  # client ids one connection may announce; past it 4429
@@ -96,6 +98,8 @@ class Settings:
             max_board_bytes=self.max_board_bytes,
             max_held_updates=self.max_held_updates,
             max_held_bytes=self.max_held_bytes,
+            max_held_seconds=self.max_held_seconds,
+            max_consistency_checks=self.max_consistency_checks,
             awareness=AwarenessLimits(
                 max_entries=self.max_awareness_entries,
                 max_state_bytes=self.max_awareness_state_bytes,

@@ -254,3 +254,22 @@ def test_in_every_delivery_order_acks_cover_only_what_is_stored() -> None:
             for conn in acked:
                 assert missing_from(replayed, chain[conn].update) is None, (order, conn)
         assert acked == set(range(len(chain)))
+
+
+def test_an_update_held_too_long_closes_its_sender_and_the_board_leaves_the_careful_path() -> None:
+    room = BoardRoom("b", limits=RoomLimits(max_held_seconds=30.0))
+    _, updates = recorded_updates(three_writes)
+    room.receive("w", sync_update(updates[2]), now=0.0)
+    assert room.held_updates("w") == 1
+    _, other = recorded_updates(lambda doc: doc.get("tasks", type=Map).__setitem__("x", 1))
+    later = room.receive("o", sync_update(other[0]), now=31.0)
+    assert isinstance(later.closed.get("w"), OutOfSync)
+    assert later.integrated == {"o": 1}
+    assert room.held_updates("w") == 0
+    # A frame from the expired sender itself is refused, not processed.
+    _, third = recorded_updates(lambda doc: doc.get("tasks", type=Map).__setitem__("z", 1))
+    room2 = BoardRoom("b2")
+    room2.receive("w", sync_update(updates[2]), now=0.0)
+    own = room2.receive("w", sync_update(third[0]), now=31.0)
+    assert isinstance(own.error, OutOfSync)
+    assert "z" not in tasks_of(room2.doc)
