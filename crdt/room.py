@@ -434,14 +434,16 @@ class BoardRoom:
                     f" {len(update)} would pass its limit of {limits.max_board_bytes}"
                 )
         self._checks = 0
-        changed = self._apply(update, output)
-        if self._integrated(update):
+        changes = self._apply(update, output)
+        # The common case costs nothing: the change pycrdt emitted is the update
+        # itself, so everything in it is in what the room stores.
+        if (len(changes) == 1 and changes[0] == update) or self._integrated(update):
             if not peer.held:
                 peer.integrated = index
                 output.integrated[connection] = index
         else:
             self._hold(connection, peer, _Held(index, update, now), output)
-        if changed and self._holders:
+        if changes and self._holders:
             self._retry_held(output)
         peer.checks += self._checks
         if peer.checks > limits.max_consistency_checks:
@@ -450,8 +452,10 @@ class BoardRoom:
             self._drop_held(connection, peer)
             raise OutOfSync("too many updates waiting on what pycrdt keeps pending")
 
-    def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> bool:
-        """Apply one update whole or not at all; emit its changes. True if it changed the doc."""
+    def _apply(
+        self, update: bytes, output: RoomOutput, *, from_held: bool = False
+    ) -> list[bytes]:
+        """Apply one update whole or not at all; emit and return the changes it made."""
         touches = self._touches_pending(update)
         try:
             apply_update(self.doc, update)
@@ -478,10 +482,9 @@ class BoardRoom:
                 output.rebuilt = True
                 raise InvalidUpdate("the update left the document inconsistent")
             changes += repairs
-        if not changes:
-            return False
-        self._emit(changes, output)
-        return True
+        if changes:
+            self._emit(changes, output)
+        return changes
 
     def _emit(self, changes: list[bytes], output: RoomOutput) -> None:
         for change in changes:
