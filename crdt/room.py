@@ -117,6 +117,8 @@ class _Held:
     index: int  # the message's number on its connection
     update: bytes
     since: float  # when it was received
+    # Clients whose inserts it still needs (None: unknown, retry after any change).
+    waits: set[int] | None = None
 
 
 @dataclass(slots=True)
@@ -157,6 +159,10 @@ class BoardRoom:
         # A held update was dropped unintegrated: rebuild to clear pycrdt's pending.
         self._rebuild_due = False
         self._checks = 0  # consistency checks run for the frame being processed
+        # Per client, inserted ranges beyond a gap in its clocks, sorted.
+        self._gaps: dict[int, list[tuple[int, int]]] = {}
+        # Clients whose stored clocks moved during this update (None: unknown).
+        self._advanced: set[int | None] = set()
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -252,6 +258,7 @@ class BoardRoom:
         self._changes.clear()
         self._subscription = doc.observe(self._on_transaction)
         self._clocks = decode_state_vector(doc.get_state())
+        self._gaps = {}
         self._rebuild_due = False
         # The new document holds nothing pending; held updates are retried into it.
         self._pending_clients = set()
@@ -271,15 +278,29 @@ class BoardRoom:
     def _record(self, change: bytes) -> None:
         """Advance the clocks the room stores by what ``change`` inserts."""
         try:
-            inserted = read_ranges(change).inserts
+            inserted = read_ranges(change).spans
         except ProtocolError:
             # Not expected of pycrdt's own output; fall back to its state vector.
             self._clocks = decode_state_vector(self.doc.get_state())
+            self._advanced.add(None)
             return
         clocks = self._clocks
-        for client, (_, end) in inserted.items():
-            if end > clocks.get(client, 0):
-                clocks[client] = end
+        for client, carried in inserted.items():
+            if max(end for _, end in carried) <= clocks.get(client, 0):
+                continue
+            # Clocks count a client's inserts from 0 without a gap; a range past a
+            # gap (pycrdt can emit one) waits until the gap is filled.
+            spans = self._gaps.setdefault(client, [])
+            spans.extend(carried)
+            spans.sort()
+            clock = clocks.get(client, 0)
+            while spans and spans[0][0] <= clock:
+                clock = max(clock, spans.pop(0)[1])
+            if not spans:
+                del self._gaps[client]
+            if clock > clocks.get(client, 0):
+                clocks[client] = clock
+                self._advanced.add(client)
 
     def _integrated(self, update: bytes, *, deletes: bool = True) -> bool:
         """True if everything ``update`` inserts (and deletes) is in what the room stores.
@@ -434,6 +455,7 @@ class BoardRoom:
                     f" {len(update)} would pass its limit of {limits.max_board_bytes}"
                 )
         self._checks = 0
+        self._advanced = set()
         changes = self._apply(update, output)
         # The common case costs nothing: the change pycrdt emitted is the update
         # itself, so everything in it is in what the room stores.
@@ -452,9 +474,7 @@ class BoardRoom:
             self._drop_held(connection, peer)
             raise OutOfSync("too many updates waiting on what pycrdt keeps pending")
 
-    def _apply(
-        self, update: bytes, output: RoomOutput, *, from_held: bool = False
-    ) -> list[bytes]:
+    def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> list[bytes]:
         """Apply one update whole or not at all; emit and return the changes it made."""
         touches = self._touches_pending(update)
         try:
@@ -555,6 +575,7 @@ class BoardRoom:
             self._clocks = decode_state_vector(self.doc.get_state())
         self._holders.add(connection)
         self._pending_clients |= _insert_clients(held.update)
+        held.waits = self._waits_for(held.update)
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
             self._drop_held(connection, peer)
@@ -581,19 +602,39 @@ class BoardRoom:
             self._emit(repairs, output)
 
     def _retry_held(self, output: RoomOutput) -> None:
-        """Integrate what became integrable; the repair also undoes pycrdt's dropped updates."""
-        for connection in list(self._holders):
-            peer = self._peers[connection]
-            try:
-                rest = missing_from(self.doc, merge(held.update for held in peer.held))
-                if rest is not None:
-                    self._apply(rest, output, from_held=True)
-            except InvalidUpdate as exc:
-                # A held update that cannot be integrated was bad all along.
-                self._drop_held(connection, peer)
-                output.closed[connection] = exc
-                continue
-            self._release_covered(connection, peer, output)
+        """Integrate what became integrable; the repair also undoes pycrdt's dropped updates.
+
+        A held update is retried only once a client it waits for has advanced, so
+        an update that stays held costs the board's other updates nothing.
+        """
+        tried: dict[Hashable, int] = {}
+        for _ in range(len(self._holders) + 1):
+            progress = False
+            for connection in list(self._holders):
+                peer = self._peers[connection]
+                if tried.get(connection) == len(self._advanced) or not self._may_integrate(peer):
+                    continue
+                tried[connection] = len(self._advanced)
+                before = len(self._advanced)
+                try:
+                    rest = missing_from(self.doc, merge(held.update for held in peer.held))
+                    if rest is not None:
+                        self._apply(rest, output, from_held=True)
+                except InvalidUpdate as exc:
+                    # A held update that cannot be integrated was bad all along.
+                    self._drop_held(connection, peer)
+                    output.closed[connection] = exc
+                    continue
+                self._release_covered(connection, peer, output)
+                progress = progress or len(self._advanced) > before
+            if not progress:
+                return
+
+    def _may_integrate(self, peer: _Peer) -> bool:
+        advanced = self._advanced
+        if None in advanced:
+            return True
+        return any(held.waits is None or not held.waits.isdisjoint(advanced) for held in peer.held)
 
     def _release_covered(self, connection: Hashable, peer: _Peer, output: RoomOutput) -> None:
         still: list[_Held] = []
@@ -603,6 +644,7 @@ class BoardRoom:
             except InvalidUpdate:
                 integrated = False
             if not integrated:
+                held.waits = self._waits_for(held.update)
                 still.append(held)
         peer.held = still
         peer.held_bytes = sum(len(held.update) for held in still)
@@ -616,6 +658,14 @@ class BoardRoom:
             if not self._holders and not self._rebuild_due:
                 # Everything held was integrated: nothing stays pending in pycrdt.
                 self._pending_clients.clear()
+
+    def _waits_for(self, update: bytes) -> set[int] | None:
+        try:
+            waits = read_ranges(update).waits_for(self._clocks)
+        except ProtocolError:
+            return None
+        # Held without a missing dependency in sight (pycrdt dropped it): any change.
+        return waits or None
 
     def _expire_held(self, now: float, output: RoomOutput) -> None:
         # A held update normally integrates within one resync round trip. One

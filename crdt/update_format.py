@@ -33,6 +33,21 @@ class UpdateRanges:
 
     inserts: dict[int, tuple[int, int]]  # client -> (first clock, end clock exclusive)
     deletes: list[tuple[int, int, int]]  # (client, clock, length)
+    references: dict[int, int]  # client -> highest clock its structs refer to (origins, parents)
+    spans: dict[int, list[tuple[int, int]]]  # client -> the clock ranges carried, skips left out
+
+    def waits_for(self, clocks: dict[int, int]) -> set[int]:
+        """The clients whose inserts past ``clocks`` this update needs before it integrates."""
+        needed = {
+            client for client, clock in self.references.items() if clock >= clocks.get(client, 0)
+        }
+        for client, (start, _) in self.inserts.items():
+            if start > clocks.get(client, 0):
+                needed.add(client)
+        for client, clock, length in self.deletes:
+            if clock + length > clocks.get(client, 0):
+                needed.add(client)
+        return needed
 
 
 def _uint(data: bytes, pos: int) -> tuple[int, int]:
@@ -73,6 +88,8 @@ def read_ranges(update: bytes) -> UpdateRanges:
     data = bytes(update)
     size = len(data)
     inserts: dict[int, tuple[int, int]] = {}
+    spans: dict[int, list[tuple[int, int]]] = {}
+    references: dict[int, int] = {}
     groups, pos = _uint(data, 0)
     if groups > size:
         raise ProtocolError("update announces more struct groups than it holds")
@@ -82,14 +99,22 @@ def read_ranges(update: bytes) -> UpdateRanges:
         start, pos = _uint(data, pos)
         if count > size:
             raise ProtocolError("update announces more structs than it holds")
-        clock = start
+        clock = span_start = start
+        client_spans = spans.setdefault(client, [])
         for _ in range(count):
-            length, pos = _skip_struct(data, pos)
+            length, pos, real = _skip_struct(data, pos, references)
+            if not real:
+                # A skip struct stands for clocks the update does not carry.
+                if clock > span_start:
+                    client_spans.append((span_start, clock))
+                span_start = clock + length
             clock += length
-        known = inserts.get(client)
-        inserts[client] = (
-            (start, clock) if known is None else (min(known[0], start), max(known[1], clock))
-        )
+        if clock > span_start:
+            client_spans.append((span_start, clock))
+        if not client_spans:
+            del spans[client]
+    for client, client_spans in spans.items():
+        inserts[client] = (min(s for s, _ in client_spans), max(e for _, e in client_spans))
     deletes: list[tuple[int, int, int]] = []
     clients, pos = _uint(data, pos)
     if clients > size:
@@ -105,29 +130,41 @@ def read_ranges(update: bytes) -> UpdateRanges:
             deletes.append((client, clock, length))
     if pos != size:
         raise ProtocolError("trailing bytes after update")
-    return UpdateRanges(inserts, deletes)
+    return UpdateRanges(inserts, deletes, references, spans)
 
 
-def _skip_struct(data: bytes, pos: int) -> tuple[int, int]:
-    """Skip one struct; return its length in clocks and the position after it."""
+def _reference(data: bytes, pos: int, references: dict[int, int]) -> int:
+    """Read an item id (client, clock) one struct refers to; note it in ``references``."""
+    client, pos = _uint(data, pos)
+    clock, pos = _uint(data, pos)
+    if references.get(client, -1) < clock:
+        references[client] = clock
+    return pos
+
+
+def _skip_struct(data: bytes, pos: int, references: dict[int, int]) -> tuple[int, int, bool]:
+    """Skip one struct; return its length in clocks, the position after it, and
+    whether it carries content (False for a skip struct)."""
     if pos >= len(data):
         raise TruncatedMessage("update ends inside a struct")
     info = data[pos]
     pos += 1
     ref = info & _BITS5
     if ref in (_GC, _SKIP):
-        return _uint(data, pos)
+        length, pos = _uint(data, pos)
+        return length, pos, ref == _GC
     if info & _HAS_ORIGIN:
-        pos = _uint(data, _uint(data, pos)[1])[1]
+        pos = _reference(data, pos, references)
     if info & _HAS_RIGHT_ORIGIN:
-        pos = _uint(data, _uint(data, pos)[1])[1]
+        pos = _reference(data, pos, references)
     if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
         named, pos = _uint(data, pos)
         # The parent: a root type's name, or an item's id.
-        pos = _skip_bytes(data, pos) if named == 1 else _uint(data, _uint(data, pos)[1])[1]
+        pos = _skip_bytes(data, pos) if named == 1 else _reference(data, pos, references)
         if info & _HAS_PARENT_SUB:
             pos = _skip_bytes(data, pos)
-    return _skip_content(data, pos, ref)
+    length, pos = _skip_content(data, pos, ref)
+    return length, pos, True
 
 
 def _skip_content(data: bytes, pos: int, ref: int) -> tuple[int, int]:
