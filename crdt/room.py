@@ -52,7 +52,7 @@ from crdt.protocol import (
     sync_step2,
     sync_update,
 )
-from crdt.update_format import read_ranges
+from crdt.update_format import UpdateRanges, read_ranges
 from crdt.updates import (
     EMPTY_UPDATE,
     apply_update,
@@ -159,6 +159,7 @@ class BoardRoom:
         # A held update was dropped unintegrated: rebuild to clear pycrdt's pending.
         self._rebuild_due = False
         self._checks = 0  # consistency checks run for the frame being processed
+        self._parsed: list[tuple[bytes, UpdateRanges]] = []
         # Per client, inserted ranges beyond a gap in its clocks, sorted.
         self._gaps: dict[int, list[tuple[int, int]]] = {}
         # Clients whose stored clocks moved during this update (None: unknown).
@@ -264,7 +265,7 @@ class BoardRoom:
         self._pending_clients = set()
         for connection in self._holders:
             for held in self._peers[connection].held:
-                self._pending_clients |= _insert_clients(held.update)
+                self._pending_clients |= self._insert_clients(held.update)
 
     @property
     def _pending_in_doc(self) -> bool:
@@ -278,7 +279,7 @@ class BoardRoom:
     def _record(self, change: bytes) -> None:
         """Advance the clocks the room stores by what ``change`` inserts."""
         try:
-            inserted = read_ranges(change).spans
+            inserted = self._ranges(change).spans
         except ProtocolError:
             # Not expected of pycrdt's own output; fall back to its state vector.
             self._clocks = decode_state_vector(self.doc.get_state())
@@ -312,7 +313,7 @@ class BoardRoom:
         if not self._pending_in_doc:
             return missing_from(self.doc, update) is None
         try:
-            ranges = read_ranges(update)
+            ranges = self._ranges(update)
         except ProtocolError:
             return missing_from(self.doc, update) is None
         clocks = self._clocks
@@ -515,16 +516,40 @@ class BoardRoom:
                 self._record(change)
             self._journal_bytes += len(change)
 
+    def _ranges(self, update: bytes) -> UpdateRanges:
+        """``read_ranges(update)``, remembered for the last few updates.
+
+        On the careful path one update is read up to four times (is it touching
+        what is pending, what did it change, what does the room now store, is it
+        integrated), and its emitted change is usually the same bytes.
+        """
+        cache = self._parsed
+        for known, ranges in cache:
+            if known is update or known == update:
+                return ranges
+        ranges = read_ranges(update)
+        cache.append((update, ranges))
+        if len(cache) > 4:
+            del cache[0]
+        return ranges
+
+    def _insert_clients(self, update: bytes) -> set[int | None]:
+        """The clients ``update`` inserts for (``{None}`` if it cannot be read)."""
+        try:
+            return set(self._ranges(update).inserts)
+        except ProtocolError:
+            return {None}
+
     def _integrates_pending(self, update: bytes, changes: list[bytes]) -> bool:
         """True if ``changes`` insert anything ``update`` itself does not (pending parts)."""
-        if not self._pending_in_doc:
-            # Nothing was ever held since the last rebuild: pycrdt keeps nothing
-            # pending that this apply could have integrated.
+        if not self._pending_in_doc or (len(changes) == 1 and changes[0] == update):
+            # Nothing held since the last rebuild means nothing pending in pycrdt;
+            # a change that is the update itself brought nothing else in.
             return False
         try:
-            own = read_ranges(update).inserts
+            own = self._ranges(update).inserts
             for change in changes:
-                for client, (start, end) in read_ranges(change).inserts.items():
+                for client, (start, end) in self._ranges(change).inserts.items():
                     first, last = own.get(client, (0, 0))
                     if start < first or end > last:
                         return True
@@ -539,7 +564,7 @@ class BoardRoom:
             return False
         if None in pending:
             return True
-        return not pending.isdisjoint(_insert_clients(update))
+        return not pending.isdisjoint(self._insert_clients(update))
 
     def _verify(self, pending_changes: Sequence[bytes] = ()) -> list[bytes] | None:
         """Check the document against itself and against what the room stores.
@@ -574,7 +599,7 @@ class BoardRoom:
             self._check_consistent(output)
             self._clocks = decode_state_vector(self.doc.get_state())
         self._holders.add(connection)
-        self._pending_clients |= _insert_clients(held.update)
+        self._pending_clients |= self._insert_clients(held.update)
         held.waits = self._waits_for(held.update)
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
@@ -661,7 +686,7 @@ class BoardRoom:
 
     def _waits_for(self, update: bytes) -> set[int] | None:
         try:
-            waits = read_ranges(update).waits_for(self._clocks)
+            waits = self._ranges(update).waits_for(self._clocks)
         except ProtocolError:
             return None
         # Held without a missing dependency in sight (pycrdt dropped it): any change.
@@ -689,9 +714,3 @@ class BoardRoom:
         self._holders.discard(connection)
 
 
-def _insert_clients(update: bytes) -> set[int | None]:
-    """The clients ``update`` inserts for (``{None}`` if it cannot be read)."""
-    try:
-        return set(read_ranges(update).inserts)
-    except ProtocolError:
-        return {None}
