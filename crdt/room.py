@@ -7,18 +7,18 @@ to send to everyone else on the board, and which update bytes to persist.
 
 It is also where untrusted updates meet the document, so it guarantees:
 
-- **All or nothing.** An update pycrdt refuses changes nothing: what a failed
-  transaction emitted is discarded, and if pycrdt may have integrated part of
-  it the document is rebuilt from the room's *base* (the state it was loaded or
-  last checkpointed at) and its *journal* (every change emitted since).
-- **Integrated means covered.** After each apply the room checks that the
-  document holds every insert of the update. One that pycrdt keeps pending (a
+- **All or nothing.** An update pycrdt refuses changes nothing (see
+  :class:`~crdt.document.BoardDocument`, which owns the document, its base and
+  its journal, and rebuilds it when pycrdt cannot be trusted).
+- **Integrated means covered.** After each apply the room checks that what is
+  stored holds every insert of the update. One that pycrdt keeps pending (a
   dependency is missing) or dropped (pycrdt's out-of-order bug) is *held*, the
-  sender is asked to resync, and the held bytes are retried after each later
-  change. ``RoomOutput.integrated`` counts, per connection, how many of its
-  update messages are integrated: only those may ever be acknowledged.
-- **Bounded.** Update size, board size, held updates and presence have limits
-  (:class:`RoomLimits`); past one, the frame fails with a named error.
+  sender is asked to resync, and the held bytes are retried once a client they
+  wait for advances. ``RoomOutput.integrated`` counts, per connection, how many
+  of its update messages are integrated: only those may ever be acknowledged.
+- **Bounded.** Update size, board size, held updates (count, bytes, time) and
+  presence have limits (:class:`RoomLimits`); past one, the frame fails with a
+  named error.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc
 
 from crdt.awareness import Awareness, AwarenessLimits
+from crdt.document import BoardDocument
 from crdt.errors import (
     BoardcastError,
     BoardCorrupted,
     BoardFull,
     InvalidUpdate,
     OutOfSync,
-    ProtocolError,
     UpdateTooLarge,
     WritesRefused,
 )
@@ -52,18 +52,7 @@ from crdt.protocol import (
     sync_step2,
     sync_update,
 )
-from crdt.update_format import UpdateRanges, read_ranges
-from crdt.updates import (
-    EMPTY_UPDATE,
-    apply_update,
-    build_document,
-    decode_state_vector,
-    encode_state,
-    merge,
-    missing_from,
-    snapshot_loads,
-    state_vectors_match,
-)
+from crdt.updates import merge, missing_from
 
 _MIB = 1024 * 1024
 
@@ -136,46 +125,23 @@ class _Peer:
 class BoardRoom:
     """The live state of one board: document, awareness and the sync protocol."""
 
-    def __init__(
-        self, board_id: str, doc: Doc[Any] | None = None, *, limits: RoomLimits | None = None
-    ) -> None:
+    def __init__(self, board_id: str, *, limits: RoomLimits | None = None) -> None:
         self.board_id = board_id
         self.limits = limits or RoomLimits()
-        self.doc: Doc[Any] = doc if doc is not None else Doc()
         self.awareness = Awareness(self.limits.awareness)
-        self._base: bytes | None = self.doc.get_update() if doc is not None else None
-        self._journal: list[bytes] = []
-        self._journal_start = 0  # journal position of _journal[0]
-        self._journal_bytes = 0
-        self._changes: list[bytes] = []
         self._peers: dict[Hashable, _Peer] = {}
-        # Per client, the clock up to which the base and journal hold its inserts.
-        self._clocks: dict[int, int] = decode_state_vector(self.doc.get_state())
         self._holders: set[Hashable] = set()  # connections with held updates
-        # Clients whose inserts pycrdt may keep pending inside the document (those
-        # of held updates, also after they were dropped); ``None`` in it stands for
-        # a held update that could not be read. Updates touching them are checked.
-        self._pending_clients: set[int | None] = set()
-        # A held update was dropped unintegrated: rebuild to clear pycrdt's pending.
-        self._rebuild_due = False
-        self._checks = 0  # consistency checks run for the frame being processed
-        self._parsed: list[tuple[bytes, UpdateRanges]] = []
-        # Per client, inserted ranges beyond a gap in its clocks, sorted.
-        self._gaps: dict[int, list[tuple[int, int]]] = {}
-        # Clients whose stored clocks moved during this update (None: unknown).
-        self._advanced: set[int | None] = set()
-        self._subscription = self.doc.observe(self._on_transaction)
+        self.document = BoardDocument(board_id, self._held_update_bytes)
 
-    def _on_transaction(self, event: TransactionEvent) -> None:
-        # Fired only when a transaction changed the document, so duplicates of
-        # known updates never reach other clients or the log. The transaction's
-        # own update also carries anything that was pending on a missing
-        # dependency and got integrated now.
-        update = event.update
-        if update != EMPTY_UPDATE:
-            self._changes.append(update)
+    def _held_update_bytes(self) -> list[bytes]:
+        return [held.update for c in self._holders for held in self._peers[c].held]
 
-    # -- loading and checkpoints ---------------------------------------------
+    # -- the document ----------------------------------------------------------
+
+    @property
+    def doc(self) -> Doc[Any]:
+        """The board's pycrdt document (a new object after a rebuild)."""
+        return self.document.doc
 
     def load(self, snapshot: bytes | None, updates: Sequence[bytes] = ()) -> None:
         """Rebuild the document from stored state (a snapshot, then the log in order).
@@ -183,148 +149,46 @@ class BoardRoom:
         Raises:
             InvalidUpdate: the stored state does not load.
         """
-        doc = build_document(snapshot, updates)
-        self._replace_doc(doc)
-        self._base = snapshot
-        self._journal = list(updates)
-        self._journal_start = 0
-        self._journal_bytes = sum(len(update) for update in updates)
+        self.document.load(snapshot, updates)
 
     @property
     def size_estimate(self) -> int:
         """An upper bound of the board's encoded size: base plus every change since."""
-        return (len(self._base) if self._base is not None else 0) + self._journal_bytes
+        return self.document.size_estimate
 
     @property
     def base_size(self) -> int:
         """The encoded size of the base (the last checkpointed state)."""
-        return len(self._base) if self._base is not None else 0
+        return self.document.base_size
 
     @property
     def journal_position(self) -> int:
         """How many changes the room has emitted or loaded, ever (a checkpoint's marker)."""
-        return self._journal_start + len(self._journal)
+        return self.document.journal_position
 
     def state(self) -> bytes:
         """The whole document as one update (for snapshots and exports).
 
-        If pycrdt cannot encode the document (a crafted update broke it), the
-        document is rebuilt from the base and journal first.
-
         Raises:
-            BoardCorrupted: not even the rebuilt document encodes.
+            BoardCorrupted: the document neither encodes nor can be rebuilt.
         """
-        try:
-            return encode_state(self.doc)
-        except InvalidUpdate:
-            self._rebuild_or_fail()
-        try:
-            return encode_state(self.doc)
-        except InvalidUpdate as exc:
-            raise BoardCorrupted(f"board {self.board_id!r} does not encode: {exc}") from exc
-
-    def _rebuild_or_fail(self) -> None:
-        try:
-            self.rebuild()
-        except InvalidUpdate as exc:
-            raise BoardCorrupted(f"board {self.board_id!r} cannot be rebuilt: {exc}") from exc
+        return self.document.state()
 
     def checkpoint(self, state: bytes, position: int) -> None:
-        """Make ``state`` the base: it holds every change up to journal ``position``.
-
-        Call with a state that was checked to load (``crdt.updates.snapshot_loads``)
-        or just taken, and the :attr:`journal_position` read when it was taken. A
-        checkpoint older than the current base is ignored.
-        """
-        if position <= self._journal_start:
-            return
-        rest = self._journal[position - self._journal_start :]
-        self._base = state
-        self._journal = rest
-        self._journal_start = position
-        self._journal_bytes = sum(len(update) for update in rest)
+        """Make ``state`` the base (see ``BoardDocument.checkpoint``)."""
+        self.document.checkpoint(state, position)
 
     def rebuild(self) -> None:
-        """Replace the document by one built from the base and the journal.
+        """Rebuild the document from its base and journal.
 
         Raises:
-            InvalidUpdate: the base and journal do not load (the caller must
-                reload the board from its store).
+            InvalidUpdate: they do not load (the caller must reload the board).
         """
-        self._replace_doc(build_document(self._base, self._journal))
+        self.document.rebuild()
 
-    def _replace_doc(self, doc: Doc[Any]) -> None:
-        self.doc.unobserve(self._subscription)
-        self.doc = doc
-        self._changes.clear()
-        self._subscription = doc.observe(self._on_transaction)
-        self._clocks = decode_state_vector(doc.get_state())
-        self._gaps = {}
-        self._rebuild_due = False
-        # The new document holds nothing pending; held updates are retried into it.
-        self._pending_clients = set()
-        for connection in self._holders:
-            for held in self._peers[connection].held:
-                self._pending_clients |= self._insert_clients(held.update)
-
-    @property
-    def _pending_in_doc(self) -> bool:
-        """Whether pycrdt may hold parts of updates pending inside the document.
-
-        Only then are clocks tracked by the room and updates checked against them
-        (the careful path); otherwise pycrdt's own state vector is trusted (fast).
-        """
-        return bool(self._pending_clients)
-
-    def _record(self, change: bytes) -> None:
-        """Advance the clocks the room stores by what ``change`` inserts."""
-        try:
-            inserted = self._ranges(change).spans
-        except ProtocolError:
-            # Not expected of pycrdt's own output; fall back to its state vector.
-            self._clocks = decode_state_vector(self.doc.get_state())
-            self._advanced.add(None)
-            return
-        clocks = self._clocks
-        for client, carried in inserted.items():
-            if max(end for _, end in carried) <= clocks.get(client, 0):
-                continue
-            # Clocks count a client's inserts from 0 without a gap; a range past a
-            # gap (pycrdt can emit one) waits until the gap is filled.
-            spans = self._gaps.setdefault(client, [])
-            spans.extend(carried)
-            spans.sort()
-            clock = clocks.get(client, 0)
-            while spans and spans[0][0] <= clock:
-                clock = max(clock, spans.pop(0)[1])
-            if not spans:
-                del self._gaps[client]
-            if clock > clocks.get(client, 0):
-                clocks[client] = clock
-                self._advanced.add(client)
-
-    def _integrated(self, update: bytes, *, deletes: bool = True) -> bool:
-        """True if everything ``update`` inserts (and deletes) is in what the room stores.
-
-        Checked against the clocks of the changes the room emitted, not against
-        pycrdt's state vector, which a crafted update can advance past what the
-        document encodes.
-        """
-        if not self._pending_in_doc:
-            return missing_from(self.doc, update) is None
-        try:
-            ranges = self._ranges(update)
-        except ProtocolError:
-            return missing_from(self.doc, update) is None
-        clocks = self._clocks
-        for client, (_, end) in ranges.inserts.items():
-            if clocks.get(client, 0) < end:
-                return False
-        if deletes:
-            for client, clock, length in ranges.deletes:
-                if clocks.get(client, 0) < clock + length:
-                    return False
-        return True
+    def close(self) -> None:
+        """Stop observing the document."""
+        self.document.close()
 
     # -- sessions --------------------------------------------------------------
 
@@ -346,6 +210,8 @@ class BoardRoom:
         with :class:`WritesRefused`.
         """
         output = RoomOutput()
+        document = self.document
+        document.rebuilt = False
         if self._holders:
             self._expire_held(now, output)
             if connection in output.closed:
@@ -355,12 +221,12 @@ class BoardRoom:
             self._process(connection, frame, now, output, writable)
         except BoardcastError as exc:
             output.error = exc
-        if self._rebuild_due:
+        if document.rebuild_due:
             try:
-                self._rebuild_or_fail()
-                output.rebuilt = True
+                document.rebuild_or_fail()
             except BoardCorrupted as exc:
                 output.error = exc
+        output.rebuilt = document.rebuilt
         return output
 
     def _process(
@@ -373,7 +239,7 @@ class BoardRoom:
     ) -> None:
         for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
-                output.reply.append(sync_step2(self._diff(message.state_vector, output)))
+                output.reply.append(sync_step2(self.document.diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 output.update_messages += 1
                 self._receive_update(connection, message.update, output, writable, now)
@@ -410,24 +276,7 @@ class BoardRoom:
         removed = self.awareness.expire(now)
         return awareness_frame(removed) if removed is not None else None
 
-    def close(self) -> None:
-        """Stop observing the document."""
-        self.doc.unobserve(self._subscription)
-
     # -- updates ---------------------------------------------------------------
-
-    def _diff(self, state_vector: bytes, output: RoomOutput) -> bytes:
-        try:
-            return encode_state(self.doc, state_vector)
-        except InvalidUpdate:
-            pass
-        # Either the state vector is bad or the document is: rebuild and try again.
-        self._rebuild_or_fail()
-        output.rebuilt = True
-        try:
-            return encode_state(self.doc, state_vector)
-        except InvalidUpdate as exc:
-            raise InvalidUpdate(f"invalid state vector: {exc}") from exc
 
     def _receive_update(
         self,
@@ -437,6 +286,7 @@ class BoardRoom:
         writable: bool,
         now: float,
     ) -> None:
+        document = self.document
         peer = self._peers.get(connection)
         if peer is None:
             peer = self._peers[connection] = _Peer()
@@ -445,22 +295,22 @@ class BoardRoom:
         limits = self.limits
         if len(update) > limits.max_update_bytes:
             raise UpdateTooLarge(f"update of {len(update)} bytes (limit {limits.max_update_bytes})")
-        if not writable and not self._integrated(update, deletes=False):
+        if not writable and not document.integrated(update, deletes=False):
             raise WritesRefused("the store is unavailable: this update is refused")
-        if self.size_estimate + len(update) > limits.max_board_bytes:
+        if document.size_estimate + len(update) > limits.max_board_bytes:
             # The estimate only grows between checkpoints: measure before refusing.
-            self.checkpoint(self.state(), self.journal_position)
-            if self.size_estimate + len(update) > limits.max_board_bytes:
+            document.checkpoint(document.state(), document.journal_position)
+            if document.size_estimate + len(update) > limits.max_board_bytes:
                 raise BoardFull(
-                    f"the board holds {self.size_estimate} bytes; this update of"
+                    f"the board holds {document.size_estimate} bytes; this update of"
                     f" {len(update)} would pass its limit of {limits.max_board_bytes}"
                 )
-        self._checks = 0
-        self._advanced = set()
+        document.checks = 0
+        document.advanced = set()
         changes = self._apply(update, output)
         # The common case costs nothing: the change pycrdt emitted is the update
         # itself, so everything in it is in what the room stores.
-        if (len(changes) == 1 and changes[0] == update) or self._integrated(update):
+        if (len(changes) == 1 and changes[0] == update) or document.integrated(update):
             if not peer.held:
                 peer.integrated = index
                 output.integrated[connection] = index
@@ -468,7 +318,7 @@ class BoardRoom:
             self._hold(connection, peer, _Held(index, update, now), output)
         if changes and self._holders:
             self._retry_held(output)
-        peer.checks += self._checks
+        peer.checks += document.checks
         if peer.checks > limits.max_consistency_checks:
             # Each check encodes and reloads the whole board: a connection that
             # keeps causing them is closed before it can make the board slow.
@@ -477,130 +327,26 @@ class BoardRoom:
 
     def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> list[bytes]:
         """Apply one update whole or not at all; emit and return the changes it made."""
-        touches = self._touches_pending(update)
-        try:
-            apply_update(self.doc, update)
-        except InvalidUpdate:
-            # Whatever the failed transaction emitted must go nowhere, and the
-            # document may hold part of the update: rebuild it from what we trust.
-            self._changes.clear()
-            self._rebuild_or_fail()
-            output.rebuilt = True
-            raise
-        changes, self._changes = self._changes, []
-        if changes:
-            suspect = touches or from_held or self._integrates_pending(update, changes)
-        else:
-            # Retrying a held update that still cannot integrate is a no-op; an
-            # update of the sender's own touching what is pending may not be.
-            suspect = touches and not from_held
-        if suspect:
-            repairs = self._verify(changes)
-            if repairs is None:
-                # Integrating what pycrdt kept pending broke the document (a crafted
-                # update can do that): none of it counts, the document is rebuilt.
-                self._rebuild_or_fail()
-                output.rebuilt = True
-                raise InvalidUpdate("the update left the document inconsistent")
-            changes += repairs
-        if changes:
-            self._emit(changes, output)
+        changes = self.document.apply(update, from_held=from_held)
+        self._emit(changes, output)
         return changes
 
-    def _emit(self, changes: list[bytes], output: RoomOutput) -> None:
+    @staticmethod
+    def _emit(changes: list[bytes], output: RoomOutput) -> None:
         for change in changes:
             output.broadcast.append(sync_update(change))
             output.updates.append(change)
-            self._journal.append(change)
-            if self._pending_in_doc:
-                self._record(change)
-            self._journal_bytes += len(change)
 
-    def _ranges(self, update: bytes) -> UpdateRanges:
-        """``read_ranges(update)``, remembered for the last few updates.
-
-        On the careful path one update is read up to four times (is it touching
-        what is pending, what did it change, what does the room now store, is it
-        integrated), and its emitted change is usually the same bytes.
-        """
-        cache = self._parsed
-        for known, ranges in cache:
-            if known is update or known == update:
-                return ranges
-        ranges = read_ranges(update)
-        cache.append((update, ranges))
-        if len(cache) > 4:
-            del cache[0]
-        return ranges
-
-    def _insert_clients(self, update: bytes) -> set[int | None]:
-        """The clients ``update`` inserts for (``{None}`` if it cannot be read)."""
-        try:
-            return set(self._ranges(update).inserts)
-        except ProtocolError:
-            return {None}
-
-    def _integrates_pending(self, update: bytes, changes: list[bytes]) -> bool:
-        """True if ``changes`` insert anything ``update`` itself does not (pending parts)."""
-        if not self._pending_in_doc or (len(changes) == 1 and changes[0] == update):
-            # Nothing held since the last rebuild means nothing pending in pycrdt;
-            # a change that is the update itself brought nothing else in.
-            return False
-        try:
-            own = self._ranges(update).inserts
-            for change in changes:
-                for client, (start, end) in self._ranges(change).inserts.items():
-                    first, last = own.get(client, (0, 0))
-                    if start < first or end > last:
-                        return True
-        except ProtocolError:
-            return True
-        return False
-
-    def _touches_pending(self, update: bytes) -> bool:
-        """True if ``update`` inserts for a client whose inserts pycrdt may keep pending."""
-        pending = self._pending_clients
-        if not pending:
-            return False
-        if None in pending:
-            return True
-        return not pending.isdisjoint(self._insert_clients(update))
-
-    def _verify(self, pending_changes: Sequence[bytes] = ()) -> list[bytes] | None:
-        """Check the document against itself and against what the room stores.
-
-        Returns ``None`` if the document is unsound (its encoding does not load
-        back to its state vector: a crafted update broke it). Otherwise the
-        changes to add so that base and journal (with ``pending_changes``, about
-        to join it) replay to the document: pycrdt can integrate what it kept
-        pending yet emit a change that does not replay on its own; the repair is
-        the document's own diff against the replay. Costs an encode, a load and
-        a replay of the board.
-        """
-        self._checks += 1
-        try:
-            state_vector = self.doc.get_state()
-            if not snapshot_loads(encode_state(self.doc), state_vector):
-                return None
-            replayed = build_document(self._base, [*self._journal, *pending_changes])
-            replayed_vector = replayed.get_state()
-            if state_vectors_match(replayed_vector, state_vector):
-                return []
-            return [encode_state(self.doc, replayed_vector)]
-        except InvalidUpdate:
-            return None
+    # -- held updates ------------------------------------------------------------
 
     def _hold(self, connection: Hashable, peer: _Peer, held: _Held, output: RoomOutput) -> None:
         peer.held.append(held)
         peer.held_bytes += len(held.update)
-        if not self._pending_in_doc:
-            # Entering the careful path: the document must be sound now, and its
-            # state vector is where the room's own clocks start.
-            self._check_consistent(output)
-            self._clocks = decode_state_vector(self.doc.get_state())
         self._holders.add(connection)
-        self._pending_clients |= self._insert_clients(held.update)
-        held.waits = self._waits_for(held.update)
+        repairs = self.document.hold(held.update)
+        if repairs:
+            self._emit(repairs, output)
+        held.waits = self.document.waits_for(held.update)
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
             self._drop_held(connection, peer)
@@ -614,33 +360,22 @@ class BoardRoom:
             peer.resync_asked = True
             output.reply.append(sync_step1(self.doc.get_state()))
 
-    def _check_consistent(self, output: RoomOutput) -> None:
-        # Some crafted updates leave pycrdt claiming clocks it cannot encode, or
-        # integrated content that the emitted changes do not carry. An update that
-        # did not integrate is the sign; this check is paid when the room starts
-        # holding updates.
-        repairs = self._verify()
-        if repairs is None:
-            self._rebuild_or_fail()
-            output.rebuilt = True
-        elif repairs:
-            self._emit(repairs, output)
-
     def _retry_held(self, output: RoomOutput) -> None:
         """Integrate what became integrable; the repair also undoes pycrdt's dropped updates.
 
         A held update is retried only once a client it waits for has advanced, so
         an update that stays held costs the board's other updates nothing.
         """
+        advanced = self.document.advanced
         tried: dict[Hashable, int] = {}
         for _ in range(len(self._holders) + 1):
             progress = False
             for connection in list(self._holders):
                 peer = self._peers[connection]
-                if tried.get(connection) == len(self._advanced) or not self._may_integrate(peer):
+                if tried.get(connection) == len(advanced) or not _may_integrate(peer, advanced):
                     continue
-                tried[connection] = len(self._advanced)
-                before = len(self._advanced)
+                tried[connection] = len(advanced)
+                before = len(advanced)
                 try:
                     rest = missing_from(self.doc, merge(held.update for held in peer.held))
                     if rest is not None:
@@ -651,25 +386,19 @@ class BoardRoom:
                     output.closed[connection] = exc
                     continue
                 self._release_covered(connection, peer, output)
-                progress = progress or len(self._advanced) > before
+                progress = progress or len(advanced) > before
             if not progress:
                 return
-
-    def _may_integrate(self, peer: _Peer) -> bool:
-        advanced = self._advanced
-        if None in advanced:
-            return True
-        return any(held.waits is None or not held.waits.isdisjoint(advanced) for held in peer.held)
 
     def _release_covered(self, connection: Hashable, peer: _Peer, output: RoomOutput) -> None:
         still: list[_Held] = []
         for held in peer.held:
             try:
-                integrated = self._integrated(held.update)
+                integrated = self.document.integrated(held.update)
             except InvalidUpdate:
                 integrated = False
             if not integrated:
-                held.waits = self._waits_for(held.update)
+                held.waits = self.document.waits_for(held.update)
                 still.append(held)
         peer.held = still
         peer.held_bytes = sum(len(held.update) for held in still)
@@ -680,17 +409,8 @@ class BoardRoom:
         if not still:
             peer.resync_asked = False
             self._holders.discard(connection)
-            if not self._holders and not self._rebuild_due:
-                # Everything held was integrated: nothing stays pending in pycrdt.
-                self._pending_clients.clear()
-
-    def _waits_for(self, update: bytes) -> set[int] | None:
-        try:
-            waits = self._ranges(update).waits_for(self._clocks)
-        except ProtocolError:
-            return None
-        # Held without a missing dependency in sight (pycrdt dropped it): any change.
-        return waits or None
+            if not self._holders:
+                self.document.settled()
 
     def _expire_held(self, now: float, output: RoomOutput) -> None:
         # A held update normally integrates within one resync round trip. One
@@ -707,10 +427,15 @@ class BoardRoom:
 
     def _drop_held(self, connection: Hashable, peer: _Peer) -> None:
         if peer.held:
-            self._rebuild_due = True
+            self.document.dropped()
         peer.held.clear()
         peer.held_bytes = 0
         peer.resync_asked = False
         self._holders.discard(connection)
 
 
+def _may_integrate(peer: _Peer, advanced: set[int | None]) -> bool:
+    """True if a client one of ``peer``'s held updates waits for has advanced."""
+    if None in advanced:
+        return True
+    return any(held.waits is None or not held.waits.isdisjoint(advanced) for held in peer.held)

@@ -218,8 +218,8 @@ async def test_a_board_that_cannot_be_rebuilt_is_reloaded_from_the_store(
     import json
     from pathlib import Path
 
+    from crdt.document import BoardDocument
     from crdt.errors import InvalidUpdate
-    from crdt.room import BoardRoom
 
     host, gateway = await make_host()
     alice, watcher = gateway.join(1), gateway.join(2)
@@ -228,10 +228,10 @@ async def test_a_board_that_cannot_be_rebuilt_is_reloaded_from_the_store(
     await wait_until(lambda: text(watcher) == "kept", message="edit applied")
     await host.flush()
 
-    def cannot_rebuild(self: BoardRoom) -> None:
+    def cannot_rebuild(self: BoardDocument) -> None:
         raise InvalidUpdate("simulated: base and journal do not load")
 
-    monkeypatch.setattr(BoardRoom, "rebuild", cannot_rebuild)
+    monkeypatch.setattr(BoardDocument, "rebuild", cannot_rebuild)
     corpus = Path(__file__).parents[1] / "corpus" / "panic-partial-apply-b7137c29ce.json"
     [frame] = json.loads(corpus.read_text())["frames"]
     gateway.link.send([OPEN, BOARD, 3])
