@@ -70,7 +70,7 @@ class BoardActor:
         self.phase = BoardPhase.LOADING
         self.room = BoardRoom(board_id, limits=limits)
         self.subscribers: dict[Link, set[int]] = {}
-        # Update messages received per connection that asked for acknowledgements.
+        # Per connection that asked for acknowledgements: its update messages integrated.
         self.acked_connections: dict[tuple[Link, int], int] = {}
         self.inbox: list[tuple[Link, list[Any]]] = []
         self.inbox_bytes = 0
@@ -165,6 +165,10 @@ class BoardActor:
 
     def _observe_new_document(self) -> None:
         if self._recorder is not None:
+            # What the old document saw before the rebuild is still news.
+            events = self._recorder.drain()
+            if events and self._event_sink is not None:
+                self._event_sink(events)
             self._recorder.close()
             self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
 
