@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from typing import Protocol
 
-from actors.stream import BROADCAST, NO_CONNECTION, REJECT, SEND
-from crdt.close_codes import REASONS, CloseCode
+from actors.messages import (
+    NO_CONNECTION,
+    Broadcast,
+    Close,
+    Frame,
+    HostMessage,
+    Open,
+    Send,
+    reject,
+)
+from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError, BoardCorrupted
 from crdt.events import BoardEventRecorder, DomainEvent
 from crdt.room import BoardRoom, RoomLimits
@@ -34,7 +43,7 @@ class Link(Protocol):
     def peer(self) -> str:
         """The gateway's address, for logs."""
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: HostMessage) -> None:
         """Queue a message to the gateway."""
 
 
@@ -72,7 +81,7 @@ class BoardActor:
         self.subscribers: dict[Link, set[int]] = {}
         # Per connection that asked for acknowledgements: its update messages integrated.
         self.acked_connections: dict[tuple[Link, int], int] = {}
-        self.inbox: list[tuple[Link, list[Any]]] = []
+        self.inbox: list[tuple[Link, GatewayBoardMessage]] = []
         self.inbox_bytes = 0
         self.corrupted = False  # the document could not be rebuilt: reload from the store
         self.persisted_seq = 0
@@ -112,7 +121,7 @@ class BoardActor:
             self.acked_connections[(link, conn)] = 0
         self.idle_since = None
         for frame in self.room.join():
-            link.send([SEND, conn, frame])
+            link.send(Send(conn, frame))
 
     def receive(
         self, link: Link, conn: int, data: bytes, *, writable: bool = True
@@ -138,7 +147,7 @@ class BoardActor:
                 self.acked_connections[target] = count
                 acks.append((target, count))
         for frame in output.reply:
-            link.send([SEND, conn, frame])
+            link.send(Send(conn, frame))
         for frame in output.broadcast:
             self.broadcast(frame, origin=link, exclude=conn)
         if output.rebuilt:
@@ -174,8 +183,7 @@ class BoardActor:
 
     def reject(self, link: Link, conn: int, error: BoardcastError) -> None:
         """Close one client with the code its error earned."""
-        code = close_code_for(error)
-        link.send([REJECT, conn, int(code), f"{REASONS[code]}: {error}"[:120]])
+        link.send(reject(conn, close_code_for(error), str(error)))
         self.close(link, conn)
 
     def close(self, link: Link, conn: int) -> None:
@@ -199,16 +207,18 @@ class BoardActor:
         for conn in sorted(self.subscribers.get(link, ())):
             self.close(link, conn)
         self.inbox = [(queued, message) for queued, message in self.inbox if queued is not link]
-        self.inbox_bytes = sum(_size(message) for _, message in self.inbox)
+        self.inbox_bytes = sum(
+            len(message.data) for _, message in self.inbox if isinstance(message, Frame)
+        )
 
     def broadcast(self, frame: bytes, *, origin: Link | None, exclude: int) -> None:
         """Send ``frame`` to every gateway with clients here, skipping one client."""
         for link, conns in self.subscribers.items():
             if link is origin:
                 if len(conns) > 1 or exclude not in conns:
-                    link.send([BROADCAST, self.board_id, exclude, frame])
+                    link.send(Broadcast(self.board_id, exclude, frame))
             else:
-                link.send([BROADCAST, self.board_id, NO_CONNECTION, frame])
+                link.send(Broadcast(self.board_id, NO_CONNECTION, frame))
 
     def expire_awareness(self) -> None:
         """Remove presence that was not renewed in time."""
@@ -223,33 +233,32 @@ class BoardActor:
             self._recorder = None
         self.room.close()
 
-    def reject_all(self, code: CloseCode, reason: str) -> None:
+    def reject_all(self, code: CloseCode) -> None:
         """Close every client of this board (used when it cannot be served)."""
-        for link, conns in self.subscribers.items():
-            for conn in conns:
-                link.send([REJECT, conn, int(code), reason])
-        for link, message in self.inbox:
-            link.send([REJECT, message[2], int(code), reason])
+        targets = {(link, conn) for link, conns in self.subscribers.items() for conn in conns}
+        targets |= {(link, message.conn) for link, message in self.inbox}
+        for link, conn in targets:
+            link.send(reject(conn, code))
         self.subscribers.clear()
         self._connections.clear()
         self.inbox.clear()
         self.inbox_bytes = 0
 
-    def queue(self, link: Link, message: list[Any]) -> None:
+    def queue(self, link: Link, message: GatewayBoardMessage) -> None:
         """Keep a message until the board has loaded."""
         self.inbox.append((link, message))
-        self.inbox_bytes += _size(message)
+        if isinstance(message, Frame):
+            self.inbox_bytes += len(message.data)
 
-    def take_inbox(self) -> list[tuple[Link, list[Any]]]:
+    def take_inbox(self) -> list[tuple[Link, GatewayBoardMessage]]:
         """The messages queued while loading, in arrival order; the inbox is left empty."""
         inbox, self.inbox = self.inbox, []
         self.inbox_bytes = 0
         return inbox
 
 
-def _size(message: list[Any]) -> int:
-    data = message[3] if len(message) > 3 else b""
-    return len(data) if isinstance(data, bytes | bytearray) else 0
+GatewayBoardMessage = Open | Frame | Close
+"""What a gateway sends about one client of one board."""
 
 
 def _key(link: Link, conn: int) -> Hashable:

@@ -20,8 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.board import BoardActor, BoardPhase, EventSink, Link
-from actors.stream import CLOSE, FRAME, OPEN, PERSISTED, REJECT, StreamLink
-from crdt.close_codes import REASONS, CloseCode
+from actors.messages import (
+    PROTOCOL_VERSION,
+    Close,
+    Frame,
+    GatewayMessage,
+    Hello,
+    Open,
+    Persisted,
+    from_gateway,
+    reject,
+)
+from actors.stream import StreamLink
+from crdt.close_codes import CloseCode
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
@@ -53,6 +64,7 @@ class HostLink(StreamLink):
     """A gateway's connection, seen from the host."""
 
     number: int
+    peer_version: int | None = None  # the protocol the gateway speaks, once known
 
 
 class BoardHost:
@@ -167,7 +179,12 @@ class BoardHost:
         log.info("gateway %s connected to host %s", link.peer, self.name)
         try:
             while (batch := await link.read_batches()) is not None:
-                for message in batch:
+                for received in batch:
+                    message = from_gateway(received)
+                    if link.peer_version is None:
+                        self._greet(link, message)
+                        if isinstance(message, Hello):
+                            continue
                     try:
                         self._dispatch(link, message)
                     except Exception:
@@ -190,23 +207,42 @@ class BoardHost:
             for board in list(self._boards.values()):
                 board.drop_link(link)
 
-    def _reject_after_failure(self, link: HostLink, message: list[Any]) -> None:
-        with contextlib.suppress(Exception):
-            board_id, conn = message[1], message[2]
-            code = CloseCode.INTERNAL_ERROR
-            link.send([REJECT, conn, int(code), REASONS[code]])
-            board = self._boards.get(board_id)
-            if board is not None:
-                board.close(link, conn)
+    def _greet(self, link: HostLink, message: GatewayMessage) -> None:
+        """Learn the gateway's protocol from its first message, and answer a hello."""
+        if isinstance(message, Hello):
+            link.peer_version = message.version
+            link.send(Hello(PROTOCOL_VERSION, "host"))
+            if message.version > PROTOCOL_VERSION:
+                log.warning(
+                    "gateway %s speaks protocol %d, newer than this host's %d",
+                    link.peer,
+                    message.version,
+                    PROTOCOL_VERSION,
+                )
+        else:
+            # Gateways from before versioning send no hello; their messages are the same.
+            link.peer_version = 0
+            log.info("gateway %s speaks the unversioned protocol 0", link.peer)
 
-    def _dispatch(self, link: HostLink, message: list[Any]) -> None:
-        kind, board_id, conn = message[0], message[1], message[2]
+    def _reject_after_failure(self, link: HostLink, message: GatewayMessage) -> None:
+        if isinstance(message, Hello):
+            return
+        with contextlib.suppress(Exception):
+            link.send(reject(message.conn, CloseCode.INTERNAL_ERROR))
+            board = self._boards.get(message.board_id)
+            if board is not None:
+                board.close(link, message.conn)
+
+    def _dispatch(self, link: HostLink, message: GatewayMessage) -> None:
+        if isinstance(message, Hello):
+            log.warning("gateway %s sent a second hello; ignored", link.peer)
+            return
+        board_id, conn = message.board_id, message.conn
         board = self._boards.get(board_id)
         if board is None:
-            if kind != OPEN:
+            if not isinstance(message, Open):
                 # The client's board went away under it (host restart): make it resync.
-                code = CloseCode.SERVICE_RESTART
-                link.send([REJECT, conn, int(code), REASONS[code]])
+                link.send(reject(conn, CloseCode.SERVICE_RESTART))
                 return
             board = BoardActor(
                 board_id,
@@ -217,25 +253,23 @@ class BoardHost:
             self._boards[board_id] = board
             self._spawn(self._activate(board))
         if board.phase is BoardPhase.LOADING:
-            if board.inbox_bytes > self.settings.max_inbox_bytes and kind == FRAME:
+            if board.inbox_bytes > self.settings.max_inbox_bytes and isinstance(message, Frame):
                 # The board is slow to load and this client keeps sending: it must
                 # wait outside rather than in our memory.
-                code = CloseCode.TRY_AGAIN_LATER
-                link.send([REJECT, conn, int(code), REASONS[code]])
-                board.queue(link, [CLOSE, board_id, conn])
+                link.send(reject(conn, CloseCode.TRY_AGAIN_LATER))
+                board.queue(link, Close(board_id, conn))
                 return
             board.queue(link, message)
             return
         self._handle(board, link, message)
 
-    def _handle(self, board: BoardActor, link: Link, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == FRAME:
+    def _handle(self, board: BoardActor, link: Link, message: Open | Frame | Close) -> None:
+        if isinstance(message, Frame):
             # While the store has been failing long enough to fill the backlog,
             # writes are refused (4503) rather than accepted without a way to
             # persist them; reading the board and presence keep working.
             writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
-            updates, acks = board.receive(link, message[2], message[3], writable=writable)
+            updates, acks = board.receive(link, message.conn, message.data, writable=writable)
             if board.corrupted:
                 log.error("board %s cannot be rebuilt; reloading it", board.board_id)
                 self._spawn(self._reload(board))
@@ -246,19 +280,17 @@ class BoardHost:
                 self._pending_acks[key] = count
             if updates or acks:
                 self._dirty.set()
-        elif kind == OPEN:
-            board.open(link, message[2], ack=len(message) > 3 and bool(message[3]))
-        elif kind == CLOSE:
-            board.close(link, message[2])
+        elif isinstance(message, Open):
+            board.open(link, message.conn, ack=message.ack)
         else:
-            log.warning("unknown stream message kind %r from %s", kind, link.peer)
+            board.close(link, message.conn)
 
     async def _reload(self, board: BoardActor) -> None:
         """Take a board whose document cannot be trusted out of memory; it reloads on demand."""
         if self._boards.get(board.board_id) is not board:
             return
         code = CloseCode.SERVICE_RESTART
-        board.reject_all(code, REASONS[code])
+        board.reject_all(code)
         del self._boards[board.board_id]
         board.release()
         with contextlib.suppress(Exception):
@@ -273,7 +305,7 @@ class BoardHost:
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
-            board.reject_all(code, REASONS[code])
+            board.reject_all(code)
             self._boards.pop(board.board_id, None)
             board.release()
             return
@@ -335,7 +367,7 @@ class BoardHost:
             self._unsaved_bytes -= sum(len(u) for updates in batch.values() for u in updates)
             # Everything each client sent before the batch was taken is durable now.
             for (link, conn), count in acks.items():
-                link.send([PERSISTED, conn, count])
+                link.send(Persisted(conn, count))
             for board_id, seq in seqs.items():
                 board = self._boards.get(board_id)
                 if board is None:

@@ -2,44 +2,21 @@
 
 Ray carries the control plane (where is board X, start, stop). Frames travel
 on one long-lived TCP connection per (gateway, board host) pair, as a stream of
-msgpack arrays. Everything written during one event-loop tick leaves in a
-single ``transport.write``, so a burst of updates costs one syscall per link,
-not one per frame, and no Ray call is ever made per frame.
-
-Gateway to host::
-
-    [OPEN, board_id, conn_id, ack]    a client joined board_id (ack: it wants
-                                      "persisted up to here" messages)
-    [FRAME, board_id, conn_id, data]  a y-protocol frame from that client
-    [CLOSE, board_id, conn_id]        the client left (cleanly or not)
-
-Host to gateway::
-
-    [SEND, conn_id, data]                 a frame for one client
-    [BROADCAST, board_id, exclude, data]  a frame for every client of the board
-                                          on this gateway except ``exclude``
-    [REJECT, conn_id, code, reason]       close that client with a named code
-    [PERSISTED, conn_id, count]           the client's first ``count`` update
-                                          messages on this connection are durable
+msgpack arrays, one per typed message of :mod:`actors.messages` (the only
+module that knows their layout). Everything written during one event-loop tick
+leaves in a single ``transport.write``, so a burst of updates costs one syscall
+per link, not one per frame, and no Ray call is ever made per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import msgpack
 
-OPEN = 1
-FRAME = 2
-CLOSE = 3
-SEND = 10
-BROADCAST = 11
-REJECT = 12
-PERSISTED = 13
+from actors.messages import Message, decode, encode
 
-NO_CONNECTION = -1
 # Past this many unsent bytes the peer is not keeping up: the link is dropped
 # and clients reconnect and resync rather than the process growing unbounded.
 # Readers stop reading from a link above DRAIN_ABOVE (backpressure), so only
@@ -82,11 +59,11 @@ class StreamLink:
         info = self._writer.get_extra_info("peername")
         return f"{info[0]}:{info[1]}" if info else "?"
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: Message) -> None:
         """Queue ``message``; it leaves with everything else queued this tick."""
         if self.closed:
             return
-        self._out += self._packer.pack(message)
+        self._out += self._packer.pack(encode(message))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -113,15 +90,19 @@ class StreamLink:
         if not self.closed and not self._transport.is_closing():
             await self._writer.drain()
 
-    async def read_batches(self) -> list[list[Any]] | None:
-        """Read whatever arrived and return the complete messages, or ``None`` at EOF."""
+    async def read_batches(self) -> list[Message] | None:
+        """Read whatever arrived and return the complete messages, or ``None`` at EOF.
+
+        Raises:
+            StreamProtocolError: the peer sent something that is not a message.
+        """
         unpacker = self._unpacker
         while True:
             data = await self._reader.read(_READ_CHUNK)
             if not data:
                 return None
             unpacker.feed(data)
-            batch = list(unpacker)
+            batch = [decode(raw) for raw in unpacker]
             if batch:
                 return batch
 

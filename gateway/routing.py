@@ -13,12 +13,26 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from actors.cluster import Cluster
-from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, PERSISTED, REJECT, SEND, StreamLink
+from actors.messages import (
+    PROTOCOL_VERSION,
+    Broadcast,
+    Close,
+    Frame,
+    Hello,
+    HostMessage,
+    Open,
+    Persisted,
+    Reject,
+    Send,
+    StreamProtocolError,
+    from_host,
+)
+from actors.stream import StreamLink
 from crdt.close_codes import CloseCode
-from crdt.protocol import Persisted, encode_message
+from crdt.protocol import Persisted as PersistedMessage
+from crdt.protocol import encode_message
 from gateway.connection import ClientConnection
 from gateway.frames import encode_binary_frame
 from persistence.shared_state import SharedState, SharedStateUnavailable
@@ -46,6 +60,9 @@ class GatewayLink:
         self.stream = stream
         self.boards: dict[str, dict[int, ClientConnection]] = {}
         self.connections: dict[int, ClientConnection] = {}
+        self.peer_version: int | None = None  # the host's protocol, once it said hello
+        # Every link starts with the protocol this gateway speaks.
+        stream.send(Hello(PROTOCOL_VERSION, "gateway"))
 
     @property
     def closed(self) -> bool:
@@ -56,11 +73,11 @@ class GatewayLink:
         """Route a new client's board session over this link."""
         self.boards.setdefault(conn.board_id, {})[conn.conn_id] = conn
         self.connections[conn.conn_id] = conn
-        self.stream.send([OPEN, conn.board_id, conn.conn_id, conn.wants_acks])
+        self.stream.send(Open(conn.board_id, conn.conn_id, conn.wants_acks))
 
     def forward(self, conn: ClientConnection, data: bytes) -> None:
         """Pass a client's frame to its board."""
-        self.stream.send([FRAME, conn.board_id, conn.conn_id, data])
+        self.stream.send(Frame(conn.board_id, conn.conn_id, data))
 
     def leave(self, conn: ClientConnection) -> None:
         """The client is gone: tell its board."""
@@ -71,16 +88,18 @@ class GatewayLink:
             board.pop(conn.conn_id, None)
             if not board:
                 del self.boards[conn.board_id]
-        self.stream.send([CLOSE, conn.board_id, conn.conn_id])
+        self.stream.send(Close(conn.board_id, conn.conn_id))
 
     async def run(self) -> None:
         """Deliver what the host sends until the stream ends."""
         try:
             while (batch := await self.stream.read_batches()) is not None:
                 for message in batch:
-                    self._deliver(message)
+                    self._deliver(from_host(message))
         except (ConnectionError, OSError) as exc:
             log.warning("link to host %s failed: %s", self.host_name, exc)
+        except StreamProtocolError as exc:
+            log.error("host %s sent an unreadable stream: %s", self.host_name, exc)
         finally:
             self.stream.abort()
             for conn in list(self.connections.values()):
@@ -88,31 +107,33 @@ class GatewayLink:
             self.connections.clear()
             self.boards.clear()
 
-    def _deliver(self, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == BROADCAST:
-            clients = self.boards.get(message[1])
+    def _deliver(self, message: HostMessage) -> None:
+        if isinstance(message, Broadcast):
+            clients = self.boards.get(message.board_id)
             if not clients:
                 return
-            exclude = message[2]
-            frame = encode_binary_frame(message[3])
+            exclude = message.exclude
+            frame = encode_binary_frame(message.data)
             for conn_id, conn in clients.items():
                 if conn_id != exclude:
                     conn.send_encoded(frame)
-        elif kind == SEND:
-            target = self.connections.get(message[1])
+        elif isinstance(message, Send):
+            target = self.connections.get(message.conn)
             if target is not None:
-                target.send_encoded(encode_binary_frame(message[2]))
-        elif kind == PERSISTED:
-            target = self.connections.get(message[1])
+                target.send_encoded(encode_binary_frame(message.data))
+        elif isinstance(message, Persisted):
+            target = self.connections.get(message.conn)
             if target is not None:
-                target.send_encoded(encode_binary_frame(encode_message(Persisted(message[2]))))
-        elif kind == REJECT:
-            target = self.connections.get(message[1])
+                payload = encode_message(PersistedMessage(message.count))
+                target.send_encoded(encode_binary_frame(payload))
+        elif isinstance(message, Reject):
+            target = self.connections.get(message.conn)
             if target is not None:
-                target.close_soon(CloseCode(message[2]), message[3])
+                target.close_soon(CloseCode(message.code), message.reason)
+        elif isinstance(message, Hello):
+            self.peer_version = message.version
         else:
-            log.warning("unknown message kind %r from host %s", kind, self.host_name)
+            log.warning("unexpected %s from host %s", type(message).__name__, self.host_name)
 
 
 class Router:

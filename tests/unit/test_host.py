@@ -17,7 +17,8 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 from actors.host import BoardHost, HostSettings
-from actors.stream import BROADCAST, CLOSE, FRAME, OPEN, REJECT, SEND, StreamLink
+from actors.messages import PROTOCOL_VERSION, Broadcast, Close, Frame, Hello, Open, Reject, Send
+from actors.stream import StreamLink
 from crdt.awareness import AwarenessEntry, encode_awareness
 from crdt.close_codes import CloseCode
 from crdt.protocol import SyncStep2, awareness_frame, decode_frame, sync_step1, sync_update
@@ -37,6 +38,8 @@ class FakeGateway:
         self.link = link
         self.clients: dict[int, tuple[str, ClientProtocol]] = {}
         self.rejected: dict[int, tuple[int, str]] = {}
+        self.host_version: int | None = None
+        link.send(Hello(PROTOCOL_VERSION, "gateway"))
         self._pump = asyncio.create_task(self._deliver())
 
     @classmethod
@@ -48,18 +51,18 @@ class FakeGateway:
         """Open a client session: OPEN, then the client's step 1."""
 
         def send(frame: bytes) -> None:
-            self.link.send([FRAME, board_id, conn, frame])
+            self.link.send(Frame(board_id, conn, frame))
 
         client = ClientProtocol(Doc(), send)
         self.clients[conn] = (board_id, client)
-        self.link.send([OPEN, board_id, conn])
+        self.link.send(Open(board_id, conn))
         client.start()
         return client
 
     def leave(self, conn: int) -> None:
         board_id, client = self.clients.pop(conn)
         client.stop()
-        self.link.send([CLOSE, board_id, conn])
+        self.link.send(Close(board_id, conn))
 
     async def close(self) -> None:
         await self.link.close()
@@ -68,18 +71,19 @@ class FakeGateway:
     async def _deliver(self) -> None:
         while (batch := await self.link.read_batches()) is not None:
             for message in batch:
-                kind = message[0]
-                if kind == SEND and message[1] in self.clients:
-                    self.clients[message[1]][1].receive(message[2])
-                elif kind == BROADCAST:
+                if isinstance(message, Send) and message.conn in self.clients:
+                    self.clients[message.conn][1].receive(message.data)
+                elif isinstance(message, Broadcast):
                     for conn, (board_id, client) in list(self.clients.items()):
-                        if board_id == message[1] and conn != message[2]:
-                            client.receive(message[3])
-                elif kind == REJECT:
-                    self.rejected[message[1]] = (message[2], message[3])
-                    entry = self.clients.pop(message[1], None)
+                        if board_id == message.board_id and conn != message.exclude:
+                            client.receive(message.data)
+                elif isinstance(message, Reject):
+                    self.rejected[message.conn] = (message.code, message.reason)
+                    entry = self.clients.pop(message.conn, None)
                     if entry is not None:
                         entry[1].stop()
+                elif isinstance(message, Hello):
+                    self.host_version = message.version
 
 
 class GatedStore(MemoryStore):
@@ -395,10 +399,10 @@ async def test_a_bad_frame_closes_only_its_sender(make_host: MakeHost) -> None:
     host, gateway = await make_host()
     alice, bob = gateway.join(1), gateway.join(2)
     await synced(alice, bob)
-    gateway.link.send([FRAME, BOARD, 2, b"\x07"])
+    gateway.link.send(Frame(BOARD, 2, b"\x07"))
     await wait_until(lambda: 2 in gateway.rejected, message="bob rejected")
     assert gateway.rejected[2][0] == CloseCode.BAD_MESSAGE
-    gateway.link.send([FRAME, BOARD, 1, b"\x00\x02\x03\x01\x02\x03"])
+    gateway.link.send(Frame(BOARD, 1, b"\x00\x02\x03\x01\x02\x03"))
     await wait_until(lambda: 1 in gateway.rejected, message="alice rejected")
     assert gateway.rejected[1][0] == CloseCode.INVALID_UPDATE
     carol = gateway.join(3)
@@ -410,7 +414,7 @@ async def test_a_frame_for_a_board_no_longer_loaded_asks_for_a_reconnect(
     make_host: MakeHost,
 ) -> None:
     host, gateway = await make_host()
-    gateway.link.send([FRAME, "gone", 7, b"\x00\x00\x01\x00"])
+    gateway.link.send(Frame("gone", 7, b"\x00\x00\x01\x00"))
     await wait_until(lambda: 7 in gateway.rejected, message="rejected")
     assert gateway.rejected[7][0] == CloseCode.SERVICE_RESTART
     assert host.board_ids() == []
@@ -427,14 +431,14 @@ async def test_the_sweep_releases_idle_boards_and_expires_silent_presence(
     bob = gateway.join(2)
     # A client that announced itself once and then hung: its connection stays open, it
     # never renews its presence nor answers anything.
-    gateway.link.send([OPEN, BOARD, 1])
-    gateway.link.send([FRAME, BOARD, 1, presence(42, '{"user":"stuck"}')])
+    gateway.link.send(Open(BOARD, 1))
+    gateway.link.send(Frame(BOARD, 1, presence(42, '{"user":"stuck"}')))
     await wait_until(lambda: 42 in bob.awareness_states, message="bob sees the stuck client")
     type_text(bob, "idle soon")
     now[0] += 31.0
     await wait_until(lambda: 42 not in bob.awareness_states, message="expired")
     assert host.board_ids() == [BOARD]
-    gateway.link.send([CLOSE, BOARD, 1])
+    gateway.link.send(Close(BOARD, 1))
     gateway.leave(2)
     await wait_until(lambda: host.stats()["connections"] == 0, message="clients gone")
     now[0] += 31.0
@@ -455,9 +459,9 @@ async def test_a_step1_queued_behind_an_update_is_answered_with_that_update(
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))
     doc.get("tasks", type=Map)["seeded"] = "yes"
-    link.send([OPEN, "fresh-board", 7, False])
-    link.send([FRAME, "fresh-board", 7, sync_update(updates[0])])
-    link.send([FRAME, "fresh-board", 7, sync_step1(b"\x00")])
+    link.send(Open("fresh-board", 7, False))
+    link.send(Frame("fresh-board", 7, sync_update(updates[0])))
+    link.send(Frame("fresh-board", 7, sync_step1(b"\x00")))
     answer: Doc[Any] = Doc()
     try:
         async with asyncio.timeout(10):
@@ -465,8 +469,8 @@ async def test_a_step1_queued_behind_an_update_is_answered_with_that_update(
                 batch = await link.read_batches()
                 assert batch is not None
                 for message in batch:
-                    if message[0] == SEND and message[1] == 7:
-                        for item in decode_frame(message[2]):
+                    if isinstance(message, Send) and message.conn == 7:
+                        for item in decode_frame(message.data):
                             if isinstance(item, SyncStep2):
                                 answer.apply_update(item.update)
     finally:

@@ -13,7 +13,7 @@ import pytest
 from pycrdt import Doc, Map, Text
 
 import actors.host
-from actors.stream import FRAME, OPEN, PERSISTED
+from actors.messages import Frame, Open, Persisted
 from crdt.close_codes import CloseCode
 from crdt.protocol import sync_step1, sync_update
 from persistence.memory import MemoryStore
@@ -56,11 +56,11 @@ def record_persisted(gateway: Any) -> None:
     gateway.persisted = {}
     original = gateway.link.read_batches
 
-    async def read_batches() -> list[list[Any]] | None:
+    async def read_batches() -> list[Any] | None:
         batch = await original()
         for message in batch or ():
-            if message[0] == PERSISTED:
-                gateway.persisted.setdefault(message[1], []).append(message[2])
+            if isinstance(message, Persisted):
+                gateway.persisted.setdefault(message.conn, []).append(message.count)
         return batch
 
     gateway.link.read_batches = read_batches
@@ -71,11 +71,11 @@ async def test_frames_after_a_rejection_are_ignored(make_host: MakeHost) -> None
     alice = gateway.join(1)
     await synced(alice)
     # Connection 2 sends a bad frame, then (already on its way) a good-looking edit.
-    gateway.link.send([OPEN, BOARD, 2])
-    gateway.link.send([FRAME, BOARD, 2, b"\x00\x02\x03\x01\x02\x03"])
+    gateway.link.send(Open(BOARD, 2))
+    gateway.link.send(Frame(BOARD, 2, b"\x00\x02\x03\x01\x02\x03"))
     edit: Doc[Any] = Doc()
     edit.get("t", type=Text).insert(0, "sneaked in")
-    gateway.link.send([FRAME, BOARD, 2, sync_update(edit.get_update())])
+    gateway.link.send(Frame(BOARD, 2, sync_update(edit.get_update())))
     await wait_until(lambda: 2 in gateway.rejected, message="rejected")
     await host.flush()
     type_text(alice, "ok")
@@ -91,14 +91,14 @@ async def test_an_update_missing_its_dependency_is_acknowledged_only_once_integr
     host, gateway = await make_host()
     record_persisted(gateway)
     updates = writer_updates(3)
-    gateway.link.send([OPEN, BOARD, 5, True])
-    gateway.link.send([FRAME, BOARD, 5, sync_update(updates[1])])
-    gateway.link.send([FRAME, BOARD, 5, sync_update(updates[2])])
+    gateway.link.send(Open(BOARD, 5, True))
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[1])))
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[2])))
     await asyncio.sleep(0.2)
     await host.flush()
     # Nothing of messages 1 and 2 is in the document: no acknowledgement may cover them.
     assert all(count < 1 for count in persisted_counts(gateway, 5))
-    gateway.link.send([FRAME, BOARD, 5, sync_update(updates[0])])
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[0])))
     await wait_until(lambda: 3 in persisted_counts(gateway, 5), message="ack of all three")
     stored = await host.store.load(BOARD)
     doc: Doc[Any] = Doc()
@@ -177,9 +177,9 @@ async def test_a_loading_boards_inbox_is_bounded(make_host: MakeHost) -> None:
 
     store = SlowStore()
     _host, gateway = await make_host(store, max_inbox_bytes=10_000)
-    gateway.link.send([OPEN, BOARD, 1])
+    gateway.link.send(Open(BOARD, 1))
     for _ in range(20):
-        gateway.link.send([FRAME, BOARD, 1, sync_step1(b"\x00") + b"\x00" * 1000])
+        gateway.link.send(Frame(BOARD, 1, sync_step1(b"\x00") + b"\x00" * 1000))
     await wait_until(lambda: 1 in gateway.rejected, message="flooding client refused")
     assert gateway.rejected[1][0] == CloseCode.TRY_AGAIN_LATER
     store.release.set()
@@ -205,8 +205,8 @@ async def test_a_store_call_that_hangs_times_out_and_is_retried(make_host: MakeH
     _host, gateway = await make_host(store, store_timeout_seconds=0.2, store_retry_seconds=0.05)
     record_persisted(gateway)
     updates = writer_updates(1)
-    gateway.link.send([OPEN, BOARD, 9, True])
-    gateway.link.send([FRAME, BOARD, 9, sync_update(updates[0])])
+    gateway.link.send(Open(BOARD, 9, True))
+    gateway.link.send(Frame(BOARD, 9, sync_update(updates[0])))
     await wait_until(lambda: 1 in persisted_counts(gateway, 9), message="acknowledged")
     assert store.calls >= 2
     assert len((await store.load(BOARD)).updates) == 1
@@ -234,8 +234,8 @@ async def test_a_board_that_cannot_be_rebuilt_is_reloaded_from_the_store(
     monkeypatch.setattr(BoardDocument, "rebuild", cannot_rebuild)
     corpus = Path(__file__).parents[1] / "corpus" / "panic-partial-apply-b7137c29ce.json"
     [frame] = json.loads(corpus.read_text())["frames"]
-    gateway.link.send([OPEN, BOARD, 3])
-    gateway.link.send([FRAME, BOARD, 3, bytes.fromhex(frame)])
+    gateway.link.send(Open(BOARD, 3))
+    gateway.link.send(Frame(BOARD, 3, bytes.fromhex(frame)))
     # Every client of the board is told to reconnect; the board leaves memory.
     await wait_until(lambda: {1, 2, 3} <= set(gateway.rejected), message="all rejected")
     assert gateway.rejected[1][0] == CloseCode.SERVICE_RESTART

@@ -1,0 +1,240 @@
+"""The typed messages of the frame stream between gateways and board hosts.
+
+This module is the only one that knows their wire layout: each message travels
+as one msgpack array, ``[kind, field, field, ...]``, and :func:`encode` and
+:func:`decode` are the only functions that read or write it by position.
+
+Gateway to host::
+
+    Hello(version, role)          first message of a link: the protocol it speaks
+    Open(board_id, conn, ack)     a client joined board_id (ack: it wants
+                                  "persisted up to here" messages)
+    Frame(board_id, conn, data)   a y-protocol frame from that client
+    Close(board_id, conn)         the client left (cleanly or not)
+
+Host to gateway::
+
+    Hello(version, role)                  the host's answer to the gateway's hello
+    Send(conn, data)                      a frame for one client
+    Broadcast(board_id, exclude, data)    a frame for every client of the board on
+                                          this gateway except ``exclude``
+    Reject(conn, code, reason)            close that client with a named code
+    Persisted(conn, count)                the client's first ``count`` update
+                                          messages on this connection are in the
+                                          document and durable
+
+**Versions.** A gateway opens every link with ``Hello``; the host answers with
+its own. Peers from before versioning (protocol 0) send no hello: their first
+message is an ``Open``, and the layout of every other message is unchanged, so
+a host still serves them and says so in its log. A rolling upgrade can therefore
+tell old peers from new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crdt.close_codes import REASONS, CloseCode
+
+#: The protocol this code speaks. 0: unversioned (no hello); 1: hello, then the messages above.
+PROTOCOL_VERSION = 1
+
+#: The client id meaning "nobody" in ``Broadcast.exclude``.
+NO_CONNECTION = -1
+
+#: The longest close reason sent (WebSocket close reasons are at most 123 bytes).
+MAX_REASON = 120
+
+HELLO = 0
+OPEN = 1
+FRAME = 2
+CLOSE = 3
+SEND = 10
+BROADCAST = 11
+REJECT = 12
+PERSISTED = 13
+
+
+class StreamProtocolError(Exception):
+    """A peer sent something that is not a frame-stream message: the link is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The protocol version a peer speaks, and what it is (``gateway`` or ``host``)."""
+
+    version: int
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """A client joined a board."""
+
+    board_id: str
+    conn: int
+    ack: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A y-protocol frame from a client."""
+
+    board_id: str
+    conn: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A client left its board."""
+
+    board_id: str
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A frame for one client."""
+
+    conn: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A frame for every client of a board on the receiving gateway but one."""
+
+    board_id: str
+    exclude: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Close a client with a named code."""
+
+    conn: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """The client's first ``count`` update messages are integrated and durable."""
+
+    conn: int
+    count: int
+
+
+GatewayMessage = Hello | Open | Frame | Close
+HostMessage = Hello | Send | Broadcast | Reject | Persisted
+Message = GatewayMessage | HostMessage
+
+
+def reject(conn: int, code: CloseCode, detail: str | None = None) -> Reject:
+    """A :class:`Reject` with the code's reason, followed by ``detail`` if given."""
+    reason = REASONS[code] if detail is None else f"{REASONS[code]}: {detail}"
+    return Reject(conn, int(code), reason[:MAX_REASON])
+
+
+def encode(message: Message) -> list[Any]:
+    """The msgpack array a message travels as."""
+    if isinstance(message, Frame):
+        return [FRAME, message.board_id, message.conn, message.data]
+    if isinstance(message, Broadcast):
+        return [BROADCAST, message.board_id, message.exclude, message.data]
+    if isinstance(message, Send):
+        return [SEND, message.conn, message.data]
+    if isinstance(message, Persisted):
+        return [PERSISTED, message.conn, message.count]
+    if isinstance(message, Open):
+        return [OPEN, message.board_id, message.conn, message.ack]
+    if isinstance(message, Close):
+        return [CLOSE, message.board_id, message.conn]
+    if isinstance(message, Reject):
+        return [REJECT, message.conn, message.code, message.reason]
+    if isinstance(message, Hello):
+        return [HELLO, message.version, message.role]
+    raise TypeError(f"not a frame-stream message: {message!r}")
+
+
+def decode(raw: Any) -> Message:
+    """The message a msgpack array carries.
+
+    Raises:
+        StreamProtocolError: ``raw`` is not a message of this protocol.
+    """
+    if not isinstance(raw, list) or not raw:
+        raise StreamProtocolError(f"not a message: {raw!r}"[:200])
+    kind = raw[0]
+    try:
+        if kind == FRAME:
+            _, board_id, conn, data = raw
+            return Frame(_text(board_id), _int(conn), _bytes(data))
+        if kind == BROADCAST:
+            _, board_id, exclude, data = raw
+            return Broadcast(_text(board_id), _int(exclude), _bytes(data))
+        if kind == SEND:
+            _, conn, data = raw
+            return Send(_int(conn), _bytes(data))
+        if kind == PERSISTED:
+            _, conn, count = raw
+            return Persisted(_int(conn), _int(count))
+        if kind == OPEN:
+            # Protocol 0 peers may leave out the ack flag.
+            board_id, conn, *rest = raw[1:]
+            return Open(_text(board_id), _int(conn), bool(rest[0]) if rest else False)
+        if kind == CLOSE:
+            _, board_id, conn = raw
+            return Close(_text(board_id), _int(conn))
+        if kind == REJECT:
+            _, conn, code, reason = raw
+            return Reject(_int(conn), _int(code), _text(reason))
+        if kind == HELLO:
+            _, version, role = raw
+            return Hello(_int(version), _text(role))
+    except (ValueError, TypeError) as exc:
+        raise StreamProtocolError(f"malformed message of kind {kind!r}: {exc}") from exc
+    raise StreamProtocolError(f"unknown message kind {kind!r}")
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+def from_gateway(message: Message) -> GatewayMessage:
+    """``message``, checked to be one a gateway may send.
+
+    Raises:
+        StreamProtocolError: it is a host's message.
+    """
+    if isinstance(message, Hello | Open | Frame | Close):
+        return message
+    raise StreamProtocolError(f"a gateway may not send {type(message).__name__}")
+
+
+def from_host(message: Message) -> HostMessage:
+    """``message``, checked to be one a host may send.
+
+    Raises:
+        StreamProtocolError: it is a gateway's message.
+    """
+    if isinstance(message, Hello | Send | Broadcast | Reject | Persisted):
+        return message
+    raise StreamProtocolError(f"a host may not send {type(message).__name__}")
