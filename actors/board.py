@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.messages import (
@@ -64,6 +65,31 @@ Acks = list[tuple[tuple[Link, int], int]]
 """(link, connection) and how many of its update messages may be acknowledged once durable."""
 
 
+@dataclass(slots=True)
+class BoardOutput:
+    """What the host must do after one input to a board; the board itself does no I/O.
+
+    Attributes:
+        messages: stream messages for gateways, in order.
+        updates: Yjs updates that changed the document, to be persisted in order.
+        acks: for each client that asked for acknowledgements and whose count
+            moved, the count to acknowledge once ``updates`` are durable.
+        events: domain events derived from ``updates``, to be delivered once
+            they are durable.
+        corrupted: the document could not be rebuilt; the host reloads the board.
+    """
+
+    messages: list[tuple[Link, HostMessage]] = field(default_factory=list)
+    updates: list[bytes] = field(default_factory=list)
+    acks: Acks = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+    corrupted: bool = False
+
+    def send(self, link: Link, message: HostMessage) -> None:
+        """Queue ``message`` for the gateway behind ``link``."""
+        self.messages.append((link, message))
+
+
 class BoardActor:
     """One board, live: serves sync and awareness, and collects updates to persist."""
 
@@ -72,7 +98,7 @@ class BoardActor:
         board_id: str,
         *,
         clock: Callable[[], float],
-        event_sink: EventSink | None = None,
+        derive_events: bool = False,
         limits: RoomLimits | None = None,
     ) -> None:
         self.board_id = board_id
@@ -83,12 +109,11 @@ class BoardActor:
         self.acked_connections: dict[tuple[Link, int], int] = {}
         self.inbox: list[tuple[Link, GatewayBoardMessage]] = []
         self.inbox_bytes = 0
-        self.corrupted = False  # the document could not be rebuilt: reload from the store
         self.persisted_seq = 0
         self.log_since_snapshot = 0
         self.idle_since: float | None = None
         self._clock = clock
-        self._event_sink = event_sink
+        self._derive_events = derive_events
         self._recorder: BoardEventRecorder | None = None
         # The room names connections by key; this maps a key back to its client.
         self._connections: dict[Hashable, tuple[Link, int]] = {}
@@ -107,87 +132,88 @@ class BoardActor:
         self.room.load(stored.snapshot, [entry.update for entry in stored.updates])
         self.persisted_seq = stored.last_seq
         self.log_since_snapshot = len(stored.updates)
-        if self._event_sink is not None:
+        if self._derive_events:
             # Observed only from here on: loading stored state is not news.
             self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
 
-    def open(self, link: Link, conn: int, *, ack: bool = False) -> None:
+    def open(self, link: Link, conn: int, *, ack: bool = False) -> BoardOutput:
         """A client joined through ``link``: start its sync."""
+        out = BoardOutput()
         self.subscribers.setdefault(link, set()).add(conn)
         self._connections[_key(link, conn)] = (link, conn)
         if ack:
             self.acked_connections[(link, conn)] = 0
         self.idle_since = None
         for frame in self.room.join():
-            link.send(Send(conn, frame))
+            out.send(link, Send(conn, frame))
+        return out
 
     def receive(
         self, link: Link, conn: int, data: bytes, *, writable: bool = True
-    ) -> tuple[list[bytes], Acks]:
+    ) -> BoardOutput:
         """Process a frame from a client.
 
         Frames from a client that is no longer on the board (it was closed for
         an earlier bad frame, and more were already on their way) are ignored.
-
-        Returns:
-            The updates to persist, and for each client that asked for
-            acknowledgements and whose integrated count moved, the count to
-            acknowledge once the updates are durable.
         """
+        out = BoardOutput()
         conns = self.subscribers.get(link)
         if conns is None or conn not in conns:
-            return [], []
+            return out
         output = self.room.receive(_key(link, conn), data, self._clock(), writable=writable)
-        acks: Acks = []
         for key, count in output.integrated.items():
             target = self._connections.get(key)
             if target is not None and target in self.acked_connections:
                 self.acked_connections[target] = count
-                acks.append((target, count))
+                out.acks.append((target, count))
         for frame in output.reply:
-            link.send(Send(conn, frame))
+            out.send(link, Send(conn, frame))
         for frame in output.broadcast:
-            self.broadcast(frame, origin=link, exclude=conn)
+            self._broadcast(frame, link, conn, out)
+        out.updates = output.updates
         if output.rebuilt:
-            self._observe_new_document()
-        if output.updates and self._recorder is not None and self._event_sink is not None:
-            events = self._recorder.drain()
-            if events:
-                self._event_sink(events)
+            self._observe_new_document(out)
+        elif output.updates and self._recorder is not None:
+            out.events = self._recorder.drain()
         for key, error in output.closed.items():
             target = self._connections.get(key)
             if target is not None:
-                self.reject(target[0], target[1], error)
+                self._reject(target[0], target[1], error, out)
         if output.error is not None:
             if isinstance(output.error, BoardCorrupted):
                 # Not this client's fault alone: the host reloads the board.
-                self.corrupted = True
-            self.reject(link, conn, output.error)
-        return output.updates, acks
+                out.corrupted = True
+            self._reject(link, conn, output.error, out)
+        return out
 
-    def rebuild(self) -> None:
+    def rebuild(self) -> BoardOutput:
         """Rebuild the room's document from what it trusts (see ``BoardRoom.rebuild``)."""
+        out = BoardOutput()
         self.room.rebuild()
-        self._observe_new_document()
+        self._observe_new_document(out)
+        return out
 
-    def _observe_new_document(self) -> None:
+    def _observe_new_document(self, out: BoardOutput) -> None:
         if self._recorder is not None:
             # What the old document saw before the rebuild is still news.
-            events = self._recorder.drain()
-            if events and self._event_sink is not None:
-                self._event_sink(events)
+            out.events += self._recorder.drain()
             self._recorder.close()
             self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
 
-    def reject(self, link: Link, conn: int, error: BoardcastError) -> None:
+    def _reject(self, link: Link, conn: int, error: BoardcastError, out: BoardOutput) -> None:
         """Close one client with the code its error earned."""
-        link.send(reject(conn, close_code_for(error), str(error)))
-        self.close(link, conn)
+        out.send(link, reject(conn, close_code_for(error), str(error)))
+        self._close(link, conn, out)
 
-    def close(self, link: Link, conn: int) -> None:
+    def close(self, link: Link, conn: int) -> BoardOutput:
         """A client left: forget it and tell the others its presence is gone."""
+        out = BoardOutput()
+        self._close(link, conn, out)
+        return out
+
+    def _close(self, link: Link, conn: int, out: BoardOutput) -> None:
         conns = self.subscribers.get(link)
         if conns is None or conn not in conns:
             return
@@ -198,33 +224,39 @@ class BoardActor:
             del self.subscribers[link]
         removal = self.room.leave(_key(link, conn))
         if removal is not None:
-            self.broadcast(removal, origin=None, exclude=NO_CONNECTION)
+            self._broadcast(removal, None, NO_CONNECTION, out)
         if not self.subscribers:
             self.idle_since = self._clock()
 
-    def drop_link(self, link: Link) -> None:
+    def drop_link(self, link: Link) -> BoardOutput:
         """A gateway went away: every client it carried has left."""
+        out = BoardOutput()
         for conn in sorted(self.subscribers.get(link, ())):
-            self.close(link, conn)
+            self._close(link, conn, out)
         self.inbox = [(queued, message) for queued, message in self.inbox if queued is not link]
         self.inbox_bytes = sum(
             len(message.data) for _, message in self.inbox if isinstance(message, Frame)
         )
+        return out
 
-    def broadcast(self, frame: bytes, *, origin: Link | None, exclude: int) -> None:
+    def _broadcast(
+        self, frame: bytes, origin: Link | None, exclude: int, out: BoardOutput
+    ) -> None:
         """Send ``frame`` to every gateway with clients here, skipping one client."""
         for link, conns in self.subscribers.items():
             if link is origin:
                 if len(conns) > 1 or exclude not in conns:
-                    link.send(Broadcast(self.board_id, exclude, frame))
+                    out.send(link, Broadcast(self.board_id, exclude, frame))
             else:
-                link.send(Broadcast(self.board_id, NO_CONNECTION, frame))
+                out.send(link, Broadcast(self.board_id, NO_CONNECTION, frame))
 
-    def expire_awareness(self) -> None:
+    def expire_awareness(self) -> BoardOutput:
         """Remove presence that was not renewed in time."""
+        out = BoardOutput()
         removal = self.room.expire_awareness(self._clock())
         if removal is not None:
-            self.broadcast(removal, origin=None, exclude=NO_CONNECTION)
+            self._broadcast(removal, None, NO_CONNECTION, out)
+        return out
 
     def release(self) -> None:
         """Stop observing the document; the board is leaving memory."""
@@ -233,16 +265,18 @@ class BoardActor:
             self._recorder = None
         self.room.close()
 
-    def reject_all(self, code: CloseCode) -> None:
+    def reject_all(self, code: CloseCode) -> BoardOutput:
         """Close every client of this board (used when it cannot be served)."""
+        out = BoardOutput()
         targets = {(link, conn) for link, conns in self.subscribers.items() for conn in conns}
         targets |= {(link, message.conn) for link, message in self.inbox}
-        for link, conn in targets:
-            link.send(reject(conn, code))
+        for link, conn in sorted(targets, key=lambda target: (target[0].number, target[1])):
+            out.send(link, reject(conn, code))
         self.subscribers.clear()
         self._connections.clear()
         self.inbox.clear()
         self.inbox_bytes = 0
+        return out
 
     def queue(self, link: Link, message: GatewayBoardMessage) -> None:
         """Keep a message until the board has loaded."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.board import BoardActor, BoardPhase, EventSink, Link
+from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
 from actors.messages import (
     PROTOCOL_VERSION,
     Close,
@@ -33,6 +33,7 @@ from actors.messages import (
 )
 from actors.stream import StreamLink
 from crdt.close_codes import CloseCode
+from crdt.events import DomainEvent
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
@@ -99,6 +100,7 @@ class BoardHost:
         self._link_numbers = itertools.count(1)
         self._pending: dict[str, list[bytes]] = {}
         self._pending_acks: dict[tuple[Link, int], int] = {}
+        self._pending_events: dict[str, list[DomainEvent]] = {}
         self._unsaved_bytes = 0
         self._dirty = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -205,7 +207,7 @@ class BoardHost:
             self._links.discard(link)
             link.abort()
             for board in list(self._boards.values()):
-                board.drop_link(link)
+                self._apply(board, board.drop_link(link))
 
     def _greet(self, link: HostLink, message: GatewayMessage) -> None:
         """Learn the gateway's protocol from its first message, and answer a hello."""
@@ -231,7 +233,7 @@ class BoardHost:
             link.send(reject(message.conn, CloseCode.INTERNAL_ERROR))
             board = self._boards.get(message.board_id)
             if board is not None:
-                board.close(link, message.conn)
+                self._apply(board, board.close(link, message.conn))
 
     def _dispatch(self, link: HostLink, message: GatewayMessage) -> None:
         if isinstance(message, Hello):
@@ -247,7 +249,7 @@ class BoardHost:
             board = BoardActor(
                 board_id,
                 clock=self._clock,
-                event_sink=self._event_sink,
+                derive_events=self._event_sink is not None,
                 limits=self.settings.limits,
             )
             self._boards[board_id] = board
@@ -269,28 +271,36 @@ class BoardHost:
             # writes are refused (4503) rather than accepted without a way to
             # persist them; reading the board and presence keep working.
             writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
-            updates, acks = board.receive(link, message.conn, message.data, writable=writable)
-            if board.corrupted:
-                log.error("board %s cannot be rebuilt; reloading it", board.board_id)
-                self._spawn(self._reload(board))
-            if updates:
-                self._pending.setdefault(board.board_id, []).extend(updates)
-                self._unsaved_bytes += sum(len(update) for update in updates)
-            for key, count in acks:
-                self._pending_acks[key] = count
-            if updates or acks:
-                self._dirty.set()
+            self._apply(board, board.receive(link, message.conn, message.data, writable=writable))
         elif isinstance(message, Open):
-            board.open(link, message.conn, ack=message.ack)
+            self._apply(board, board.open(link, message.conn, ack=message.ack))
         else:
-            board.close(link, message.conn)
+            self._apply(board, board.close(link, message.conn))
+
+    def _apply(self, board: BoardActor, out: BoardOutput) -> None:
+        """Carry out what a board asked for: the only place board output meets links and store."""
+        for link, message in out.messages:
+            link.send(message)
+        board_id = board.board_id
+        if out.updates:
+            self._pending.setdefault(board_id, []).extend(out.updates)
+            self._unsaved_bytes += sum(len(update) for update in out.updates)
+        if out.events:
+            # Delivered once the updates they come from are durable.
+            self._pending_events.setdefault(board_id, []).extend(out.events)
+        for key, count in out.acks:
+            self._pending_acks[key] = count
+        if out.updates or out.acks:
+            self._dirty.set()
+        if out.corrupted:
+            log.error("board %s cannot be rebuilt; reloading it", board_id)
+            self._spawn(self._reload(board))
 
     async def _reload(self, board: BoardActor) -> None:
         """Take a board whose document cannot be trusted out of memory; it reloads on demand."""
         if self._boards.get(board.board_id) is not board:
             return
-        code = CloseCode.SERVICE_RESTART
-        board.reject_all(code)
+        self._apply(board, board.reject_all(CloseCode.SERVICE_RESTART))
         del self._boards[board.board_id]
         board.release()
         with contextlib.suppress(Exception):
@@ -305,7 +315,7 @@ class BoardHost:
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
-            board.reject_all(code)
+            self._apply(board, board.reject_all(code))
             self._boards.pop(board.board_id, None)
             board.release()
             return
@@ -349,6 +359,7 @@ class BoardHost:
                 return
             batch, self._pending = self._pending, {}
             acks, self._pending_acks = self._pending_acks, {}
+            events, self._pending_events = self._pending_events, {}
             try:
                 seqs = (
                     await asyncio.wait_for(
@@ -363,11 +374,15 @@ class BoardHost:
                     batch.setdefault(board_id, []).extend(updates)
                 self._pending = batch
                 self._pending_acks = {**acks, **self._pending_acks}
+                for board_id, derived in self._pending_events.items():
+                    events.setdefault(board_id, []).extend(derived)
+                self._pending_events = events
                 raise
             self._unsaved_bytes -= sum(len(u) for updates in batch.values() for u in updates)
             # Everything each client sent before the batch was taken is durable now.
             for (link, conn), count in acks.items():
                 link.send(Persisted(conn, count))
+            self._deliver_events(events)
             for board_id, seq in seqs.items():
                 board = self._boards.get(board_id)
                 if board is None:
@@ -380,6 +395,16 @@ class BoardHost:
                     >= self.settings.snapshot_every_bytes
                 ):
                     await self._snapshot(board)
+
+    def _deliver_events(self, events: dict[str, list[DomainEvent]]) -> None:
+        """Hand the domain events of a durable batch to the sink, never before."""
+        if self._event_sink is None:
+            return
+        for derived in events.values():
+            try:
+                self._event_sink(derived)
+            except Exception:
+                log.exception("the event sink failed; the events of that batch are dropped")
 
     async def _snapshot(self, board: BoardActor) -> None:
         if board.log_since_snapshot == 0:
@@ -397,7 +422,7 @@ class BoardHost:
                 board.board_id,
             )
             try:
-                board.rebuild()
+                self._apply(board, board.rebuild())
             except Exception:
                 log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
                 await self._reload(board)
@@ -419,7 +444,7 @@ class BoardHost:
             for board in list(self._boards.values()):
                 if board.phase is not BoardPhase.ACTIVE:
                     continue
-                board.expire_awareness()
+                self._apply(board, board.expire_awareness())
                 idle_since = board.idle_since
                 if idle_since is not None and now - idle_since >= self.settings.idle_seconds:
                     with contextlib.suppress(Exception):
