@@ -244,3 +244,34 @@ async def test_a_board_that_cannot_be_rebuilt_is_reloaded_from_the_store(
     bob = gateway.join(4)
     await synced(bob)
     assert text(bob) == "kept"
+
+
+async def test_domain_events_are_delivered_only_once_their_update_is_durable() -> None:
+    from actors.host import BoardHost, HostSettings
+    from tests.unit.test_host import FakeGateway, GatedStore
+
+    store = GatedStore()
+    seen: list[Any] = []
+    host = BoardHost(
+        "host-events",
+        store,
+        HostSettings(drain_seconds=0.5, idle_seconds=3600.0, sweep_seconds=3600.0),
+        event_sink=seen.extend,
+    )
+    gateway = await FakeGateway.connect(await host.start())
+    try:
+        alice = gateway.join(1)
+        await synced(alice)
+        store.append_gate.close()
+        alice.doc.get("tasks", type=Map)["t1"] = Map({"title": "write the docs"})
+        await wait_until(lambda: store.append_gate.entered.is_set(), message="append started")
+        await asyncio.sleep(0.2)
+        assert seen == [], "an event was delivered before its update was durable"
+        store.append_gate.open()
+        await wait_until(lambda: bool(seen), message="event after commit")
+        assert any(type(event).__name__ == "TaskCreated" for event in seen)
+        assert (await store.load(BOARD)).updates, "the update is in the store"
+    finally:
+        store.append_gate.open()
+        await gateway.close()
+        await host.stop()
