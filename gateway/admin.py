@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from persistence.factory import open_store
 from persistence.history import DEFAULT_HISTORY, parse_history_policy
-from persistence.store import BoardStore, HistoryUnavailable, open_store
+from persistence.store import BoardStore, HistoryUnavailable
 from persistence.transfer import NotABoardFile, export_all, export_board, import_all, import_board
 
 

@@ -16,12 +16,8 @@ from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
 from gateway.ws import board_socket, problem
-from persistence.shared_state import (
-    SharedState,
-    SharedStateUnavailable,
-    keep_gateway_alive,
-    open_shared_state,
-)
+from shared.factory import open_shared_state
+from shared.state import SharedState, SharedStateUnavailable, keep_gateway_alive
 
 log = logging.getLogger("boardcast.gateway")
 

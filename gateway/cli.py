@@ -79,8 +79,9 @@ async def run(command: str, settings: Settings) -> None:
     ray_address = None
     if command == "serve" and settings.backend == "local":
         from actors.local import LocalCluster
+        from persistence.factory import open_store
         from persistence.history import parse_history_policy
-        from persistence.store import BoardStore, open_store
+        from persistence.store import BoardStore
 
         os.makedirs(settings.data_dir, exist_ok=True)
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from persistence.shared_state import SharedState, SharedStateUnavailable
+from shared.state import SharedState, SharedStateUnavailable
 
 log = logging.getLogger("boardcast.gateway")
 

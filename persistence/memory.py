@@ -215,6 +215,15 @@ class MemoryStore(BoardStore):
         self._check_open()
         self._boards.pop(board_id, None)
 
+    @property
+    def location(self) -> str:
+        """``memory``: the boards live in this process only."""
+        return "memory"
+
+    async def exists(self) -> bool:
+        """Whether a board was written: another process's memory store is never visible."""
+        return bool(self._boards)
+
     async def close(self) -> None:
         """Drop every board; further calls raise RuntimeError."""
         self._closed = True

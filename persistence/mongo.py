@@ -586,12 +586,34 @@ class MongoStore(BoardStore):
             # Last: until the documents are gone, their chunks are still needed.
             await self.chunks.delete_many({"board_id": board_id})
 
+    @property
+    def location(self) -> str:
+        """The server URL with any password masked, and the database used."""
+        return f"{_without_password(self.url)} (database {self.database_name!r})"
+
+    async def exists(self) -> bool:
+        """Whether the database holds this store's collections (the first write creates them)."""
+        if self._closed:
+            raise RuntimeError("the board store is closed")
+        names = await self._client[self.database_name].list_collection_names()
+        return bool({"updates", "snapshots"} & set(names))
+
     async def close(self) -> None:
         """Close the client's connections; further calls raise RuntimeError. Idempotent."""
         if self._closed:
             return
         self._closed = True
         await self._client.close()
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    user_info, at, hosts = authority.rpartition("@")
+    if not at or ":" not in user_info:
+        return url
+    return f"{scheme}://{user_info.split(':', 1)[0]}:***@{hosts}{slash}{path}"
 
 
 def _chunk_sets(documents: Sequence[Document]) -> list[str]:

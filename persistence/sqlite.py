@@ -405,6 +405,15 @@ class SqliteStore(BoardStore):
 
         await self._run(lambda c: _in_transaction(c, write))
 
+    @property
+    def location(self) -> str:
+        """The database file's absolute path."""
+        return os.path.abspath(self.path)
+
+    async def exists(self) -> bool:
+        """Whether the database file is there (the first write creates it)."""
+        return self._connection is not None or os.path.exists(self.path)
+
     async def close(self) -> None:
         """Close the connection after the calls already queued; further calls raise RuntimeError."""
         if self._closed:

@@ -13,26 +13,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import datetime
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 from persistence.history import (
-    DEFAULT_HISTORY,
     HistoryPolicy,
     Thinning,
     merge_state,
     plan_thinning,
 )
-
-#: The setting that carries the store URL given to :func:`open_store`.
-STORE_SETTING = "BOARDCAST_STORE"
-
-#: The file the embedded store uses inside the data directory.
-SQLITE_FILENAME = "boardcast.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -128,6 +119,19 @@ class BoardStore(abc.ABC):
     @abc.abstractmethod
     async def delete_board(self, board_id: str) -> None:
         """Forget the board's snapshot, log and history; a later append starts again at seq 1."""
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the boards are kept, for messages: an absolute file path, a URL, ``memory``."""
+
+    @abc.abstractmethod
+    async def exists(self) -> bool:
+        """Whether this store has been created where it points; asking creates nothing.
+
+        Any other call may create it, reads included. Offline readers ask first, so that a
+        mistyped location fails instead of reading as an empty store.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -306,44 +310,16 @@ async def thin_history(
     return plan
 
 
-def open_store(
-    url: str,
-    *,
-    data_dir: str,
-    history: HistoryPolicy | None = None,
-    clock: Callable[[], float] = time.time,
-) -> BoardStore:
-    """Open the store a URL names.
+if TYPE_CHECKING:
+    from persistence.factory import open_store as open_store
 
-    Args:
-        url: ``"sqlite"`` (``<data_dir>/boardcast.sqlite3``), ``"sqlite:///abs/file.sqlite3"``,
-            ``"sqlite://relative/file.sqlite3"`` (under ``data_dir``), ``"memory"``, or a
-            MongoDB URL ``"mongodb://host:port/database"`` (database ``boardcast`` if omitted).
-        data_dir: directory for the embedded store's file; created if missing.
-        history: which past snapshots to keep (see ``persistence/history.py``).
-        clock: the source of the times stamped on updates and snapshots.
-    """
-    # Imported here because the implementations import this module.
-    from persistence.memory import MemoryStore
-    from persistence.sqlite import SqliteStore
 
-    policy = history if history is not None else DEFAULT_HISTORY
-    url = url.strip()
-    if url == "memory":
-        return MemoryStore(history=policy, clock=clock)
-    if url == "sqlite":
-        return SqliteStore(os.path.join(data_dir, SQLITE_FILENAME), history=policy, clock=clock)
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
-        if not path:
-            raise ValueError(f"{STORE_SETTING}={url!r}: the sqlite URL names no file")
-        # An absolute path ignores data_dir.
-        return SqliteStore(os.path.join(data_dir, path), history=policy, clock=clock)
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        from persistence.mongo import MongoStore
+def __getattr__(name: str) -> object:
+    # The factory moved to persistence/factory.py; ``from persistence.store import open_store``
+    # still works for actors/ray_backend.py until it imports the new home. Resolved on first
+    # use, so importing this interface imports no implementation.
+    if name == "open_store":
+        from persistence.factory import open_store
 
-        return MongoStore(url, history=policy, clock=clock)
-    raise ValueError(
-        f"{STORE_SETTING}={url!r} is not a store URL;"
-        " expected 'sqlite', 'sqlite:///path', 'memory' or 'mongodb://host/database'"
-    )
+        return open_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

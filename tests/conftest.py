@@ -18,7 +18,8 @@ from actors.cluster import Cluster
 from actors.local import LocalCluster
 from gateway.app import create_app
 from gateway.settings import Settings
-from persistence.store import BoardStore, open_store
+from persistence.factory import open_store
+from persistence.store import BoardStore
 from tests.services import TIMEOUT_SCALE
 
 

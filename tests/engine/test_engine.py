@@ -17,7 +17,7 @@ from clients.provider import BoardClient
 from crdt.close_codes import CloseCode
 from crdt.encoding import var_uint
 from crdt.protocol import decode_frame, sync_update
-from persistence.store import open_store
+from persistence.factory import open_store
 from tests.conftest import serve, wait_until
 
 

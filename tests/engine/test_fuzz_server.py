@@ -19,7 +19,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from clients.provider import BoardClient
-from persistence.store import open_store
+from persistence.factory import open_store
 from tests.conftest import serve, wait_until
 from tests.fuzz.corpus import CorpusCase, load_corpus
 from tests.fuzz.oracle import ERROR_PARTIAL, PANIC_CLEAN, PANIC_PARTIAL

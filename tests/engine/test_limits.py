@@ -161,7 +161,8 @@ async def test_a_cluster_that_does_not_answer_closes_the_client_with_1013(
     from actors.local import LocalCluster
     from gateway.app import create_app
     from gateway.settings import Settings
-    from persistence.store import BoardStore, open_store
+    from persistence.factory import open_store
+    from persistence.store import BoardStore
 
     class SilentCluster(LocalCluster):
         """Its directory never answers, as when the Ray head is unreachable."""

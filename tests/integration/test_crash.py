@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 import pytest
 
-from persistence.store import SQLITE_FILENAME
+from persistence.factory import SQLITE_FILENAME
 from tests.conftest import wait_until
 from tests.interop.servers import BoardcastProcess, gateway_process, serve_process
 from tests.writers import (

@@ -13,7 +13,8 @@ from actors.local import LocalCluster
 from clients.provider import BoardClient
 from gateway.app import create_app
 from gateway.settings import Settings
-from persistence.store import BoardStore, open_store
+from persistence.factory import open_store
+from persistence.store import BoardStore
 from tests.redis_server import redis_server  # noqa: F401 - fixture
 
 

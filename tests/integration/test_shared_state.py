@@ -18,16 +18,10 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from persistence.redis_state import RedisSharedState
-from persistence.shared_state import (
-    MemoryData,
-    MemorySharedState,
-    SessionInfo,
-    SharedState,
-    SharedStateUnavailable,
-    keep_gateway_alive,
-    open_shared_state,
-)
+from shared.factory import open_shared_state
+from shared.memory import MemoryData, MemorySharedState
+from shared.redis_state import RedisSharedState
+from shared.state import SessionInfo, SharedState, SharedStateUnavailable, keep_gateway_alive
 from tests.redis_server import (
     RedisServer,
     redis_installed,

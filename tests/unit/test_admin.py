@@ -10,7 +10,7 @@ from pycrdt import Doc, Map
 
 from gateway.admin import parse_time, run_admin
 from gateway.cli import build_parser
-from persistence.store import open_store
+from persistence.factory import open_store
 
 
 async def run(*argv: str) -> int:

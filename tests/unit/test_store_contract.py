@@ -21,7 +21,8 @@ from typing import Any
 import pycrdt
 import pytest
 
-from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore, open_store
+from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore
+from persistence.factory import open_store
 from persistence.history import KEEP_EVERYTHING, KEEP_NOTHING, parse_history_policy
 from persistence.mongo import MongoStore
 from persistence.store import HistoryUnavailable, Version
@@ -574,6 +575,25 @@ async def test_delete_board_forgets_its_history(store: BoardStore) -> None:
     await store.delete_board("gone")
     assert await store.versions("gone") == []
     assert (await store.load_at("gone", 9e9)).snapshot is None
+
+
+async def test_a_store_exists_once_written_and_asking_creates_nothing(backend: Backend) -> None:
+    async with backend.open() as fresh:
+        assert not await fresh.exists()
+        assert not await fresh.exists()
+        await fresh.append({"b": [b"u"]})
+        assert await fresh.exists()
+    if backend.shared:
+        async with backend.open() as reopened:
+            assert await reopened.exists()
+
+
+async def test_a_store_names_its_location_without_secrets(tmp_path: Path) -> None:
+    sqlite = open_store("sqlite://rel.db", data_dir=str(tmp_path))
+    assert sqlite.location == str(tmp_path / "rel.db")
+    assert open_store("memory", data_dir=str(tmp_path)).location == "memory"
+    async with open_store("mongodb://ops:s3cret@127.0.0.1:1/boards", data_dir="/x") as mongo:
+        assert mongo.location == "mongodb://ops:***@127.0.0.1:1/boards (database 'boards')"
 
 
 async def test_open_store_urls(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from persistence.shared_state import (
+from shared.state import (
     DEFAULT_PREFIX,
     OwnedSession,
     RateDecision,

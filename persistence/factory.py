@@ -1,0 +1,62 @@
+"""Open the board store a URL names: the one module that knows every implementation.
+
+The interface (``persistence/store.py``) imports no implementation, and the implementations
+import the interface; choosing one by URL therefore lives here, above both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from persistence.history import DEFAULT_HISTORY, HistoryPolicy
+from persistence.memory import MemoryStore
+from persistence.sqlite import SqliteStore
+from persistence.store import BoardStore
+
+#: The setting that carries the store URL given to :func:`open_store`.
+STORE_SETTING = "BOARDCAST_STORE"
+
+#: The file the embedded store uses inside the data directory.
+SQLITE_FILENAME = "boardcast.sqlite3"
+
+
+def open_store(
+    url: str,
+    *,
+    data_dir: str,
+    history: HistoryPolicy | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BoardStore:
+    """Open the store a URL names; nothing is created until the first write.
+
+    Args:
+        url: ``"sqlite"`` (``<data_dir>/boardcast.sqlite3``), ``"sqlite:///abs/file.sqlite3"``,
+            ``"sqlite://relative/file.sqlite3"`` (under ``data_dir``), ``"memory"``, or a
+            MongoDB URL ``"mongodb://host:port/database"`` (database ``boardcast`` if omitted).
+        data_dir: directory for the embedded store's file; created when the store is first used.
+        history: which past snapshots to keep (see ``persistence/history.py``).
+        clock: the source of the times stamped on updates and snapshots.
+    """
+    policy = history if history is not None else DEFAULT_HISTORY
+    url = url.strip()
+    if url == "memory":
+        return MemoryStore(history=policy, clock=clock)
+    if url == "sqlite":
+        return SqliteStore(os.path.join(data_dir, SQLITE_FILENAME), history=policy, clock=clock)
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path:
+            raise ValueError(f"{STORE_SETTING}={url!r}: the sqlite URL names no file")
+        # An absolute path ignores data_dir.
+        return SqliteStore(os.path.join(data_dir, path), history=policy, clock=clock)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        # pymongo is imported only by deployments that use MongoDB.
+        from persistence.mongo import MongoStore
+
+        return MongoStore(url, history=policy, clock=clock)
+    raise ValueError(
+        f"{STORE_SETTING}={url!r} is not a store URL;"
+        " expected 'sqlite', 'sqlite:///path', 'memory' or 'mongodb://host/database'"
+    )
