@@ -117,6 +117,7 @@ class BoardActor:
         self._recorder: BoardEventRecorder | None = None
         # The room names connections by key; this maps a key back to its client.
         self._connections: dict[Hashable, tuple[Link, int]] = {}
+        self._read_only: set[Hashable] = set()  # connections whose updates are refused
 
     @property
     def connection_count(self) -> int:
@@ -138,11 +139,15 @@ class BoardActor:
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
 
-    def open(self, link: Link, conn: int, *, ack: bool = False) -> BoardOutput:
+    def open(
+        self, link: Link, conn: int, *, ack: bool = False, read_only: bool = False
+    ) -> BoardOutput:
         """A client joined through ``link``: start its sync."""
         out = BoardOutput()
         self.subscribers.setdefault(link, set()).add(conn)
         self._connections[_key(link, conn)] = (link, conn)
+        if read_only:
+            self._read_only.add(_key(link, conn))
         if ack:
             self.acked_connections[(link, conn)] = 0
         self.idle_since = None
@@ -150,9 +155,7 @@ class BoardActor:
             out.send(link, Send(conn, frame))
         return out
 
-    def receive(
-        self, link: Link, conn: int, data: bytes, *, writable: bool = True
-    ) -> BoardOutput:
+    def receive(self, link: Link, conn: int, data: bytes, *, writable: bool = True) -> BoardOutput:
         """Process a frame from a client.
 
         Frames from a client that is no longer on the board (it was closed for
@@ -162,7 +165,10 @@ class BoardActor:
         conns = self.subscribers.get(link)
         if conns is None or conn not in conns:
             return out
-        output = self.room.receive(_key(link, conn), data, self._clock(), writable=writable)
+        key = _key(link, conn)
+        output = self.room.receive(
+            key, data, self._clock(), writable=writable, read_only=key in self._read_only
+        )
         for key, count in output.integrated.items():
             target = self._connections.get(key)
             if target is not None and target in self.acked_connections:
@@ -220,6 +226,7 @@ class BoardActor:
         conns.discard(conn)
         self.acked_connections.pop((link, conn), None)
         self._connections.pop(_key(link, conn), None)
+        self._read_only.discard(_key(link, conn))
         if not conns:
             del self.subscribers[link]
         removal = self.room.leave(_key(link, conn))
@@ -239,9 +246,7 @@ class BoardActor:
         )
         return out
 
-    def _broadcast(
-        self, frame: bytes, origin: Link | None, exclude: int, out: BoardOutput
-    ) -> None:
+    def _broadcast(self, frame: bytes, origin: Link | None, exclude: int, out: BoardOutput) -> None:
         """Send ``frame`` to every gateway with clients here, skipping one client."""
         for link, conns in self.subscribers.items():
             if link is origin:

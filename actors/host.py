@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
+from actors.extensions import Change, Extensions
 from actors.messages import (
     PROTOCOL_VERSION,
     Close,
@@ -41,6 +42,9 @@ from persistence.store import BoardStore
 
 log = logging.getLogger("boardcast.host")
 
+#: Durable changes waiting for the extensions' ``on_change``; past it they are logged and skipped.
+MAX_QUEUED_CHANGES = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class HostSettings:
@@ -59,6 +63,7 @@ class HostSettings:
     max_inbox_bytes: int = 64 * 1024 * 1024  # frames queued for one loading board (1013 past)
     limits: RoomLimits = field(default_factory=RoomLimits)
     history: str = str(DEFAULT_HISTORY)  # retention of past versions (persistence/history.py)
+    extensions: tuple[str, ...] = ()  # ``module:factory`` specs whose host hooks run here
 
 
 class HostLink(StreamLink):
@@ -87,13 +92,18 @@ class BoardHost:
             store: where boards are persisted; the host closes it on stop.
             settings: timings and limits.
             clock: monotonic seconds (tests pass a fake one).
-            event_sink: receives domain events of applied updates; without one,
-                no events are derived at all.
+            event_sink: receives the domain events of updates once they are
+                durable; without it (and without an ``on_change`` extension) no
+                events are derived at all.
         """
         self.name = name
         self._event_sink = event_sink
         self.store = store
         self.settings = settings or HostSettings()
+        self.extensions = Extensions.from_specs(self.settings.extensions)
+        self._derive_events = event_sink is not None or self.extensions.defines("on_change")
+        # Committed changes for the extensions' on_change, in commit order.
+        self._changes: asyncio.Queue[Change] = asyncio.Queue(MAX_QUEUED_CHANGES)
         self._clock = clock
         self._boards: dict[str, BoardActor] = {}
         self._links: set[HostLink] = set()
@@ -123,6 +133,8 @@ class BoardHost:
                 self._endpoint = (self.settings.bind_host, port)
                 self._spawn(self._flush_loop())
                 self._spawn(self._sweep_loop())
+                if self.extensions:
+                    self._spawn(self._change_loop())
                 log.info("board host %s serving frames on %s:%d", self.name, *self._endpoint)
             return self._endpoint
 
@@ -143,6 +155,10 @@ class BoardHost:
                 await self._snapshot(board)
             board.release()
         self._boards.clear()
+        if self.extensions:
+            # Let on_change see what was committed, within the drain bound.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changes.join(), self.settings.drain_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -249,7 +265,7 @@ class BoardHost:
             board = BoardActor(
                 board_id,
                 clock=self._clock,
-                derive_events=self._event_sink is not None,
+                derive_events=self._derive_events,
                 limits=self.settings.limits,
             )
             self._boards[board_id] = board
@@ -273,7 +289,8 @@ class BoardHost:
             writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
             self._apply(board, board.receive(link, message.conn, message.data, writable=writable))
         elif isinstance(message, Open):
-            self._apply(board, board.open(link, message.conn, ack=message.ack))
+            opened = board.open(link, message.conn, ack=message.ack, read_only=message.read_only)
+            self._apply(board, opened)
         else:
             self._apply(board, board.close(link, message.conn))
 
@@ -312,6 +329,8 @@ class BoardHost:
                 self.store.load(board.board_id), self.settings.store_timeout_seconds
             )
             board.load(stored)
+            if self.extensions:
+                self._spawn(self.extensions.on_load(board.board_id))
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
@@ -382,7 +401,7 @@ class BoardHost:
             # Everything each client sent before the batch was taken is durable now.
             for (link, conn), count in acks.items():
                 link.send(Persisted(conn, count))
-            self._deliver_events(events)
+            self._deliver_events(events, seqs, batch)
             for board_id, seq in seqs.items():
                 board = self._boards.get(board_id)
                 if board is None:
@@ -396,15 +415,40 @@ class BoardHost:
                 ):
                     await self._snapshot(board)
 
-    def _deliver_events(self, events: dict[str, list[DomainEvent]]) -> None:
-        """Hand the domain events of a durable batch to the sink, never before."""
-        if self._event_sink is None:
+    def _deliver_events(
+        self,
+        events: dict[str, list[DomainEvent]],
+        seqs: dict[str, int],
+        batch: dict[str, list[bytes]],
+    ) -> None:
+        """Hand a durable batch's changes to the sink and the extensions, never before."""
+        if self._event_sink is not None:
+            for derived in events.values():
+                try:
+                    self._event_sink(derived)
+                except Exception:
+                    log.exception("the event sink failed; the events of that batch are dropped")
+        if not self.extensions:
             return
-        for derived in events.values():
+        for board_id, seq in seqs.items():
+            change = Change(board_id, seq, len(batch[board_id]), tuple(events.get(board_id, ())))
             try:
-                self._event_sink(derived)
-            except Exception:
-                log.exception("the event sink failed; the events of that batch are dropped")
+                self._changes.put_nowait(change)
+            except asyncio.QueueFull:
+                log.error(
+                    "on_change is %d changes behind; board %s v%d skipped",
+                    MAX_QUEUED_CHANGES,
+                    board_id,
+                    seq,
+                )
+
+    async def _change_loop(self) -> None:
+        while True:
+            change = await self._changes.get()
+            try:
+                await self.extensions.on_change(change)
+            finally:
+                self._changes.task_done()
 
     async def _snapshot(self, board: BoardActor) -> None:
         if board.log_since_snapshot == 0:

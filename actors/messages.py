@@ -7,8 +7,10 @@ as one msgpack array, ``[kind, field, field, ...]``, and :func:`encode` and
 Gateway to host::
 
     Hello(version, role)          first message of a link: the protocol it speaks
-    Open(board_id, conn, ack)     a client joined board_id (ack: it wants
-                                  "persisted up to here" messages)
+    Open(board_id, conn, ack, read_only)
+                                  a client joined board_id (ack: it wants
+                                  "persisted up to here" messages; read_only:
+                                  its updates are refused)
     Frame(board_id, conn, data)   a y-protocol frame from that client
     Close(board_id, conn)         the client left (cleanly or not)
 
@@ -75,6 +77,7 @@ class Open:
     board_id: str
     conn: int
     ack: bool = False
+    read_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def encode(message: Message) -> list[Any]:
     if isinstance(message, Persisted):
         return [PERSISTED, message.conn, message.count]
     if isinstance(message, Open):
-        return [OPEN, message.board_id, message.conn, message.ack]
+        return [OPEN, message.board_id, message.conn, message.ack, message.read_only]
     if isinstance(message, Close):
         return [CLOSE, message.board_id, message.conn]
     if isinstance(message, Reject):
@@ -183,9 +186,11 @@ def decode(raw: Any) -> Message:
             _, conn, count = raw
             return Persisted(_int(conn), _int(count))
         if kind == OPEN:
-            # Protocol 0 peers may leave out the ack flag.
-            board_id, conn, *rest = raw[1:]
-            return Open(_text(board_id), _int(conn), bool(rest[0]) if rest else False)
+            # Protocol 0 peers may leave out the flags.
+            board_id, conn, *flags = raw[1:]
+            ack = bool(flags[0]) if flags else False
+            read_only = bool(flags[1]) if len(flags) > 1 else False
+            return Open(_text(board_id), _int(conn), ack, read_only)
         if kind == CLOSE:
             _, board_id, conn = raw
             return Close(_text(board_id), _int(conn))

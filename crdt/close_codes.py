@@ -21,6 +21,8 @@ class CloseCode(IntEnum):
     SERVICE_RESTART = 1012  # the board moved or its host restarted: reconnect and resync
     TRY_AGAIN_LATER = 1013  # the board cannot be loaded right now
     BAD_MESSAGE = 4400  # bytes that are not y-protocol messages
+    UNAUTHORIZED = 4401  # the connection did not say who it is, or not convincingly
+    FORBIDDEN = 4403  # who it is may not open this board
     SLOW_CONSUMER = 4408  # the client did not read fast enough; reconnect and resync
     OUT_OF_SYNC = 4409  # too many updates wait for missing dependencies; reconnect and resync
     UPDATE_TOO_LARGE = 4413  # one update over the size limit
@@ -39,6 +41,8 @@ REASONS: dict[CloseCode, str] = {
     CloseCode.SERVICE_RESTART: "board host restarting, reconnect",
     CloseCode.TRY_AGAIN_LATER: "board unavailable, try again later",
     CloseCode.BAD_MESSAGE: "malformed message",
+    CloseCode.UNAUTHORIZED: "authentication required",
+    CloseCode.FORBIDDEN: "not allowed on this board",
     CloseCode.SLOW_CONSUMER: "send queue overflow, reconnect to resync",
     CloseCode.OUT_OF_SYNC: "updates missing their dependencies, reconnect to resync",
     CloseCode.UPDATE_TOO_LARGE: "update too large",

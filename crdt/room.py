@@ -42,11 +42,13 @@ from crdt.errors import (
 )
 from crdt.protocol import (
     AwarenessUpdate,
+    PermissionDenied,
     QueryAwareness,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
     awareness_frame,
+    encode_message,
     iter_frame,
     sync_step1,
     sync_step2,
@@ -55,6 +57,9 @@ from crdt.protocol import (
 from crdt.updates import merge, missing_from
 
 _MIB = 1024 * 1024
+
+#: What a read-only session is told when it sends an edit.
+READ_ONLY_REASON = "read-only session: edits are not accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,7 @@ class _Peer:
     held_bytes: int = 0
     resync_asked: bool = False
     checks: int = 0  # whole-board consistency checks its updates caused
+    denied: bool = False  # a read-only connection was told its updates are refused
 
 
 class BoardRoom:
@@ -201,13 +207,21 @@ class BoardRoom:
         return frames
 
     def receive(
-        self, connection: Hashable, frame: bytes, now: float, *, writable: bool = True
+        self,
+        connection: Hashable,
+        frame: bytes,
+        now: float,
+        *,
+        writable: bool = True,
+        read_only: bool = False,
     ) -> RoomOutput:
         """Process one frame from ``connection``; a bad frame sets ``output.error``.
 
         With ``writable`` false (the store is down and its backlog full) reading
         and presence still work; an update that would add to the board fails
-        with :class:`WritesRefused`.
+        with :class:`WritesRefused`. A ``read_only`` connection's updates are
+        never applied: the first one that would change the board is answered
+        with a permission-denied message, and the connection stays open.
         """
         output = RoomOutput()
         document = self.document
@@ -218,7 +232,7 @@ class BoardRoom:
                 output.error = output.closed.pop(connection)
                 return output
         try:
-            self._process(connection, frame, now, output, writable)
+            self._process(connection, frame, now, output, writable, read_only)
         except BoardcastError as exc:
             output.error = exc
         if document.rebuild_due:
@@ -236,13 +250,17 @@ class BoardRoom:
         now: float,
         output: RoomOutput,
         writable: bool,
+        read_only: bool,
     ) -> None:
         for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
                 output.reply.append(sync_step2(self.document.diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 output.update_messages += 1
-                self._receive_update(connection, message.update, output, writable, now)
+                if read_only:
+                    self._refuse_update(connection, message.update, output)
+                else:
+                    self._receive_update(connection, message.update, output, writable, now)
             elif isinstance(message, AwarenessUpdate):
                 changed = self.awareness.apply(message.payload, connection, now)
                 if changed is not None:
@@ -277,6 +295,19 @@ class BoardRoom:
         return awareness_frame(removed) if removed is not None else None
 
     # -- updates ---------------------------------------------------------------
+
+    def _refuse_update(self, connection: Hashable, update: bytes, output: RoomOutput) -> None:
+        """A read-only connection sent an update: nothing of it is applied."""
+        peer = self._peers.get(connection)
+        if peer is None:
+            peer = self._peers[connection] = _Peer()
+        peer.received += 1
+        if self.document.integrated(update, deletes=False):
+            # Nothing the board lacks (a reconnecting viewer's step 2): harmless.
+            return
+        if not peer.denied:
+            peer.denied = True
+            output.reply.append(encode_message(PermissionDenied(READ_ONLY_REASON)))
 
     def _receive_update(
         self,

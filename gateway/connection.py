@@ -35,6 +35,7 @@ class ClientConnection:
         "board_id",
         "closing",
         "conn_id",
+        "read_only",
         "send_limit",
         "wants_acks",
         "ws",
@@ -49,6 +50,7 @@ class ClientConnection:
         *,
         send_limit: int,
         wants_acks: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.conn_id = conn_id
         self.board_id = board_id
@@ -58,6 +60,8 @@ class ClientConnection:
         # Only clients that ask get "persisted" messages: stock clients would
         # choke on a message type they do not know.
         self.wants_acks = wants_acks
+        # An extension made this session read-only: its board refuses its edits.
+        self.read_only = read_only
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
 

@@ -35,6 +35,7 @@ class Settings:
     hosts: int = 2  # shared board hosts (Ray actors) to run
     cluster_name: str = "boardcast"  # prefix of Ray actor names: one deployment per name
     dedicated_boards: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()  # "module:factory" specs, run in gateways and hosts
     max_frame_bytes: int = 32 * 1024 * 1024
     send_buffer_bytes: int = 16 * 1024 * 1024
     heartbeat_seconds: float = 30.0
@@ -88,6 +89,7 @@ class Settings:
             max_inbox_bytes=self.max_inbox_bytes,
             limits=self.room_limits,
             history=self.history,
+            extensions=self.extensions,
         )
 
     @property
@@ -141,8 +143,8 @@ def _parse(name: str, raw: str) -> Any:
     default = getattr(Settings(), name)
     if name in {"address", "redis"}:
         return raw or None
-    if name == "dedicated_boards":
-        return tuple(part for part in raw.split(",") if part)
+    if name in {"dedicated_boards", "extensions"}:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     if isinstance(default, bool):
         return raw.lower() in {"1", "true", "yes", "on"}
     if isinstance(default, int):

@@ -14,6 +14,7 @@ import weakref
 
 from aiohttp import WSMsgType, web
 
+from actors.extensions import ConnectRequest, Extensions, Refused, Session
 from crdt.close_codes import REASONS, CloseCode
 from gateway.connection import ClientConnection
 from gateway.routing import Router
@@ -48,12 +49,29 @@ async def board_socket(
     board_id = request.match_info["board_id"]
     if not BOARD_ID.match(board_id):
         return problem(400, "Invalid board id", "a board id is 1-200 characters, no '/'")
+    extensions = gateway_extensions(settings)
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,
         max_msg_size=settings.max_frame_bytes,
         compress=False,
     )
     await ws.prepare(request)
+    session = Session()
+    if extensions:
+        # After the upgrade, so a refusal reaches a browser as a close code (a
+        # refused upgrade shows only as a failed connection there).
+        try:
+            session = await extensions.on_connect(
+                ConnectRequest(board_id, request.headers, request.query, request.remote)
+            )
+        except Refused as refused:
+            await ws.close(code=int(refused.close_code), message=str(refused)[:120].encode())
+            return ws
+        except Exception:
+            log.exception("on_connect failed for board %s", board_id)
+            code = CloseCode.INTERNAL_ERROR
+            await ws.close(code=code, message=REASONS[code].encode())
+            return ws
     sockets.add(ws)
     transport = request.transport
     if transport is None:
@@ -65,6 +83,7 @@ async def board_socket(
         transport,
         send_limit=settings.send_buffer_bytes,
         wants_acks=request.query.get("ack") in {"1", "true"},
+        read_only=session.read_only,
     )
     try:
         link = await router.attach(conn)
@@ -94,4 +113,17 @@ async def board_socket(
     finally:
         link.leave(conn)
         sessions.left(board_id, conn.conn_id)
+        if extensions:
+            await extensions.on_disconnect(board_id, session)
     return ws
+
+
+_LOADED: dict[tuple[str, ...], Extensions] = {}
+
+
+def gateway_extensions(settings: Settings) -> Extensions:
+    """The extensions named in ``settings``, loaded once per process."""
+    loaded = _LOADED.get(settings.extensions)
+    if loaded is None:
+        loaded = _LOADED[settings.extensions] = Extensions.from_specs(settings.extensions)
+    return loaded

@@ -40,7 +40,7 @@ blobs = st.binary(max_size=200)
 
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Hello, ints, texts),
-    st.builds(Open, texts, ints, st.booleans()),
+    st.builds(Open, texts, ints, st.booleans(), st.booleans()),
     st.builds(Frame, texts, ints, blobs),
     st.builds(Close, texts, ints),
     st.builds(Send, ints, blobs),
@@ -74,7 +74,8 @@ def test_anything_else_is_a_stream_protocol_error(raw: Any) -> None:
 
 
 def test_protocol_0_opens_without_the_ack_flag() -> None:
-    assert decode([1, "board", 7]) == Open("board", 7, False)
+    assert decode([1, "board", 7]) == Open("board", 7, False, False)
+    assert decode([1, "board", 7, True]) == Open("board", 7, True, False)
 
 
 def test_direction_is_checked() -> None:

@@ -1,0 +1,154 @@
+"""Extensions: the hooks through which auth, read-only access and workers plug in.
+
+An extension is a class with some of the hook methods below; the ones it does
+not define do nothing. Extensions are named in settings as ``module:factory``
+(``boardcast serve --extension mypkg.audit:AuditLog``, repeatable, or
+``BOARDCAST_EXTENSIONS=a:b,c:d``); the factory is called with no arguments in
+every process that runs hooks: the gateway, and every board host (on Ray, each
+host actor loads its own).
+
+Where each hook runs, in this order over a session's life:
+
+=================  ========  ==================================================
+hook               runs in   when, and what it may do
+=================  ========  ==================================================
+``on_connect``     gateway   a WebSocket asks for a board, before any frame is
+                             read. Raise :class:`Refused` to close it with a
+                             named code; return a :class:`Session` to name the
+                             client or make the session read-only.
+``on_load``        host      a board was loaded from the store into memory.
+``on_change``      host      updates of a board are durable: board id, version
+                             (the store's sequence number), domain events.
+``on_disconnect``  gateway   the session ended, for whatever reason.
+=================  ========  ==================================================
+
+Hooks of several extensions run in the order the extensions are listed. For
+``on_connect`` the first :class:`Refused` stops the chain; the session is
+read-only if any extension says so, and named by the last that names it. A hook
+that raises anything else is logged and skipped (``on_connect``: the client is
+closed with 1011), so one broken extension does not stop the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdt.close_codes import REASONS, CloseCode
+from crdt.errors import BoardcastError
+from crdt.events import DomainEvent
+
+log = logging.getLogger("boardcast.extensions")
+
+
+class Refused(BoardcastError):
+    """Raised by ``on_connect`` to refuse a connection with a named close code."""
+
+    def __init__(self, code: CloseCode, reason: str | None = None) -> None:
+        super().__init__(reason or REASONS.get(code, "refused"))
+        self.close_code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What a gateway knows of a client asking for a board."""
+
+    board_id: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    remote: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What ``on_connect`` decided about a client."""
+
+    identity: str | None = None  # who the client is, for logs and origins
+    read_only: bool = False  # its updates are refused; it still reads and has presence
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Updates of one board that became durable in one store write."""
+
+    board_id: str
+    version: int  # the board's sequence number after the write
+    updates: int  # how many stored updates the write added
+    events: Sequence[DomainEvent] = field(default_factory=tuple)
+
+
+def load_extensions(specs: Sequence[str]) -> list[Any]:
+    """Instantiate ``module:factory`` specs, in order.
+
+    Raises:
+        ValueError: a spec is malformed or names nothing importable.
+    """
+    loaded: list[Any] = []
+    for spec in specs:
+        module_name, sep, factory_name = spec.strip().partition(":")
+        if not sep or not module_name or not factory_name:
+            raise ValueError(f"extension {spec!r}: expected 'module:factory'")
+        try:
+            factory = getattr(importlib.import_module(module_name), factory_name)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"extension {spec!r} cannot be loaded: {exc}") from exc
+        loaded.append(factory())
+    return loaded
+
+
+class Extensions:
+    """The loaded extensions of one process, and the order their hooks run in."""
+
+    def __init__(self, extensions: Sequence[Any] = ()) -> None:
+        self._extensions = list(extensions)
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str]) -> Extensions:
+        """Load ``module:factory`` specs (see :func:`load_extensions`)."""
+        return cls(load_extensions(specs))
+
+    def __bool__(self) -> bool:
+        return bool(self._extensions)
+
+    def defines(self, hook: str) -> bool:
+        """True if any extension defines ``hook``."""
+        return any(callable(getattr(ext, hook, None)) for ext in self._extensions)
+
+    async def on_connect(self, request: ConnectRequest) -> Session:
+        """Run every ``on_connect``; raise :class:`Refused` if one refuses."""
+        identity: str | None = None
+        read_only = False
+        for ext in self._extensions:
+            hook = getattr(ext, "on_connect", None)
+            if hook is None:
+                continue
+            session = await hook(request)
+            if session is not None:
+                identity = session.identity if session.identity is not None else identity
+                read_only = read_only or session.read_only
+        return Session(identity, read_only)
+
+    async def on_load(self, board_id: str) -> None:
+        """Run every ``on_load``."""
+        await self._each("on_load", board_id)
+
+    async def on_change(self, change: Change) -> None:
+        """Run every ``on_change``."""
+        await self._each("on_change", change)
+
+    async def on_disconnect(self, board_id: str, session: Session) -> None:
+        """Run every ``on_disconnect``."""
+        await self._each("on_disconnect", board_id, session)
+
+    async def _each(self, name: str, *args: Any) -> None:
+        for ext in self._extensions:
+            hook = getattr(ext, name, None)
+            if hook is None:
+                continue
+            try:
+                await hook(*args)
+            except Exception:
+                log.exception("extension %s failed in %s", type(ext).__name__, name)
