@@ -42,7 +42,7 @@ def free_port() -> int:
 def _boardcast(extra: list[str]) -> Callable[[int, str], list[str]]:
     def command(port: int, data_dir: str) -> list[str]:
         script = Path(sys.executable).with_name("boardcast")
-        head = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+        head = [str(script)] if script.exists() else [sys.executable, "-m", "boardcast"]
         return [
             *head,
             "serve",

@@ -15,11 +15,9 @@ from aiohttp import web
 
 from actors.board import EventSink
 from actors.cluster import Cluster
-from actors.local import LocalCluster
+from boardcast.deployment import build_cluster
 from gateway.app import create_app
 from gateway.settings import Settings
-from persistence.factory import open_store
-from persistence.store import BoardStore
 from tests.services import TIMEOUT_SCALE
 
 
@@ -72,31 +70,7 @@ async def serve(
     ``event_sink`` (in-process hosts only) receives the domain events of applied updates.
     """
     settings = Settings(port=0, data_dir=str(data_dir), backend=backend, **overrides)
-    cluster: Cluster
-    if backend == "ray":
-        from actors.ray_backend import RayCluster
-
-        cluster = await RayCluster.launch(
-            cluster_name=settings.cluster_name,
-            hosts=settings.hosts,
-            store_url=settings.store,
-            data_dir=settings.data_dir,
-            settings=settings.host_settings,
-            dedicated=list(settings.dedicated_boards),
-        )
-    else:
-
-        async def store_factory() -> BoardStore:
-            return open_store(settings.store, data_dir=settings.data_dir)
-
-        cluster = LocalCluster(
-            store_factory,
-            host_count=settings.hosts,
-            settings=settings.host_settings,
-            dedicated=settings.dedicated_boards,
-            cluster_name=settings.cluster_name,
-            event_sink=event_sink,
-        )
+    cluster = await build_cluster(settings, event_sink=event_sink)
     app = create_app(settings, cluster)
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()

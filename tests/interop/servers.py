@@ -35,7 +35,7 @@ def boardcast_command() -> list[str]:
     found = shutil.which("boardcast")
     if found is not None:
         return [found]
-    return [sys.executable, "-m", "gateway.cli"]
+    return [sys.executable, "-m", "boardcast"]
 
 
 class BoardcastProcess:

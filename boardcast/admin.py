@@ -1,7 +1,10 @@
 """Offline board commands: ``boardcast history``, ``export`` and ``import``.
 
-They open the store directly (``--store``, ``--data-dir``), so they work with
-the server stopped. Importing into a board a running server holds open is not
+They open the store directly, so they work with the server stopped. The store, data directory
+and history retention come from the same :class:`Settings` as ``boardcast serve`` (flags, then
+``BOARDCAST_*`` variables, then defaults), so an operator who exported ``BOARDCAST_STORE`` for
+the server reads the same boards here. The reading commands refuse a store that does not exist
+rather than reading an empty one. Importing into a board a running server holds open is not
 safe: the server would not see the import until the board is reloaded.
 """
 
@@ -9,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 
+from gateway.settings import Settings
 from persistence.factory import open_store
-from persistence.history import DEFAULT_HISTORY, parse_history_policy
+from persistence.history import parse_history_policy
 from persistence.store import BoardStore, HistoryUnavailable
 from persistence.transfer import NotABoardFile, export_all, export_board, import_all, import_board
 
@@ -42,9 +45,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _store_flags(restore)
 
 
+#: Commands that only read: they must not create the store they were pointed at.
+READING_COMMANDS = frozenset({"history", "export"})
+
+
 def _store_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default="sqlite", help="store URL (default: sqlite)")
-    parser.add_argument("--data-dir", default="./data", help="embedded store directory")
+    # No defaults here: a flag left out falls back to BOARDCAST_STORE / BOARDCAST_DATA_DIR.
+    parser.add_argument(
+        "--store", help="store URL (default: BOARDCAST_STORE, else sqlite under --data-dir)"
+    )
+    parser.add_argument(
+        "--data-dir", help="embedded store directory (default: BOARDCAST_DATA_DIR, else ./data)"
+    )
 
 
 def parse_time(text: str) -> float:
@@ -63,12 +75,19 @@ def _iso(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="milliseconds")
 
 
-async def run_admin(args: argparse.Namespace) -> int:
-    """Run one offline command; return the process exit code."""
-    # The same retention as the server's, for the messages about what is kept.
-    history = parse_history_policy(os.environ.get("BOARDCAST_HISTORY", str(DEFAULT_HISTORY)))
-    store = open_store(args.store, data_dir=args.data_dir, history=history)
+async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one offline command on the store ``settings`` name; return the process exit code."""
+    # The server's retention: what an import keeps, and what messages say is kept.
+    history = parse_history_policy(settings.history)
+    store = open_store(settings.store, data_dir=settings.data_dir, history=history)
     try:
+        if args.command in READING_COMMANDS and not await store.exists():
+            print(
+                f"boardcast {args.command}: no board store at {store.location}"
+                " (set --store/--data-dir, or BOARDCAST_STORE/BOARDCAST_DATA_DIR)",
+                file=sys.stderr,
+            )
+            return 1
         return await _dispatch(store, args)
     except (HistoryUnavailable, NotABoardFile, FileNotFoundError) as exc:
         print(f"boardcast {args.command}: {exc}", file=sys.stderr)
@@ -102,8 +121,8 @@ async def _dispatch(store: BoardStore, args: argparse.Namespace) -> int:
     path = Path(args.path)
     if path.is_dir():
         boards = await import_all(store, path)
-        print(f"imported {len(boards)} boards from {path}")
+        print(f"imported {len(boards)} boards from {path} into {store.location}")
     else:
         board = await import_board(store, path.read_bytes(), args.board)
-        print(f"imported {board} from {path}")
+        print(f"imported {board} from {path} into {store.location}")
     return 0

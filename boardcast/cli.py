@@ -1,4 +1,8 @@
-"""The ``boardcast`` command: ``serve`` (Ray, board hosts and a gateway) and ``gateway``."""
+"""The ``boardcast`` command: ``serve`` (Ray, board hosts and a gateway), ``gateway``, and the
+offline board commands of :mod:`boardcast.admin`.
+
+Every command reads one :class:`Settings`: flags, then ``BOARDCAST_*`` variables, then defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -14,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import add_commands, run_admin
+from actors.cluster import Cluster
+from boardcast.admin import add_commands, run_admin
+from boardcast.deployment import build_cluster, join_cluster
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -52,71 +57,33 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", help="Redis URL for state shared by gateways (default: none)")
 
 
+# Settings that some subcommand takes as a flag of the same name.
+_FLAG_SETTINGS = (
+    *("host", "port", "address", "log_level", "cluster_name", "redis"),
+    *("data_dir", "store", "hosts", "backend", "idle_seconds"),
+)
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Merge flags over ``BOARDCAST_*`` variables."""
-    flags: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "address": args.address,
-        "log_level": args.log_level,
-        "cluster_name": args.cluster_name,
-        "redis": args.redis,
-    }
-    if args.command == "serve":
-        flags.update(
-            data_dir=args.data_dir,
-            store=args.store,
-            hosts=args.hosts,
-            backend=args.backend,
-            idle_seconds=args.idle_seconds,
-            dedicated_boards=tuple(args.dedicated.split(",")) if args.dedicated else None,
-        )
+    """Merge the flags a subcommand was given over ``BOARDCAST_*`` variables."""
+    flags: dict[str, Any] = {name: getattr(args, name, None) for name in _FLAG_SETTINGS}
+    dedicated = getattr(args, "dedicated", None)
+    if dedicated:
+        flags["dedicated_boards"] = tuple(dedicated.split(","))
     return Settings.load(flags)
 
 
 async def run(command: str, settings: Settings) -> None:
     """Start everything, print the URL, serve until SIGINT/SIGTERM, then stop cleanly."""
     ray_address = None
-    if command == "serve" and settings.backend == "local":
-        from actors.local import LocalCluster
-        from persistence.factory import open_store
-        from persistence.history import parse_history_policy
-        from persistence.store import BoardStore
-
-        os.makedirs(settings.data_dir, exist_ok=True)
-
-        async def store_factory() -> BoardStore:
-            # One store per host: boards never move between hosts of one process.
-            return open_store(
-                settings.store,
-                data_dir=settings.data_dir,
-                history=parse_history_policy(settings.history),
-            )
-
-        cluster: Any = LocalCluster(
-            store_factory,
-            host_count=settings.hosts,
-            settings=settings.host_settings,
-            dedicated=settings.dedicated_boards,
-            cluster_name=settings.cluster_name,
-        )
-    else:
+    if command == "gateway" or settings.backend == "ray":
+        # Connected here for the address the ready line shows; the cluster reuses the connection.
         from actors import ray_backend
 
         ray_address = ray_backend.init_ray(settings.address)
-        if command == "serve":
-            os.makedirs(settings.data_dir, exist_ok=True)
-            cluster = await ray_backend.RayCluster.launch(
-                cluster_name=settings.cluster_name,
-                hosts=settings.hosts,
-                store_url=settings.store,
-                data_dir=settings.data_dir,
-                settings=settings.host_settings,
-                dedicated=list(settings.dedicated_boards),
-            )
-        else:
-            cluster = await ray_backend.RayCluster.join(cluster_name=settings.cluster_name)
-
+    cluster: Cluster = (
+        await build_cluster(settings) if command == "serve" else await join_cluster(settings)
+    )
     app = create_app(settings, cluster, own_cluster=command == "serve")
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
@@ -155,9 +122,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``boardcast`` command."""
     args = build_parser().parse_args(argv)
-    if args.command in {"history", "export", "import"}:
-        sys.exit(asyncio.run(run_admin(args)))
     settings = settings_from(args)
+    if args.command in {"history", "export", "import"}:
+        sys.exit(asyncio.run(run_admin(args, settings)))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

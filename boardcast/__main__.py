@@ -1,0 +1,5 @@
+"""``python -m boardcast``: the ``boardcast`` command without its installed script."""
+
+from boardcast.cli import main
+
+main()

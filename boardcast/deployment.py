@@ -1,0 +1,78 @@
+"""Build the cluster a :class:`Settings` describes: the one place that wires every component.
+
+``boardcast serve`` and the test suite's servers both start board hosts through
+:func:`build_cluster`, so a setting (store, history, host limits, dedicated boards) reaches the
+hosts the same way in production and under test, on either backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+from actors.board import EventSink
+from actors.cluster import Cluster
+from actors.local import LocalCluster
+from gateway.settings import Settings
+from persistence.factory import open_store
+from persistence.history import parse_history_policy
+from persistence.store import BoardStore
+
+#: The values of ``Settings.backend``.
+BACKENDS = ("ray", "local")
+
+
+async def build_cluster(settings: Settings, *, event_sink: EventSink | None = None) -> Cluster:
+    """Start the directory and shared board hosts; the caller owns them and closes the cluster.
+
+    Args:
+        settings: ``backend`` ``"local"`` runs the hosts in this process; ``"ray"`` runs them as
+            Ray actors, joining the Ray cluster at ``settings.address`` (or starting one) if
+            this process is not connected yet. Store, data directory, history retention, host
+            settings, dedicated boards and cluster name come from here too.
+        event_sink: receives the domain events of applied updates; in-process hosts only,
+            since a callback cannot reach into Ray actor processes.
+    """
+    if settings.backend not in BACKENDS:
+        raise ValueError(f"BOARDCAST_BACKEND={settings.backend!r}: expected 'ray' or 'local'")
+    if event_sink is not None and settings.backend != "local":
+        raise ValueError("an event sink needs in-process hosts (backend 'local')")
+    os.makedirs(settings.data_dir, exist_ok=True)
+    if settings.backend == "local":
+        return _local_cluster(settings, event_sink)
+    # Imported only here: the local backend runs without starting or importing Ray.
+    from actors import ray_backend
+
+    ray_backend.init_ray(settings.address)
+    return await ray_backend.RayCluster.launch(
+        cluster_name=settings.cluster_name,
+        hosts=settings.hosts,
+        store_url=settings.store,
+        data_dir=settings.data_dir,
+        settings=settings.host_settings,
+        dedicated=list(settings.dedicated_boards),
+    )
+
+
+async def join_cluster(settings: Settings) -> Cluster:
+    """Connect to the hosts a ``boardcast serve`` started on the Ray cluster at ``address``."""
+    from actors import ray_backend
+
+    ray_backend.init_ray(settings.address)
+    return await ray_backend.RayCluster.join(cluster_name=settings.cluster_name)
+
+
+def _local_cluster(settings: Settings, event_sink: EventSink | None) -> LocalCluster:
+    history = parse_history_policy(settings.history)
+
+    async def store_factory() -> BoardStore:
+        # One store per host: boards never move between hosts of one process.
+        return open_store(settings.store, data_dir=settings.data_dir, history=history)
+
+    return LocalCluster(
+        store_factory,
+        host_count=settings.hosts,
+        settings=settings.host_settings,
+        dedicated=settings.dedicated_boards,
+        cluster_name=settings.cluster_name,
+        event_sink=event_sink,
+    )
