@@ -55,6 +55,12 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument("--cluster-name", help="deployment name on the Ray cluster (boardcast)")
     parser.add_argument("--redis", help="Redis URL for state shared by gateways (default: none)")
+    parser.add_argument(
+        "--extension",
+        action="append",
+        metavar="MODULE:FACTORY",
+        help="load an extension (repeatable; see docs/extensions.md)",
+    )
 
 
 # Settings that some subcommand takes as a flag of the same name.
@@ -70,6 +76,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     dedicated = getattr(args, "dedicated", None)
     if dedicated:
         flags["dedicated_boards"] = tuple(dedicated.split(","))
+    extensions = getattr(args, "extension", None)
+    if extensions:
+        flags["extensions"] = tuple(extensions)
     return Settings.load(flags)
 
 

@@ -15,7 +15,7 @@ from crdt.close_codes import REASONS, CloseCode
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
-from gateway.ws import board_socket, problem
+from gateway.ws import board_socket, gateway_extensions, problem
 from shared.factory import open_shared_state
 from shared.state import SharedState, SharedStateUnavailable, keep_gateway_alive
 
@@ -51,6 +51,8 @@ def create_app(
     )
     gateway_id = settings.resolved_gateway_id
     sessions = SessionRegistry(shared_state, gateway_id, max_queued=settings.max_queued_sessions)
+    # Loaded now, so a misnamed extension stops the gateway at start, not at a first client.
+    gateway_extensions(settings)
     app[SETTINGS] = settings
     app[CLUSTER] = cluster
     app[SHARED] = shared_state

@@ -21,6 +21,8 @@ const ROOT_MAPS = ['tasks', 'columns', 'meta']
 let doc = new Y.Doc()
 /** @type {WebsocketProvider | null} */
 let provider = null
+/** @type {number | null} */
+let lastCloseCode = null
 
 class CommandError extends Error {}
 
@@ -151,6 +153,10 @@ const commands = {
       disableBc: true
     })
     if (awareness !== undefined) provider.awareness.setLocalState(awareness)
+    // The close code the server gave last (extensions refuse with named codes).
+    provider.on('connection-close', (event) => {
+      lastCloseCode = event && typeof event.code === 'number' ? event.code : null
+    })
     return { client_id: doc.clientID, socket_url: provider.url }
   },
 
@@ -168,7 +174,8 @@ const commands = {
       client_id: doc.clientID,
       connected: provider !== null && provider.wsconnected,
       synced: provider !== null && provider.synced,
-      should_connect: provider !== null && provider.shouldConnect
+      should_connect: provider !== null && provider.shouldConnect,
+      last_close_code: lastCloseCode
     }
   },
 
