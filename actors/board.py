@@ -24,6 +24,7 @@ from actors.messages import (
     Send,
     reject,
 )
+from crdt.board import Board
 from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError, BoardCorrupted
 from crdt.events import BoardEventRecorder, DomainEvent
@@ -84,6 +85,7 @@ class BoardOutput:
     acks: Acks = field(default_factory=list)
     events: list[DomainEvent] = field(default_factory=list)
     corrupted: bool = False
+    error: BoardcastError | None = None  # why a server-side change was refused
 
     def send(self, link: Link, message: HostMessage) -> None:
         """Queue ``message`` for the gateway behind ``link``."""
@@ -192,6 +194,27 @@ class BoardActor:
                 # Not this client's fault alone: the host reloads the board.
                 out.corrupted = True
             self._reject(link, conn, output.error, out)
+        return out
+
+    def transact(self, change: Callable[[Board], object]) -> BoardOutput:
+        """Run a server-side change through the typed board API, as one transaction.
+
+        Every client of the board gets it as one update; it is stored like a
+        client's. If the change raises (or would make the board too large),
+        nothing of it is kept and ``BoardOutput.error`` says why.
+        """
+        out = BoardOutput()
+        output = self.room.transact(lambda doc: change(Board(doc)))
+        for frame in output.broadcast:
+            self._broadcast(frame, None, NO_CONNECTION, out)
+        out.updates = output.updates
+        if output.rebuilt:
+            self._observe_new_document(out)
+        elif output.updates and self._recorder is not None:
+            out.events = self._recorder.drain()
+        if isinstance(output.error, BoardCorrupted):
+            out.corrupted = True
+        out.error = output.error
         return out
 
     def rebuild(self) -> BoardOutput:

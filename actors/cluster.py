@@ -9,7 +9,10 @@ Ray cluster. Gateways speak to both through this interface only.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
+
+from crdt.board import Board
 
 
 class Cluster(abc.ABC):
@@ -26,6 +29,22 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def forget(self, host_name: str) -> None:
         """Drop cached knowledge of a host whose link failed (it may have moved)."""
+
+    @abc.abstractmethod
+    async def transact(
+        self,
+        board_id: str,
+        change: Callable[[Board], object],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Run ``change`` on the board's actor, wherever it lives, as one transaction.
+
+        Returns the board's version once the change is durable; see
+        :meth:`actors.host.BoardHost.transact`. On Ray ``change`` travels
+        pickled: use module-level functions, ``functools.partial`` or
+        ``operator.methodcaller`` on :class:`~crdt.board.Board` methods.
+        """
 
     @abc.abstractmethod
     async def stats(self) -> list[dict[str, Any]]:

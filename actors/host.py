@@ -33,7 +33,9 @@ from actors.messages import (
     reject,
 )
 from actors.stream import StreamLink
+from crdt.board import Board
 from crdt.close_codes import CloseCode
+from crdt.errors import BoardcastError
 from crdt.events import DomainEvent
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
@@ -44,6 +46,12 @@ log = logging.getLogger("boardcast.host")
 
 #: Durable changes waiting for the extensions' ``on_change``; past it they are logged and skipped.
 MAX_QUEUED_CHANGES = 10_000
+#: Idempotency keys of server-side transactions a host remembers (oldest forgotten first).
+MAX_REMEMBERED_TRANSACTIONS = 10_000
+
+
+class BoardUnavailable(BoardcastError):
+    """A board could not be loaded from the store (the store is failing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,10 @@ class BoardHost:
         self._pending: dict[str, list[bytes]] = {}
         self._pending_acks: dict[tuple[Link, int], int] = {}
         self._pending_events: dict[str, list[DomainEvent]] = {}
+        # Boards being loaded: resolved with True once active, False if loading failed.
+        self._loaded: dict[str, asyncio.Future[bool]] = {}
+        # Server-side transactions by idempotency key: their version once durable.
+        self._transactions: dict[tuple[str, str], asyncio.Future[int]] = {}
         self._unsaved_bytes = 0
         self._dirty = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -262,14 +274,7 @@ class BoardHost:
                 # The client's board went away under it (host restart): make it resync.
                 link.send(reject(conn, CloseCode.SERVICE_RESTART))
                 return
-            board = BoardActor(
-                board_id,
-                clock=self._clock,
-                derive_events=self._derive_events,
-                limits=self.settings.limits,
-            )
-            self._boards[board_id] = board
-            self._spawn(self._activate(board))
+            board = self._new_board(board_id)
         if board.phase is BoardPhase.LOADING:
             if board.inbox_bytes > self.settings.max_inbox_bytes and isinstance(message, Frame):
                 # The board is slow to load and this client keeps sending: it must
@@ -323,7 +328,28 @@ class BoardHost:
         with contextlib.suppress(Exception):
             await self.flush()
 
+    def _new_board(self, board_id: str) -> BoardActor:
+        """Create a board actor and start loading it; messages wait in its inbox."""
+        board = BoardActor(
+            board_id,
+            clock=self._clock,
+            derive_events=self._derive_events,
+            limits=self.settings.limits,
+        )
+        self._boards[board_id] = board
+        self._loaded[board_id] = asyncio.get_running_loop().create_future()
+        self._spawn(self._activate(board))
+        return board
+
     async def _activate(self, board: BoardActor) -> None:
+        loaded = self._loaded.pop(board.board_id, None)
+        try:
+            await self._load(board)
+        finally:
+            if loaded is not None and not loaded.done():
+                loaded.set_result(board.phase is BoardPhase.ACTIVE)
+
+    async def _load(self, board: BoardActor) -> None:
         try:
             stored = await asyncio.wait_for(
                 self.store.load(board.board_id), self.settings.store_timeout_seconds
@@ -341,6 +367,59 @@ class BoardHost:
         for link, message in board.take_inbox():
             if not link.closed:
                 self._handle(board, link, message)
+
+    # -- server-side transactions ----------------------------------------------
+
+    async def transact(
+        self,
+        board_id: str,
+        change: Callable[[Board], object],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Run ``change`` on a board (loaded if need be) as one transaction.
+
+        Every client of the board sees it as one update; it is stored like a
+        client's. Returns the board's version (store sequence number) once the
+        change is durable. A retry with the same ``idempotency_key`` (while this
+        host remembers it: the last ``MAX_REMEMBERED_TRANSACTIONS``) applies
+        nothing and returns the first call's version.
+
+        Raises:
+            BoardcastError: the change raised or would make the board too large;
+                nothing of it was kept.
+            BoardUnavailable: the board could not be loaded.
+        """
+        key = (board_id, idempotency_key) if idempotency_key is not None else None
+        if key is not None and key in self._transactions:
+            return await asyncio.shield(self._transactions[key])
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if key is not None:
+            self._transactions[key] = done
+            if len(self._transactions) > MAX_REMEMBERED_TRANSACTIONS:
+                del self._transactions[next(iter(self._transactions))]
+        try:
+            done.set_result(await self._transact(board_id, change))
+        except BaseException as exc:
+            if key is not None:
+                # A failed transaction may be retried for real.
+                self._transactions.pop(key, None)
+            done.set_exception(exc)
+            done.exception()  # retrieved: the caller gets it below
+            raise
+        return done.result()
+
+    async def _transact(self, board_id: str, change: Callable[[Board], object]) -> int:
+        board = self._boards.get(board_id) or self._new_board(board_id)
+        loaded = self._loaded.get(board_id)
+        if loaded is not None and not await asyncio.shield(loaded):
+            raise BoardUnavailable(f"board {board_id!r} could not be loaded")
+        out = board.transact(change)
+        self._apply(board, out)
+        if out.error is not None:
+            raise out.error
+        await self.flush()
+        return board.persisted_seq
 
     # -- persistence ---------------------------------------------------------
 

@@ -13,6 +13,7 @@ from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.directory import Directory
 from actors.host import BoardHost, HostSettings
+from crdt.board import Board
 from persistence.store import BoardStore
 
 StoreFactory = Callable[[], Awaitable[BoardStore]]
@@ -60,6 +61,20 @@ class LocalCluster(Cluster):
 
     def forget(self, host_name: str) -> None:
         """Nothing is cached: hosts in this process cannot move."""
+
+    async def transact(
+        self,
+        board_id: str,
+        change: Callable[[Board], object],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """See :meth:`Cluster.transact`."""
+        host_name = await self.locate(board_id)
+        await self._create_host(host_name)
+        host = self.hosts[host_name]
+        await host.start()
+        return await host.transact(board_id, change, idempotency_key=idempotency_key)
 
     async def stats(self) -> list[dict[str, Any]]:
         """See :meth:`Cluster.stats`."""

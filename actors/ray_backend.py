@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -24,8 +25,9 @@ import ray
 from actors.cluster import Cluster
 from actors.directory import Directory, rendezvous_host
 from actors.host import BoardHost, HostSettings
+from crdt.board import Board
+from persistence.factory import open_store
 from persistence.history import parse_history_policy
-from persistence.store import open_store
 
 log = logging.getLogger("boardcast.ray")
 
@@ -75,6 +77,13 @@ class HostActor:
         """Counts, plus the process id (for operators and crash tests)."""
         host = await self._running()
         return {**host.stats(), "pid": os.getpid()}
+
+    async def transact(
+        self, board_id: str, change: Callable[[Board], object], idempotency_key: str | None
+    ) -> int:
+        """See :meth:`BoardHost.transact`."""
+        host = await self._running()
+        return await host.transact(board_id, change, idempotency_key=idempotency_key)
 
     async def release(self, board_id: str) -> bool:
         """Passivate one board now, if idle."""
@@ -240,6 +249,18 @@ class RayCluster(Cluster):
     def forget(self, host_name: str) -> None:
         """See :meth:`Cluster.forget`."""
         self._endpoints.pop(host_name, None)
+
+    async def transact(
+        self,
+        board_id: str,
+        change: Callable[[Board], object],
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """See :meth:`Cluster.transact`."""
+        host_name = await self.locate(board_id)
+        version = await self._handle(host_name).transact.remote(board_id, change, idempotency_key)
+        return int(version)
 
     async def stats(self) -> list[dict[str, Any]]:
         """See :meth:`Cluster.stats`."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from pycrdt import Doc, TransactionEvent
 
-from crdt.errors import BoardCorrupted, InvalidUpdate, ProtocolError
+from crdt.errors import BoardCorrupted, InvalidUpdate, ProtocolError, TransactionFailed
 from crdt.update_format import UpdateRanges, read_ranges
 from crdt.updates import (
     EMPTY_UPDATE,
@@ -38,6 +38,13 @@ from crdt.updates import (
     snapshot_loads,
     state_vectors_match,
 )
+
+
+class _LocalOrigin:
+    """Transaction origin of changes made on the server (not received from a client)."""
+
+
+LOCAL = _LocalOrigin()
 
 
 class BoardDocument:
@@ -168,6 +175,18 @@ class BoardDocument:
         self._replace_doc(build_document(self._base, self._journal))
         self.rebuilt = True
 
+    def undo_to(self, position: int) -> None:
+        """Forget the journal's changes after ``position`` and rebuild without them.
+
+        Only for changes nobody has seen (a server-side change refused before it
+        was broadcast or stored).
+        """
+        if position < self._journal_start:
+            raise ValueError("cannot undo past the base")
+        self._journal = self._journal[: position - self._journal_start]
+        self._journal_bytes = sum(len(update) for update in self._journal)
+        self.rebuild_or_fail()
+
     def rebuild_or_fail(self) -> None:
         """:meth:`rebuild`, or :class:`BoardCorrupted` (the board must be reloaded)."""
         try:
@@ -226,6 +245,25 @@ class BoardDocument:
                 self.rebuild_or_fail()
                 raise InvalidUpdate("the update left the document inconsistent")
             changes += repairs
+        self._record(changes)
+        return changes
+
+    def transact(self, change: Callable[[Doc[Any]], object]) -> list[bytes]:
+        """Run ``change`` on the document as one local transaction; return its changes.
+
+        Raises:
+            TransactionFailed: ``change`` raised; whatever it had done was undone
+                by a rebuild, so the board is as it was.
+        """
+        try:
+            with self.doc.transaction(origin=LOCAL):
+                change(self.doc)
+        except Exception as exc:
+            # Yjs has no rollback: what ran before the error was committed. Rebuild.
+            self._changes.clear()
+            self.rebuild_or_fail()
+            raise TransactionFailed(f"the change raised {type(exc).__name__}: {exc}") from exc
+        changes, self._changes = self._changes, []
         self._record(changes)
         return changes
 

@@ -11,6 +11,7 @@
     │   ├── AwarenessLimit       presence over its size, entry or client-id limits
     │   └── OutOfSync            too many updates wait for what they depend on
     ├── WritesRefused            the store is down and its backlog is full
+    ├── TransactionFailed        a server-side change raised; nothing of it was kept
     └── BoardCorrupted           the live document cannot be rebuilt: reload the board
 
 Each class that a client can cause names the WebSocket close code it earns
@@ -87,3 +88,7 @@ class BoardCorrupted(BoardcastError):
     """
 
     close_code = CloseCode.SERVICE_RESTART
+
+
+class TransactionFailed(BoardcastError):
+    """A server-side change raised part-way; the board is as it was before it."""

@@ -23,7 +23,7 @@ It is also where untrusted updates meet the document, so it guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,6 +275,30 @@ class BoardRoom:
                 if present is not None:
                     output.reply.append(awareness_frame(present))
             # Auth and persisted messages are server-to-client only: ignore them.
+
+    def transact(self, change: Callable[[Doc[Any]], object]) -> RoomOutput:
+        """Run a server-side change as one transaction: everyone sees one update.
+
+        A change that would take the board past its size limit is undone and
+        fails with :class:`BoardFull`; one that raises fails with
+        :class:`TransactionFailed`. Either way the board is as it was.
+        """
+        output = RoomOutput()
+        document = self.document
+        document.rebuilt = False
+        try:
+            position = document.journal_position
+            changes = document.transact(change)
+            limit = self.limits.max_board_bytes
+            if document.size_estimate > limit and len(document.state()) > limit:
+                # Nobody has seen the change yet: take it back out of the journal.
+                document.undo_to(position)
+                raise BoardFull(f"the change would take the board past {limit} bytes")
+            self._emit(changes, output)
+        except BoardcastError as exc:
+            output.error = exc
+        output.rebuilt = document.rebuilt
+        return output
 
     def leave(self, connection: Hashable) -> bytes | None:
         """Forget ``connection`` (and its held updates); return its presence removal frame."""

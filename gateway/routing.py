@@ -35,7 +35,7 @@ from crdt.protocol import Persisted as PersistedMessage
 from crdt.protocol import encode_message
 from gateway.connection import ClientConnection
 from gateway.frames import encode_binary_frame
-from persistence.shared_state import SharedState, SharedStateUnavailable
+from shared.state import SharedState, SharedStateUnavailable
 
 log = logging.getLogger("boardcast.gateway")
 

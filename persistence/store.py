@@ -16,7 +16,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import Literal, Protocol, Self
 
 from persistence.history import (
     HistoryPolicy,
@@ -308,18 +308,3 @@ async def thin_history(
         await storage.add_history_snapshot(board_id, seq, at, state)
     await storage.drop_history(board_id, plan)
     return plan
-
-
-if TYPE_CHECKING:
-    from persistence.factory import open_store as open_store
-
-
-def __getattr__(name: str) -> object:
-    # The factory moved to persistence/factory.py; ``from persistence.store import open_store``
-    # still works for actors/ray_backend.py until it imports the new home. Resolved on first
-    # use, so importing this interface imports no implementation.
-    if name == "open_store":
-        from persistence.factory import open_store
-
-        return open_store
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
