@@ -141,3 +141,22 @@ async def test_hooks_run_in_order_and_the_first_refusal_stops_the_chain() -> Non
     with pytest.raises(Refused):
         await Extensions([Names(), Refuse(), Viewer()]).on_connect(request)
     assert calls == ["names", "viewer", "names", "refuse"]
+
+
+async def test_on_change_runs_in_the_board_hosts_on_ray_too(
+    backend: str, tmp_path: Path, cluster_name: str
+) -> None:
+    from tests.engine.changes_to_files import changes_of
+
+    board_id = f"events-{cluster_name}"
+    extensions = ("tests.engine.changes_to_files:ChangesToFiles",)
+    async with serve(backend, tmp_path, cluster_name=cluster_name, extensions=extensions) as server:
+        async with BoardClient(server.url, board_id) as writer:
+            await writer.synced()
+            tasks = writer.doc.get("tasks", type=Map)
+            tasks["t1"] = Map({"title": "first", "column": "todo", "position": "a"})
+            await writer.persisted()
+            await wait_until(lambda: bool(changes_of(board_id)), timeout=30, message="a change")
+    recorded = changes_of(board_id)
+    assert recorded[0]["version"] >= 1
+    assert "TaskCreated" in {name for change in recorded for name in change["events"]}
