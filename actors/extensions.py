@@ -16,9 +16,15 @@ hook               runs in   when, and what it may do
                              read. Raise :class:`Refused` to close it with a
                              named code; return a :class:`Session` to name the
                              client or make the session read-only.
+``on_message``     gateway   a frame arrived from the client, before it is
+                             forwarded. Raise :class:`Refused` to close the
+                             client with a named code (defining it costs an
+                             await per frame).
 ``on_load``        host      a board was loaded from the store into memory.
 ``on_change``      host      updates of a board are durable: board id, version
                              (the store's sequence number), domain events.
+``on_store``       host      a snapshot of the board was written (board id,
+                             the version it covers).
 ``on_disconnect``  gateway   the session ended, for whatever reason.
 =================  ========  ==================================================
 
@@ -130,6 +136,17 @@ class Extensions:
                 identity = session.identity if session.identity is not None else identity
                 read_only = read_only or session.read_only
         return Session(identity, read_only)
+
+    async def on_message(self, board_id: str, session: Session, frame: bytes) -> None:
+        """Run every ``on_message``; one raising :class:`Refused` closes the client."""
+        for ext in self._extensions:
+            hook = getattr(ext, "on_message", None)
+            if hook is not None:
+                await hook(board_id, session, frame)
+
+    async def on_store(self, board_id: str, version: int) -> None:
+        """Run every ``on_store``."""
+        await self._each("on_store", board_id, version)
 
     async def on_load(self, board_id: str) -> None:
         """Run every ``on_load``."""

@@ -15,8 +15,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
@@ -111,7 +112,10 @@ class BoardHost:
         self.extensions = Extensions.from_specs(self.settings.extensions)
         self._derive_events = event_sink is not None or self.extensions.defines("on_change")
         # Committed changes for the extensions' on_change, in commit order.
-        self._changes: asyncio.Queue[Change] = asyncio.Queue(MAX_QUEUED_CHANGES)
+        # Extension hooks waiting to run (on_load, on_change, on_store), in order.
+        self._hooks: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(
+            MAX_QUEUED_CHANGES
+        )
         self._clock = clock
         self._boards: dict[str, BoardActor] = {}
         self._links: set[HostLink] = set()
@@ -146,7 +150,7 @@ class BoardHost:
                 self._spawn(self._flush_loop())
                 self._spawn(self._sweep_loop())
                 if self.extensions:
-                    self._spawn(self._change_loop())
+                    self._spawn(self._hook_loop())
                 log.info("board host %s serving frames on %s:%d", self.name, *self._endpoint)
             return self._endpoint
 
@@ -170,7 +174,7 @@ class BoardHost:
         if self.extensions:
             # Let on_change see what was committed, within the drain bound.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changes.join(), self.settings.drain_seconds)
+                await asyncio.wait_for(self._hooks.join(), self.settings.drain_seconds)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -356,7 +360,7 @@ class BoardHost:
             )
             board.load(stored)
             if self.extensions:
-                self._spawn(self.extensions.on_load(board.board_id))
+                self._hook(partial(self.extensions.on_load, board.board_id))
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
@@ -511,23 +515,22 @@ class BoardHost:
             return
         for board_id, seq in seqs.items():
             change = Change(board_id, seq, len(batch[board_id]), tuple(events.get(board_id, ())))
-            try:
-                self._changes.put_nowait(change)
-            except asyncio.QueueFull:
-                log.error(
-                    "on_change is %d changes behind; board %s v%d skipped",
-                    MAX_QUEUED_CHANGES,
-                    board_id,
-                    seq,
-                )
+            self._hook(partial(self.extensions.on_change, change))
 
-    async def _change_loop(self) -> None:
+    def _hook(self, call: Callable[[], Awaitable[None]]) -> None:
+        """Queue an extension hook; hooks run one at a time, in the order they were queued."""
+        try:
+            self._hooks.put_nowait(call)
+        except asyncio.QueueFull:
+            log.error("extension hooks are %d calls behind; one skipped", MAX_QUEUED_CHANGES)
+
+    async def _hook_loop(self) -> None:
         while True:
-            change = await self._changes.get()
+            call = await self._hooks.get()
             try:
-                await self.extensions.on_change(change)
+                await call()
             finally:
-                self._changes.task_done()
+                self._hooks.task_done()
 
     async def _snapshot(self, board: BoardActor) -> None:
         if board.log_since_snapshot == 0:
@@ -557,6 +560,8 @@ class BoardHost:
         room.checkpoint(state, position)
         # Updates committed while the snapshot was being written are not in it.
         board.log_since_snapshot = board.persisted_seq - upto
+        if self.extensions:
+            self._hook(partial(self.extensions.on_store, board.board_id, upto))
 
     # -- passivation and presence expiry -------------------------------------
 

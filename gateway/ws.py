@@ -93,11 +93,20 @@ async def board_socket(
         await ws.close(code=code, message=REASONS[code].encode())
         return ws
     sessions.joined(board_id, conn.conn_id)
+    # Only a gateway whose extensions look at frames pays for an await per frame.
+    inspect_frames = extensions.defines("on_message")
     try:
         async for message in ws:
             if message.type is WSMsgType.BINARY:
                 if conn.closing or link.closed:
                     break
+                if inspect_frames:
+                    try:
+                        await extensions.on_message(board_id, session, message.data)
+                    except Refused as refused:
+                        code = refused.close_code
+                        await ws.close(code=int(code), message=str(refused)[:120].encode())
+                        break
                 link.forward(conn, message.data)
                 if link.stream.needs_drain():
                     await link.stream.drain()

@@ -16,7 +16,7 @@ CHANGES_DIR = Path(tempfile.gettempdir()) / "boardcast-test-changes"
 
 
 class ChangesToFiles:
-    """Appends one JSON line per durable change to the board's file."""
+    """Appends one JSON line per durable change, and per snapshot, to the board's file."""
 
     async def on_change(self, change: Change) -> None:
         CHANGES_DIR.mkdir(exist_ok=True)
@@ -27,6 +27,11 @@ class ChangesToFiles:
         }
         with open(CHANGES_DIR / f"{change.board_id}.jsonl", "a") as out:
             out.write(json.dumps(line) + "\n")
+
+    async def on_store(self, board_id: str, version: int) -> None:
+        CHANGES_DIR.mkdir(exist_ok=True)
+        with open(CHANGES_DIR / f"{board_id}.jsonl", "a") as out:
+            out.write(json.dumps({"snapshot": version}) + "\n")
 
 
 def changes_of(board_id: str) -> list[dict[str, object]]:

@@ -158,5 +158,44 @@ async def test_on_change_runs_in_the_board_hosts_on_ray_too(
             await writer.persisted()
             await wait_until(lambda: bool(changes_of(board_id)), timeout=30, message="a change")
     recorded = changes_of(board_id)
-    assert recorded[0]["version"] >= 1
-    assert "TaskCreated" in {name for change in recorded for name in change["events"]}
+    changes = [entry for entry in recorded if "events" in entry]
+    assert changes[0]["version"] >= 1
+    assert "TaskCreated" in {name for change in changes for name in change["events"]}
+
+
+async def test_on_message_may_close_a_client_for_a_frame(tmp_path: Path, doc_examples: str) -> None:
+    from pycrdt import Text
+
+    extensions = (spec(doc_examples, "SmallFramesOnly"),)
+    async with serve("local", tmp_path, extensions=extensions) as server:
+        async with (
+            BoardClient(server.url, "small") as alice,
+            BoardClient(server.url, "small") as bob,
+        ):
+            await alice.synced()
+            await bob.synced()
+            alice.doc.get("tasks", type=Map)["t1"] = "small"
+            await wait_until(lambda: "t1" in bob.doc.get("tasks", type=Map))
+            bob.doc.get("notes", type=Text).insert(0, "x" * 5000)
+            await wait_until(lambda: bob.close_code is not None, message="bob closed")
+            assert bob.close_code == CloseCode.MESSAGE_TOO_BIG
+            await asyncio.sleep(0.2)
+            assert str(alice.doc.get("notes", type=Text)) == ""
+
+
+async def test_on_store_follows_the_snapshot_a_clean_stop_writes(
+    tmp_path: Path, cluster_name: str
+) -> None:
+    from tests.engine.changes_to_files import changes_of
+
+    board_id = f"stored-{cluster_name}"
+    extensions = ("tests.engine.changes_to_files:ChangesToFiles",)
+    async with serve("local", tmp_path, extensions=extensions) as server:
+        async with BoardClient(server.url, board_id) as writer:
+            await writer.synced()
+            writer.doc.get("tasks", type=Map)["t1"] = "kept"
+            await writer.persisted()
+    recorded = changes_of(board_id)
+    versions = [entry["version"] for entry in recorded if "version" in entry]
+    snapshots = [entry["snapshot"] for entry in recorded if "snapshot" in entry]
+    assert snapshots and snapshots[-1] == versions[-1]
