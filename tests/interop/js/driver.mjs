@@ -23,6 +23,7 @@ let doc = new Y.Doc()
 let provider = null
 /** @type {number | null} */
 let lastCloseCode = null
+let updatesReceived = 0
 
 class CommandError extends Error {}
 
@@ -153,6 +154,10 @@ const commands = {
       disableBc: true
     })
     if (awareness !== undefined) provider.awareness.setLocalState(awareness)
+    // Updates that arrived from the server (a change made as one transaction is one).
+    doc.on('update', (_update, origin) => {
+      if (origin === provider) updatesReceived += 1
+    })
     // The close code the server gave last (extensions refuse with named codes).
     provider.on('connection-close', (event) => {
       lastCloseCode = event && typeof event.code === 'number' ? event.code : null
@@ -175,7 +180,8 @@ const commands = {
       connected: provider !== null && provider.wsconnected,
       synced: provider !== null && provider.synced,
       should_connect: provider !== null && provider.shouldConnect,
-      last_close_code: lastCloseCode
+      last_close_code: lastCloseCode,
+      updates_received: updatesReceived
     }
   },
 
