@@ -70,7 +70,7 @@ class RoomLimits:
     max_board_bytes: int = 64 * _MIB  # the whole board, encoded
     max_held_updates: int = 64  # per connection, waiting for their dependencies
     max_held_bytes: int = 4 * _MIB  # per connection
-    max_consistency_checks: int = 32  # per connection: whole-board checks its updates cause
+    max_consistency_checks: int = 32  # per connection: whole-board checks its held updates cause
     max_held_seconds: float = 30.0  # how long an update may wait for its dependencies
     awareness: AwarenessLimits = field(default_factory=AwarenessLimits)
 
@@ -373,12 +373,30 @@ class BoardRoom:
             self._hold(connection, peer, _Held(index, update, now), output)
         if changes and self._holders:
             self._retry_held(output)
-        peer.checks += document.checks
-        if peer.checks > limits.max_consistency_checks:
-            # Each check encodes and reloads the whole board: a connection that
-            # keeps causing them is closed before it can make the board slow.
-            self._drop_held(connection, peer)
-            raise OutOfSync("too many updates waiting on what pycrdt keeps pending")
+        if document.checks:
+            self._charge_checks(connection, document.checks, output)
+
+    def _charge_checks(self, sender: Hashable, checks: int, output: RoomOutput) -> None:
+        """Count whole-board checks against the connections whose held updates caused them.
+
+        Checks run because pycrdt keeps held updates pending; any update touching
+        them pays one, whoever sent it (a crafted update can use a victim's
+        client id). So the holders are charged, not the sender, and a holder past
+        its budget is closed, which takes the board off the careful path.
+        """
+        limit = self.limits.max_consistency_checks
+        charged = list(self._holders) or [sender]
+        for connection in charged:
+            peer = self._peers.get(connection)
+            if peer is None:
+                continue
+            peer.checks += checks
+            if peer.checks > limit:
+                self._drop_held(connection, peer)
+                error = OutOfSync("too many updates waiting on what pycrdt keeps pending")
+                if connection == sender:
+                    raise error
+                output.closed[connection] = error
 
     def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> list[bytes]:
         """Apply one update whole or not at all; emit and return the changes it made."""

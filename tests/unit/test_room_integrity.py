@@ -273,3 +273,25 @@ def test_an_update_held_too_long_closes_its_sender_and_the_board_leaves_the_care
     own = room2.receive("w", sync_update(third[0]), now=31.0)
     assert isinstance(own.error, OutOfSync)
     assert "z" not in tasks_of(room2.doc)
+
+
+def test_whole_board_checks_are_charged_to_the_holder_not_to_its_victim() -> None:
+    # The victim's client id is public (presence). A hostile connection holds an
+    # update under that id, so each of the victim's edits touches what is pending.
+    victim: Doc[Any] = Doc(client_id=77)
+    updates: list[bytes] = []
+    victim.observe(lambda event: updates.append(event.update))
+    tasks = victim.get("tasks", type=Map)
+    for n in range(12):
+        tasks[f"k{n}"] = n
+    room = BoardRoom("b", limits=RoomLimits(max_consistency_checks=3))
+    room.receive("hostile", sync_update(updates[11]), now=0.0)
+    assert room.held_updates("hostile") == 1
+    closed: dict[Any, Any] = {}
+    for n in range(10):
+        output = room.receive("victim", sync_update(updates[n]), now=0.0)
+        assert output.error is None, f"the victim was refused at edit {n}: {output.error!r}"
+        assert output.integrated.get("victim") == n + 1
+        closed.update(output.closed)
+    assert isinstance(closed.get("hostile"), OutOfSync)
+    assert {f"k{n}": n for n in range(10)}.items() <= tasks_of(room.doc).items()
