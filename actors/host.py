@@ -533,7 +533,17 @@ class BoardHost:
                 self._hooks.task_done()
 
     async def _snapshot(self, board: BoardActor) -> None:
-        if board.log_since_snapshot == 0:
+        if board.room.rebuild_due:
+            # A dropped held update may still sit in pycrdt: clear it first.
+            try:
+                self._apply(board, board.rebuild())
+            except Exception:
+                log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
+                await self._reload(board)
+                return
+        if board.log_since_snapshot == 0 or board.room.holding:
+            # While updates are held, the encoding would carry their pending
+            # parts into the snapshot; the next commit or sweep tries again.
             return
         # The document holds at least everything up to persisted_seq.
         upto = board.persisted_seq

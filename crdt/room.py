@@ -252,9 +252,15 @@ class BoardRoom:
         writable: bool,
         read_only: bool,
     ) -> None:
+        # A client sends one step 1 and the odd query per connection; a frame of
+        # thousands would make the room encode the board (or presence) thousands
+        # of times. Only the first of each in a frame is answered.
+        answered = queried = False
         for message in iter_frame(frame):
             if isinstance(message, SyncStep1):
-                output.reply.append(sync_step2(self.document.diff(message.state_vector)))
+                if not answered:
+                    answered = True
+                    output.reply.append(sync_step2(self.document.diff(message.state_vector)))
             elif isinstance(message, SyncStep2 | SyncUpdate):
                 output.update_messages += 1
                 if read_only:
@@ -270,7 +276,8 @@ class BoardRoom:
                     # connection is alive, and reconnect after 30 s without any message.
                     output.reply.append(change)
                     output.broadcast.append(change)
-            elif isinstance(message, QueryAwareness):
+            elif isinstance(message, QueryAwareness) and not queried:
+                queried = True
                 present = self.awareness.full_update()
                 if present is not None:
                     output.reply.append(awareness_frame(present))
@@ -308,6 +315,21 @@ class BoardRoom:
         removed = self.awareness.remove_connection(connection)
         return awareness_frame(removed) if removed is not None else None
 
+    @property
+    def holding(self) -> bool:
+        """True while some connection's updates wait for their dependencies.
+
+        Then pycrdt keeps parts of them pending, and its encoding of the board
+        includes them: the host takes no snapshot until the holds are resolved
+        (integrated, or dropped after at most ``max_held_seconds``).
+        """
+        return bool(self._holders) or self.document.careful
+
+    @property
+    def rebuild_due(self) -> bool:
+        """True if a held update was dropped and a rebuild would clear what pycrdt keeps."""
+        return self.document.rebuild_due
+
     def held_updates(self, connection: Hashable) -> int:
         """How many of ``connection``'s updates wait for their dependencies."""
         peer = self._peers.get(connection)
@@ -326,7 +348,7 @@ class BoardRoom:
         if peer is None:
             peer = self._peers[connection] = _Peer()
         peer.received += 1
-        if self.document.integrated(update, deletes=False):
+        if self.document.integrated(update):
             # Nothing the board lacks (a reconnecting viewer's step 2): harmless.
             return
         if not peer.denied:
@@ -350,11 +372,13 @@ class BoardRoom:
         limits = self.limits
         if len(update) > limits.max_update_bytes:
             raise UpdateTooLarge(f"update of {len(update)} bytes (limit {limits.max_update_bytes})")
-        if not writable and not document.integrated(update, deletes=False):
+        if not writable and not document.integrated(update):
             raise WritesRefused("the store is unavailable: this update is refused")
         if document.size_estimate + len(update) > limits.max_board_bytes:
-            # The estimate only grows between checkpoints: measure before refusing.
-            document.checkpoint(document.state(), document.journal_position)
+            # The estimate only grows between checkpoints: measure before refusing,
+            # unless updates are held (the encoding would hold their pending parts).
+            if not document.careful:
+                document.checkpoint(document.state(), document.journal_position)
             if document.size_estimate + len(update) > limits.max_board_bytes:
                 raise BoardFull(
                     f"the board holds {document.size_estimate} bytes; this update of"

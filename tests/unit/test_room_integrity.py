@@ -295,3 +295,25 @@ def test_whole_board_checks_are_charged_to_the_holder_not_to_its_victim() -> Non
         closed.update(output.closed)
     assert isinstance(closed.get("hostile"), OutOfSync)
     assert {f"k{n}": n for n in range(10)}.items() <= tasks_of(room.doc).items()
+
+
+def test_a_frame_of_repeated_questions_is_answered_once() -> None:
+    room = BoardRoom("b")
+    _, updates = recorded_updates(three_writes)
+    for update in updates:
+        room.receive("w", sync_update(update), now=0.0)
+    room.receive("w", awareness_frame(encode_awareness([AwarenessEntry(5, 1, "{}")])), now=0.0)
+    flood = sync_step1(b"\x00") * 400 + bytes([3]) * 1000
+    output = room.receive("attacker", flood, now=0.0)
+    assert output.error is None
+    assert len(output.reply) == 2, "one step 2 and one presence answer, not 1,400"
+
+
+def test_no_snapshot_is_taken_while_updates_are_held() -> None:
+    room = BoardRoom("b")
+    _, updates = recorded_updates(three_writes)
+    room.receive("w", sync_update(updates[2]), now=0.0)
+    assert room.holding
+    room.receive("w", sync_update(updates[0]), now=0.0)
+    room.receive("w", sync_update(updates[1]), now=0.0)
+    assert not room.holding
