@@ -14,7 +14,8 @@ that of decoding the update, not of the whole document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pycrdt
@@ -45,21 +46,27 @@ def is_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
 
 
-def apply_update(doc: Doc[Any], update: bytes) -> None:
-    """Apply ``update`` to ``doc``, raising :class:`InvalidUpdate` if pycrdt refuses it.
-
-    After an :class:`InvalidUpdate` the document may hold part of the update:
-    callers that must not keep it rebuild the document (see ``BoardRoom``).
-    """
+@contextmanager
+def refused_as_invalid() -> Iterator[None]:
+    """Turn whatever pycrdt raises, panics included, into :class:`InvalidUpdate`."""
     try:
-        with doc.transaction(origin=REMOTE):
-            doc.apply_update(update)
+        yield
     except Exception as exc:
         raise _refused(exc) from exc
     except BaseException as exc:
         if is_panic(exc):
             raise _refused(exc) from exc
         raise
+
+
+def apply_update(doc: Doc[Any], update: bytes) -> None:
+    """Apply ``update`` to ``doc``, raising :class:`InvalidUpdate` if pycrdt refuses it.
+
+    After an :class:`InvalidUpdate` the document may hold part of the update:
+    callers that must not keep it rebuild the document (see ``BoardRoom``).
+    """
+    with refused_as_invalid(), doc.transaction(origin=REMOTE):
+        doc.apply_update(update)
 
 
 def encode_state(doc: Doc[Any], state_vector: bytes | None = None) -> bytes:
@@ -68,17 +75,11 @@ def encode_state(doc: Doc[Any], state_vector: bytes | None = None) -> bytes:
     A document left inconsistent by a crafted update can make pycrdt panic even
     while encoding; the caller then rebuilds it.
     """
-    try:
+    with refused_as_invalid():
         if state_vector is None:
             state: bytes = doc.get_update()
         else:
             state = doc.get_update(state_vector)
-    except Exception as exc:
-        raise _refused(exc) from exc
-    except BaseException as exc:
-        if is_panic(exc):
-            raise _refused(exc) from exc
-        raise
     return state
 
 
@@ -88,14 +89,8 @@ def missing_from(doc: Doc[Any], update: bytes) -> bytes | None:
     ``None`` after applying ``update`` means the document integrated it. Anything
     else means Yrs is keeping it pending (a dependency is missing) or dropped it.
     """
-    try:
+    with refused_as_invalid():
         rest: bytes = pycrdt.get_update(update, doc.get_state())
-    except Exception as exc:
-        raise _refused(exc) from exc
-    except BaseException as exc:
-        if is_panic(exc):
-            raise _refused(exc) from exc
-        raise
     # A v1 update starts with the number of clients it has structs for. (pycrdt's
     # get_state of an update is no help: it ignores structs not starting at clock 0.)
     return None if rest[:1] == _NO_STRUCTS else rest
@@ -106,14 +101,8 @@ def merge(updates: Iterable[bytes]) -> bytes:
     parts = list(updates)
     if len(parts) == 1:
         return parts[0]
-    try:
+    with refused_as_invalid():
         merged: bytes = pycrdt.merge_updates(*parts)
-    except Exception as exc:
-        raise _refused(exc) from exc
-    except BaseException as exc:
-        if is_panic(exc):
-            raise _refused(exc) from exc
-        raise
     return merged
 
 
