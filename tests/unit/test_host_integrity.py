@@ -275,3 +275,32 @@ async def test_domain_events_are_delivered_only_once_their_update_is_durable() -
         store.append_gate.open()
         await gateway.close()
         await host.stop()
+
+
+async def test_no_snapshot_is_written_while_an_update_is_held(make_host: MakeHost) -> None:
+    # pycrdt's encoding of a board carries the pending parts of held updates: a
+    # snapshot then would store what nobody acknowledged. It waits for the hold.
+    host, gateway = await make_host(snapshot_every=1)
+    updates = writer_updates(3)
+    gateway.link.send(Open(BOARD, 5, True))
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[2])))  # waits for 0 and 1
+    alice, watcher = gateway.join(1), gateway.join(2)
+    await synced(alice, watcher)
+    type_text(alice, "an innocent edit, committed")
+    await wait_until(lambda: text(watcher) == text(alice), message="edit applied")
+    await host.flush()
+    assert (await host.store.load(BOARD)).snapshot is None
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[0])))
+    gateway.link.send(Frame(BOARD, 5, sync_update(updates[1])))
+    type_text(alice, " and one more")
+    await wait_until(lambda: text(watcher) == text(alice), message="second edit applied")
+
+    async def snapshot_written() -> bool:
+        await host.flush()
+        return (await host.store.load(BOARD)).snapshot is not None
+
+    for _ in range(100):
+        if await snapshot_written():
+            break
+        await asyncio.sleep(0.05)
+    assert await snapshot_written(), "once nothing is held, the board is snapshotted again"

@@ -309,7 +309,7 @@ def test_a_frame_of_repeated_questions_is_answered_once() -> None:
     assert len(output.reply) == 2, "one step 2 and one presence answer, not 1,400"
 
 
-def test_no_snapshot_is_taken_while_updates_are_held() -> None:
+def test_the_room_says_it_is_holding_until_the_held_update_integrates() -> None:
     room = BoardRoom("b")
     _, updates = recorded_updates(three_writes)
     room.receive("w", sync_update(updates[2]), now=0.0)
