@@ -45,10 +45,6 @@ from persistence.store import BoardStore
 
 log = logging.getLogger("boardcast.host")
 
-#: Durable changes waiting for the extensions' ``on_change``; past it they are logged and skipped.
-MAX_QUEUED_CHANGES = 10_000
-#: Idempotency keys of server-side transactions a host remembers (oldest forgotten first).
-MAX_REMEMBERED_TRANSACTIONS = 10_000
 
 
 class BoardUnavailable(BoardcastError):
@@ -73,6 +69,8 @@ class HostSettings:
     limits: RoomLimits = field(default_factory=RoomLimits)
     history: str = str(DEFAULT_HISTORY)  # retention of past versions (persistence/history.py)
     extensions: tuple[str, ...] = ()  # ``module:factory`` specs whose host hooks run here
+    max_queued_hooks: int = 10_000  # extension calls waiting; past it one is logged and skipped
+    max_remembered_transactions: int = 10_000  # idempotency keys kept (oldest forgotten)
 
 
 class HostLink(StreamLink):
@@ -114,7 +112,7 @@ class BoardHost:
         # Committed changes for the extensions' on_change, in commit order.
         # Extension hooks waiting to run (on_load, on_change, on_store), in order.
         self._hooks: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(
-            MAX_QUEUED_CHANGES
+            self.settings.max_queued_hooks
         )
         self._clock = clock
         self._boards: dict[str, BoardActor] = {}
@@ -386,7 +384,7 @@ class BoardHost:
         Every client of the board sees it as one update; it is stored like a
         client's. Returns the board's version (store sequence number) once the
         change is durable. A retry with the same ``idempotency_key`` (while this
-        host remembers it: the last ``MAX_REMEMBERED_TRANSACTIONS``) applies
+        host remembers it: the last ``max_remembered_transactions``) applies
         nothing and returns the first call's version.
 
         Raises:
@@ -400,7 +398,7 @@ class BoardHost:
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if key is not None:
             self._transactions[key] = done
-            if len(self._transactions) > MAX_REMEMBERED_TRANSACTIONS:
+            if len(self._transactions) > self.settings.max_remembered_transactions:
                 del self._transactions[next(iter(self._transactions))]
         try:
             done.set_result(await self._transact(board_id, change))
@@ -522,7 +520,9 @@ class BoardHost:
         try:
             self._hooks.put_nowait(call)
         except asyncio.QueueFull:
-            log.error("extension hooks are %d calls behind; one skipped", MAX_QUEUED_CHANGES)
+            log.error(
+                "extension hooks are %d calls behind; one skipped", self.settings.max_queued_hooks
+            )
 
     async def _hook_loop(self) -> None:
         while True:

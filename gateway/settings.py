@@ -60,6 +60,8 @@ class Settings:
     close_timeout_seconds: float = 5.0
     max_cached_boards: int = 100_000  # board -> host entries a gateway keeps
     max_queued_sessions: int = 10_000  # session registrations waiting for shared state
+    max_queued_hooks: int = 10_000  # extension calls waiting in a host
+    max_remembered_transactions: int = 10_000  # idempotency keys a host keeps
     history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
     host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
     redis: str | None = None  # shared state (sessions, directory cache); None: in-process
@@ -90,6 +92,8 @@ class Settings:
             limits=self.room_limits,
             history=self.history,
             extensions=self.extensions,
+            max_queued_hooks=self.max_queued_hooks,
+            max_remembered_transactions=self.max_remembered_transactions,
         )
 
     @property
