@@ -46,7 +46,6 @@ from persistence.store import BoardStore
 log = logging.getLogger("boardcast.host")
 
 
-
 class BoardUnavailable(BoardcastError):
     """A board could not be loaded from the store (the store is failing)."""
 
