@@ -55,6 +55,9 @@ class HostSettings:
     """How a board host behaves; see docs/settings.md."""
 
     bind_host: str = "127.0.0.1"
+    # The address gateways dial, if not ``bind_host`` (which may be 0.0.0.0 or
+    # another node's view of this one): on a multi-node cluster, the node's IP.
+    advertise_host: str | None = None
     idle_seconds: float = 30.0
     snapshot_every: int = 500
     sweep_seconds: float = 5.0
@@ -143,7 +146,8 @@ class BoardHost:
                     self._serve_link, self.settings.bind_host, 0, limit=1024 * 1024
                 )
                 port = self._server.sockets[0].getsockname()[1]
-                self._endpoint = (self.settings.bind_host, port)
+                advertised = self.settings.advertise_host or self.settings.bind_host
+                self._endpoint = (advertised, port)
                 self._spawn(self._flush_loop())
                 self._spawn(self._sweep_loop())
                 if self.extensions:
