@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.messages import MAX_ORIGIN
 from crdt.close_codes import REASONS, CloseCode
 from crdt.errors import BoardcastError
 from crdt.events import DomainEvent
@@ -135,6 +136,9 @@ class Extensions:
             if session is not None:
                 identity = session.identity if session.identity is not None else identity
                 read_only = read_only or session.read_only
+        if identity is not None and len(identity) > MAX_ORIGIN:
+            # Stored with every update the client makes: a bug in an extension, not the client's.
+            raise ValueError(f"on_connect named the client with {len(identity)} characters")
         return Session(identity, read_only)
 
     async def on_message(self, board_id: str, session: Session, frame: bytes) -> None:

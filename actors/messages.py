@@ -7,10 +7,11 @@ as one msgpack array, ``[kind, field, field, ...]``, and :func:`encode` and
 Gateway to host::
 
     Hello(version, role)          first message of a link: the protocol it speaks
-    Open(board_id, conn, ack, read_only)
+    Open(board_id, conn, ack, read_only, origin)
                                   a client joined board_id (ack: it wants
                                   "persisted up to here" messages; read_only:
-                                  its updates are refused)
+                                  its updates are refused; origin: who it is,
+                                  recorded with its stored updates, or nil)
     Frame(board_id, conn, data)   a y-protocol frame from that client
     Close(board_id, conn)         the client left (cleanly or not)
 
@@ -45,6 +46,9 @@ PROTOCOL_VERSION = 1
 #: The client id meaning "nobody" in ``Broadcast.exclude``.
 NO_CONNECTION = -1
 
+#: The longest origin (who made a change) a message may carry.
+MAX_ORIGIN = 256
+
 #: The longest close reason sent (WebSocket close reasons are at most 123 bytes).
 MAX_REASON = 120
 
@@ -78,6 +82,7 @@ class Open:
     conn: int
     ack: bool = False
     read_only: bool = False
+    origin: str | None = None  # who the client is (``on_connect``), kept with its updates
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,14 @@ def encode(message: Message) -> list[Any]:
     if isinstance(message, Persisted):
         return [PERSISTED, message.conn, message.count]
     if isinstance(message, Open):
-        return [OPEN, message.board_id, message.conn, message.ack, message.read_only]
+        return [
+            OPEN,
+            message.board_id,
+            message.conn,
+            message.ack,
+            message.read_only,
+            message.origin,
+        ]
     if isinstance(message, Close):
         return [CLOSE, message.board_id, message.conn]
     if isinstance(message, Reject):
@@ -190,7 +202,8 @@ def decode(raw: Any) -> Message:
             board_id, conn, *flags = raw[1:]
             ack = bool(flags[0]) if flags else False
             read_only = bool(flags[1]) if len(flags) > 1 else False
-            return Open(_text(board_id), _int(conn), ack, read_only)
+            origin = _origin(flags[2]) if len(flags) > 2 else None
+            return Open(_text(board_id), _int(conn), ack, read_only, origin)
         if kind == CLOSE:
             _, board_id, conn = raw
             return Close(_text(board_id), _int(conn))
@@ -215,6 +228,15 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected text, got {type(value).__name__}")
     return value
+
+
+def _origin(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = _text(value)
+    if len(text) > MAX_ORIGIN:
+        raise ValueError(f"origin of {len(text)} characters (at most {MAX_ORIGIN})")
+    return text
 
 
 def _bytes(value: Any) -> bytes:

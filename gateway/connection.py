@@ -35,6 +35,7 @@ class ClientConnection:
         "board_id",
         "closing",
         "conn_id",
+        "origin",
         "read_only",
         "send_limit",
         "wants_acks",
@@ -51,6 +52,7 @@ class ClientConnection:
         send_limit: int,
         wants_acks: bool = False,
         read_only: bool = False,
+        origin: str | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.board_id = board_id
@@ -62,6 +64,8 @@ class ClientConnection:
         self.wants_acks = wants_acks
         # An extension made this session read-only: its board refuses its edits.
         self.read_only = read_only
+        # Who the client is (from ``on_connect``); its stored updates carry it.
+        self.origin = origin
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
 

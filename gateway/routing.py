@@ -73,7 +73,9 @@ class GatewayLink:
         """Route a new client's board session over this link."""
         self.boards.setdefault(conn.board_id, {})[conn.conn_id] = conn
         self.connections[conn.conn_id] = conn
-        self.stream.send(Open(conn.board_id, conn.conn_id, conn.wants_acks, conn.read_only))
+        self.stream.send(
+            Open(conn.board_id, conn.conn_id, conn.wants_acks, conn.read_only, conn.origin)
+        )
 
     def forward(self, conn: ClientConnection, data: bytes) -> None:
         """Pass a client's frame to its board."""

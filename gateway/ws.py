@@ -84,6 +84,7 @@ async def board_socket(
         send_limit=settings.send_buffer_bytes,
         wants_acks=request.query.get("ack") in {"1", "true"},
         read_only=session.read_only,
+        origin=session.identity,
     )
     try:
         link = await router.attach(conn)
