@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.store import (
+    Batches,
     BoardStore,
     LogEntry,
     StoredBoard,
     ThinningInputs,
     Version,
+    as_record,
     check_snapshot_seq,
     empty_or_unavailable,
     rebuild_at,
@@ -77,11 +79,13 @@ class MemoryStore(BoardStore):
             return StoredBoard(board_id, None, 0, list(board.log))
         return StoredBoard(board_id, snapshot.state, snapshot.seq, list(board.log))
 
-    async def append(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    async def append(self, batches: Batches) -> dict[str, int]:
         """Append the updates of several boards at once; returns each board's last seq."""
         self._check_open()
         # Copy everything first, so a bad item leaves every board as it was.
-        copies = {board_id: [bytes(u) for u in updates] for board_id, updates in batches.items()}
+        copies = {
+            board_id: [as_record(u) for u in updates] for board_id, updates in batches.items()
+        }
         at = self._clock()
         last_seqs: dict[str, int] = {}
         for board_id, updates in copies.items():
@@ -91,11 +95,26 @@ class MemoryStore(BoardStore):
                     last_seqs[board_id] = 0
                     continue
                 board = self._boards[board_id] = _Board()
-            for update in updates:
+            for record in updates:
                 board.last_seq += 1
-                board.log.append(LogEntry(board.last_seq, update, at))
+                board.log.append(
+                    LogEntry(
+                        board.last_seq, record.update, at, record.origin, record.key, record.events
+                    )
+                )
             last_seqs[board_id] = board.last_seq
         return last_seqs
+
+    async def find_key(self, board_id: str, key: str) -> int | None:
+        """The seq of the update appended with idempotency ``key``, in the log or history."""
+        self._check_open()
+        board = self._boards.get(board_id)
+        if board is None:
+            return None
+        for entry in (*board.log, *board.retained):
+            if entry.key == key:
+                return entry.seq
+        return None
 
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
         """Store a snapshot covering seq <= upto_seq; the log it covers and the old one go to

@@ -2,10 +2,11 @@
 
 Collections, in the database the URL names (``boardcast`` if it names none)::
 
-    updates           {board_id, seq, at, update | chunks}   unique (board_id, seq)
+    updates           {board_id, seq, at, update | chunks,   unique (board_id, seq)
+                       [origin], [key], [events | events_chunks]}
     snapshots         {board_id, seq, at, state | chunks}    unique (board_id)
     snapshot_history  {board_id, seq, at, state | chunks}    unique (board_id, seq)
-    update_history    {board_id, seq, at, update | chunks}   unique (board_id, seq)
+    update_history    (the same as updates)                  unique (board_id, seq)
     chunks            {set, n, board_id, at, data}           unique (set, n)
 
 Writes wait for a majority of a replica set (one server when standalone) and the journal.
@@ -17,7 +18,8 @@ inserts before it stand, the board's last seq is read again and the rest is retr
 
 A document holds at most 16 MiB, so an update or a snapshot longer than ``chunk_size``
 (8 MiB) is written as numbered ``chunks`` documents first, and the log entry or snapshot
-that names them (``chunks: {set, count, size}``, no bytes of its own) last: a crash in
+that names them (``chunks: {set, count, size}``, no bytes of its own; a log entry's
+encoded domain events likewise under ``events_chunks``) last: a crash in
 between leaves unreferenced chunks, never half an entry. Deleting goes the other way (the
 entry, then its chunks). Chunks that nothing references and that are older than
 ``orphan_grace`` are swept when the board is loaded or compacted.
@@ -45,11 +47,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.store import (
+    Batches,
     BoardStore,
     LogEntry,
+    Record,
     StoredBoard,
     ThinningInputs,
     Version,
+    as_record,
     check_snapshot_seq,
     empty_or_unavailable,
     gap_free_tail,
@@ -75,7 +80,7 @@ _REMEMBERED_BOARDS = 100_000
 _SEQ_AT = {"_id": 0, "seq": 1, "at": 1}
 _CHUNK_REF = {"_id": 0, "chunks.set": 1}
 # The field that holds the bytes of each kind of document when they are not chunked.
-_UPDATE, _STATE = "update", "state"
+_UPDATE, _STATE, _EVENTS = "update", "state", "events"
 
 
 class MongoStore(BoardStore):
@@ -167,6 +172,9 @@ class MongoStore(BoardStore):
         await self.snapshots.create_index([("board_id", ASCENDING)], unique=True)
         await self.history.create_index(by_seq, unique=True)
         await self.update_history.create_index(by_seq, unique=True)
+        by_key = [("board_id", ASCENDING), ("key", ASCENDING)]
+        await self.updates.create_index(by_key)
+        await self.update_history.create_index(by_key)
         await self.chunks.create_index([("set", ASCENDING), ("n", ASCENDING)], unique=True)
         await self.chunks.create_index([("board_id", ASCENDING), ("at", ASCENDING)])
         self._write_concern = concern
@@ -181,7 +189,9 @@ class MongoStore(BoardStore):
 
     # -- chunks ------------------------------------------------------------------
 
-    async def _payload(self, board_id: str, field: str, data: bytes) -> Document:
+    async def _payload(
+        self, board_id: str, field: str, data: bytes, chunk_field: str = "chunks"
+    ) -> Document:
         """The document fields that hold ``data``: inline, or chunks written now."""
         if len(data) <= self._chunk_size:
             return {field: data}
@@ -196,13 +206,13 @@ class MongoStore(BoardStore):
         # One document per insert keeps every message well under the server's limit.
         for piece in pieces:
             await self.chunks.insert_one(piece)
-        return {"chunks": {"set": chunk_set, "count": len(pieces), "size": len(data)}}
+        return {chunk_field: {"set": chunk_set, "count": len(pieces), "size": len(data)}}
 
-    async def _bytes(self, document: Document, field: str) -> bytes:
+    async def _bytes(self, document: Document, field: str, chunk_field: str = "chunks") -> bytes:
         """The bytes a document holds, read back from its chunks if it has them."""
         if field in document:
             return bytes(document[field])
-        reference: Document = document["chunks"]
+        reference: Document = document[chunk_field]
         cursor = self.chunks.find({"set": reference["set"]}, {"_id": 0, "data": 1})
         pieces = [bytes(d["data"]) async for d in cursor.sort("n", ASCENDING)]
         data = b"".join(pieces)
@@ -230,6 +240,12 @@ class MongoStore(BoardStore):
                 {"board_id": board_id, "chunks.set": {"$in": sorted(candidates)}}, _CHUNK_REF
             ):
                 referenced.add(str(document["chunks"]["set"]))
+        for collection in (self.updates, self.update_history):
+            async for document in collection.find(
+                {"board_id": board_id, "events_chunks.set": {"$in": sorted(candidates)}},
+                {"_id": 0, "events_chunks.set": 1},
+            ):
+                referenced.add(str(document["events_chunks"]["set"]))
         await self._delete_chunks(sorted(candidates - referenced))
 
     # -- seqs --------------------------------------------------------------------
@@ -285,13 +301,35 @@ class MongoStore(BoardStore):
 
     async def _log_entry(self, document: Document) -> LogEntry:
         update = await self._bytes(document, _UPDATE)
-        return LogEntry(int(document["seq"]), update, float(document["at"]))
+        events = (
+            await self._bytes(document, _EVENTS, "events_chunks")
+            if _EVENTS in document or "events_chunks" in document
+            else None
+        )
+        return LogEntry(
+            int(document["seq"]),
+            update,
+            float(document["at"]),
+            document.get("origin"),
+            document.get("key"),
+            events,
+        )
 
-    async def append(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    async def find_key(self, board_id: str, key: str) -> int | None:
+        """The seq of the update appended with idempotency ``key``, in the log or history."""
+        await self._ready()
+        query = {"board_id": board_id, "key": key}
+        for collection in (self.updates, self.update_history):
+            found = await collection.find_one(query, {"_id": 0, "seq": 1})
+            if found is not None:
+                return int(found["seq"])
+        return None
+
+    async def append(self, batches: Batches) -> dict[str, int]:
         """Append several boards' updates in one ordered insert; returns each board's last seq."""
         await self._ready()
         # Copied first: a bad item raises before anything is written.
-        copies = {board_id: [bytes(u) for u in updates] for board_id, updates in batches.items()}
+        copies = {board: [as_record(u) for u in updates] for board, updates in batches.items()}
         if not copies:
             return {}
         # One append at a time, so seqs taken from the cache are never handed out twice.
@@ -304,7 +342,7 @@ class MongoStore(BoardStore):
                     self._last_seqs.pop(board_id, None)
                 raise
 
-    async def _append(self, copies: dict[str, list[bytes]]) -> dict[str, int]:
+    async def _append(self, copies: dict[str, list[Record]]) -> dict[str, int]:
         # Boards with nothing to write report where they stand, read afresh.
         unknown = [b for b, ups in copies.items() if not ups or b not in self._last_seqs]
         if unknown:
@@ -314,10 +352,19 @@ class MongoStore(BoardStore):
         documents: list[Document] = []
         for board_id, updates in copies.items():
             last = self._last_seqs[board_id]
-            for i, update in enumerate(updates, start=1):
+            for i, record in enumerate(updates, start=1):
                 # Chunks of a long update are written before the entry that names them.
-                payload = await self._payload(board_id, _UPDATE, update)
-                documents.append({"board_id": board_id, "seq": last + i, "at": at, **payload})
+                payload = await self._payload(board_id, _UPDATE, record.update)
+                document = {"board_id": board_id, "seq": last + i, "at": at, **payload}
+                if record.origin is not None:
+                    document["origin"] = record.origin
+                if record.key is not None:
+                    document["key"] = record.key
+                if record.events:
+                    document.update(
+                        await self._payload(board_id, _EVENTS, record.events, "events_chunks")
+                    )
+                documents.append(document)
         pending = documents
         for _ in range(self._max_attempts):
             if not pending:

@@ -15,17 +15,19 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.store import (
+    Batches,
     BoardStore,
     LogEntry,
     StoredBoard,
     ThinningInputs,
     Version,
+    as_record,
     check_snapshot_seq,
     empty_or_unavailable,
     rebuild_at,
@@ -64,6 +66,19 @@ _SCHEMA = (
         "update" BLOB NOT NULL,
         PRIMARY KEY (board_id, seq)
     )""",
+    # What a log entry carries beside its update (who made it, the idempotency key of the
+    # transaction that made it, its domain events), for the entries that carry any. Not
+    # moved by compaction; dropped with the update by history thinning.
+    """CREATE TABLE IF NOT EXISTS update_meta (
+        board_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        origin TEXT,
+        key TEXT,
+        events BLOB,
+        PRIMARY KEY (board_id, seq)
+    )""",
+    """CREATE INDEX IF NOT EXISTS update_meta_by_key ON update_meta (board_id, key)
+        WHERE key IS NOT NULL""",
 )
 
 _ALL_SNAPSHOTS = """SELECT seq, at, state FROM snapshots WHERE board_id = ?1
@@ -155,38 +170,73 @@ class SqliteStore(BoardStore):
             ).fetchone()
             snapshot_seq, snapshot = (int(row[0]), bytes(row[1])) if row else (0, None)
             rows = connection.execute(
-                'SELECT seq, "update", at FROM updates WHERE board_id = ? AND seq > ? ORDER BY seq',
+                'SELECT u.seq, u."update", u.at, m.origin, m.key, m.events FROM updates u'
+                " LEFT JOIN update_meta m ON m.board_id = u.board_id AND m.seq = u.seq"
+                " WHERE u.board_id = ? AND u.seq > ? ORDER BY u.seq",
                 (board_id, snapshot_seq),
             ).fetchall()
-            updates = [LogEntry(int(seq), bytes(update), float(at)) for seq, update, at in rows]
+            updates = [
+                LogEntry(
+                    int(seq),
+                    bytes(update),
+                    float(at),
+                    origin,
+                    key,
+                    bytes(events) if events is not None else None,
+                )
+                for seq, update, at, origin, key, events in rows
+            ]
             return StoredBoard(board_id, snapshot, snapshot_seq, updates)
 
         # One read transaction, so a compaction by another process cannot land between reads.
         return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
 
-    async def append(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    async def append(self, batches: Batches) -> dict[str, int]:
         """Append several boards' updates in one transaction; returns each board's last seq."""
         if not batches:
             return {}
         # Copied on the caller's thread: the caller may reuse its buffers once we are awaiting.
-        rows_by_board = {
-            board_id: [bytes(u) for u in updates] for board_id, updates in batches.items()
+        records_by_board = {
+            board_id: [as_record(u) for u in updates] for board_id, updates in batches.items()
         }
 
         def write(connection: sqlite3.Connection) -> dict[str, int]:
             at = self._clock()
             last_seqs: dict[str, int] = {}
             rows: list[tuple[str, int, float, bytes]] = []
-            for board_id, updates in rows_by_board.items():
+            metas: list[tuple[str, int, str | None, str | None, bytes | None]] = []
+            for board_id, records in records_by_board.items():
                 last = int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
-                rows.extend((board_id, last + i, at, u) for i, u in enumerate(updates, start=1))
-                last_seqs[board_id] = last + len(updates)
+                for i, record in enumerate(records, start=1):
+                    rows.append((board_id, last + i, at, record.update))
+                    if record.has_meta:
+                        metas.append((board_id, last + i, record.origin, record.key, record.events))
+                last_seqs[board_id] = last + len(records)
             connection.executemany(
                 'INSERT INTO updates (board_id, seq, at, "update") VALUES (?, ?, ?, ?)', rows
             )
+            if metas:
+                # A deleted board's seqs start again at 1: what was kept of the old ones goes.
+                connection.executemany(
+                    "INSERT OR REPLACE INTO update_meta (board_id, seq, origin, key, events)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    metas,
+                )
             return last_seqs
 
         return await self._run(lambda c: _in_transaction(c, write))
+
+    async def find_key(self, board_id: str, key: str) -> int | None:
+        """The seq of the update appended with idempotency ``key``, if still retained."""
+
+        def read(connection: sqlite3.Connection) -> int | None:
+            row = connection.execute(
+                "SELECT seq FROM update_meta WHERE board_id = ? AND key = ? ORDER BY seq LIMIT 1",
+                (board_id, key),
+            ).fetchone()
+            return int(row[0]) if row is not None else None
+
+        return await self._run(read)
 
     async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
         """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
@@ -380,6 +430,11 @@ class SqliteStore(BoardStore):
                 "DELETE FROM update_history WHERE board_id = ? AND seq <= ?",
                 (board_id, thinning.drop_updates_upto),
             )
+            # Only compacted seqs are this low: the live log lies above the snapshot.
+            connection.execute(
+                "DELETE FROM update_meta WHERE board_id = ? AND seq <= ?",
+                (board_id, thinning.drop_updates_upto),
+            )
 
         await self._run(lambda c: _in_transaction(c, write))
 
@@ -402,6 +457,7 @@ class SqliteStore(BoardStore):
             connection.execute("DELETE FROM snapshots WHERE board_id = ?", (board_id,))
             connection.execute("DELETE FROM snapshot_history WHERE board_id = ?", (board_id,))
             connection.execute("DELETE FROM update_history WHERE board_id = ?", (board_id,))
+            connection.execute("DELETE FROM update_meta WHERE board_id = ?", (board_id,))
 
         await self._run(lambda c: _in_transaction(c, write))
 

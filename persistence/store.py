@@ -26,13 +26,54 @@ from persistence.history import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An update to append, and what the log keeps beside it.
+
+    Attributes:
+        update: the Yjs update.
+        origin: who made it (a user or service name from ``on_connect`` or ``transact``).
+        key: the idempotency key of the server-side transaction that made it; a retry
+            finds it with :meth:`BoardStore.find_key`.
+        events: the domain events derived from it, encoded (``crdt.events.encode_events``);
+            kept so that events whose delivery a crash interrupted are delivered again.
+    """
+
+    update: bytes
+    origin: str | None = None
+    key: str | None = None
+    events: bytes | None = None
+
+    @property
+    def has_meta(self) -> bool:
+        """Whether anything beside the update is to be kept."""
+        return self.origin is not None or self.key is not None or bool(self.events)
+
+
+def as_record(item: bytes | Record) -> Record:
+    """``item`` as a :class:`Record`, copied (a caller may reuse its buffers)."""
+    if isinstance(item, Record):
+        return Record(bytes(item.update), item.origin, item.key, item.events)
+    return Record(bytes(item))
+
+
+Batches = Mapping[str, Sequence[bytes | Record]]
+"""What one append writes: per board, updates (bare or with what is kept beside them)."""
+
+
 @dataclass(frozen=True)
 class LogEntry:
-    """One stored Yjs update, with its per-board sequence number and append time (unix seconds)."""
+    """One stored Yjs update, with its per-board sequence number and append time (unix seconds).
+
+    ``origin``, ``key`` and ``events`` are what its :class:`Record` carried (None if nothing).
+    """
 
     seq: int
     update: bytes
     at: float
+    origin: str | None = None
+    key: str | None = None
+    events: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +116,20 @@ class BoardStore(abc.ABC):
         """Return the board's snapshot and the log after it (an empty board if unknown)."""
 
     @abc.abstractmethod
-    async def append(self, batches: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    async def append(self, batches: Batches) -> dict[str, int]:
         """Append the updates of several boards in one durable write.
 
         Returns each board's last seq after the write. Seqs are per board, start at 1 and are
-        strictly increasing with no gaps. The updates are durable when this returns.
+        strictly increasing with no gaps. The updates, and what their records carry beside
+        them, are durable when this returns; ``load`` gives them back on the log entries.
+        """
+
+    @abc.abstractmethod
+    async def find_key(self, board_id: str, key: str) -> int | None:
+        """The seq of the board's update appended with idempotency ``key``, if retained.
+
+        Searches the log and the retained history: a key is found for as long as its update
+        is retained (every update for the policy's first tier; an hour by default).
         """
 
     @abc.abstractmethod

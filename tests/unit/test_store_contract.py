@@ -25,7 +25,7 @@ from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore
 from persistence.factory import open_store
 from persistence.history import KEEP_EVERYTHING, KEEP_NOTHING, parse_history_policy
 from persistence.mongo import MongoStore
-from persistence.store import HistoryUnavailable, Version
+from persistence.store import HistoryUnavailable, Record, Version
 from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -644,3 +644,68 @@ async def test_sqlite_append_survives_the_process_being_killed(tmp_path: Path) -
             (1, b"one"),
             (2, b"two"),
         ]
+
+
+# -- what a log entry carries beside its update -------------------------------------------
+
+
+async def test_origin_key_and_events_load_back_with_their_updates(store: BoardStore) -> None:
+    await store.append(
+        {
+            "b": [
+                Record(b"u1", origin="alice"),
+                b"u2",
+                Record(b"u3", origin="service:import", key="import-7", events=b"\x91\x80"),
+            ],
+            "c": [Record(b"c1", key="other")],
+        }
+    )
+    entries = (await store.load("b")).updates
+    assert [(e.seq, e.update, e.origin, e.key, e.events) for e in entries] == [
+        (1, b"u1", "alice", None, None),
+        (2, b"u2", None, None, None),
+        (3, b"u3", "service:import", "import-7", b"\x91\x80"),
+    ]
+
+
+async def test_what_entries_carry_survives_close_and_reopen(shared_backend: Backend) -> None:
+    async with shared_backend.open() as store:
+        await store.append({"b": [Record(b"u1", origin="alice", events=b"e1"), b"u2"]})
+        before = await store.load("b")
+    async with shared_backend.open() as reopened:
+        assert await reopened.load("b") == before
+        assert before.updates[0].origin == "alice" and before.updates[0].events == b"e1"
+
+
+async def test_find_key_finds_a_transaction_in_the_log_and_after_compaction(
+    store: BoardStore,
+) -> None:
+    await store.append({"b": [b"u1", Record(b"u2", key="k-2"), Record(b"u3", key="k-3")]})
+    await store.append({"other": [Record(b"o1", key="k-9")]})
+    assert await store.find_key("b", "k-2") == 2
+    assert await store.find_key("b", "k-3") == 3
+    assert await store.find_key("b", "k-9") is None  # keys are per board
+    assert await store.find_key("b", "never") is None
+    assert await store.find_key("unknown-board", "k-2") is None
+
+    # Compaction keeps the updates it covers in history, and their keys with them.
+    await store.write_snapshot("b", b"snap", 3)
+    assert (await store.load("b")).updates == []
+    assert await store.find_key("b", "k-2") == 2
+
+    await store.delete_board("b")
+    assert await store.find_key("b", "k-2") is None
+    # Numbering starts again; nothing of the deleted board's entries is carried over.
+    await store.append({"b": [Record(b"n1"), Record(b"n2", origin="bob")]})
+    assert [(e.origin, e.key) for e in (await store.load("b")).updates] == [
+        (None, None),
+        ("bob", None),
+    ]
+
+
+async def test_a_key_is_forgotten_when_retention_drops_its_update(backend: Backend) -> None:
+    async with backend.open(history=KEEP_NOTHING) as store:
+        await store.append({"b": [Record(b"u1", key="k-1"), b"u2"]})
+        assert await store.find_key("b", "k-1") == 1
+        await store.write_snapshot("b", b"snap", 2)
+        assert await store.find_key("b", "k-1") is None
