@@ -15,6 +15,7 @@ from crdt.close_codes import REASONS, CloseCode
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
+from gateway.webapp import add_web_app
 from gateway.ws import board_socket, gateway_extensions, problem
 from shared.factory import open_shared_state
 from shared.state import SharedState, SharedStateUnavailable, keep_gateway_alive
@@ -67,6 +68,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
+    add_web_app(app)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions
