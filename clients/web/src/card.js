@@ -1,0 +1,237 @@
+// The card detail: a modal dialog with every field of one task, live.
+
+import * as Y from 'yjs'
+import { bindText } from './textbinding.js'
+import { announce, h, initials, inlineForm } from './dom.js'
+
+const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' })
+
+export class CardDialog {
+  constructor (view) {
+    this.view = view
+    this.openId = null
+    this.el = h('dialog', { class: 'card-dialog', 'aria-labelledby': 'card-dialog-title' })
+    this.el.addEventListener('close', () => this.closed())
+    document.body.append(this.el)
+  }
+
+  get model () {
+    return this.view.model
+  }
+
+  open (id) {
+    if (!this.model.card(id)) return
+    this.returnFocus = document.activeElement
+    this.openId = id
+    this.build()
+    if (!this.el.open) this.el.showModal()
+    this.titleInput.focus()
+    this.view.updatePresence(id)
+  }
+
+  close () {
+    if (this.el.open) this.el.close()
+    this.closed()
+  }
+
+  closed () {
+    if (this.openId === null) return
+    const id = this.openId
+    this.openId = null
+    this.unbindText?.()
+    this.unbindText = null
+    this.el.replaceChildren()
+    this.view.updatePresence(null)
+    const card = this.view.cardEls.get(id)
+    ;(card?.button ?? this.returnFocus)?.focus?.()
+  }
+
+  task () {
+    const task = this.model.tasks.get(this.openId)
+    return task instanceof Y.Map ? task : null
+  }
+
+  /** The fields that do not keep their own state; rebuilt on every change of the task. */
+  refresh () {
+    if (this.openId === null) return
+    if (!this.task()) {
+      this.close()
+      announce('The card was deleted')
+      return
+    }
+    const card = this.model.card(this.openId)
+    if (document.activeElement !== this.titleInput) this.titleInput.value = card.title
+    this.titleInput.readOnly = this.view.readOnly
+    const due = card.due || ''
+    if (this.dueInput.value !== due) this.dueInput.value = due
+    this.dueInput.disabled = this.view.readOnly
+    this.columnSelect.disabled = this.view.readOnly
+    this.columnSelect.replaceChildren(...this.model.columnList().map((c) =>
+      h('option', { value: c.id, selected: c.id === card.column }, c.name)))
+    this.deleteButton.hidden = this.view.readOnly
+    this.descriptionInput.readOnly = this.view.readOnly
+    this.renderSet('assignees', card.assignees, 'Assignee', this.assigneesEl)
+    this.renderSet('labels', card.labels, 'Label', this.labelsEl)
+    this.renderChecklist()
+    this.renderComments()
+    for (const form of this.el.querySelectorAll('form.inline-form')) form.hidden = this.view.readOnly
+  }
+
+  build () {
+    const id = this.openId
+    this.titleInput = h('input', {
+      id: 'card-title',
+      type: 'text',
+      class: 'card-title-input',
+      oninput: (event) => this.model.setField(id, 'title', event.target.value)
+    })
+    this.columnSelect = h('select', {
+      id: 'card-column',
+      onchange: (event) => this.view.moveCard(id, event.target.value, Infinity)
+    })
+    this.dueInput = h('input', {
+      id: 'card-due',
+      type: 'date',
+      onchange: (event) => this.model.setField(id, 'due', event.target.value || null)
+    })
+    this.descriptionInput = h('textarea', { id: 'card-description', rows: 6 })
+    this.assigneesEl = h('ul', { class: 'chips', 'aria-label': 'Assignees' })
+    this.labelsEl = h('ul', { class: 'chips', 'aria-label': 'Labels' })
+    this.checklistEl = h('ul', { class: 'checklist', 'aria-label': 'Checklist' })
+    this.commentsEl = h('ol', { class: 'comments', 'aria-label': 'Comments' })
+    this.viewersEl = h('p', { class: 'card-viewers-line' })
+    this.deleteButton = h('button', {
+      type: 'button',
+      class: 'danger',
+      onclick: () => {
+        const title = this.model.card(id)?.title
+        this.close()
+        this.model.deleteTask(id)
+        announce(`Card ${title} deleted`)
+      }
+    }, 'Delete card')
+    const commentInput = h('textarea', { id: 'card-comment', rows: 2 })
+    const commentForm = h('form', {
+      class: 'inline-form comment-form',
+      onsubmit: (event) => {
+        event.preventDefault()
+        const text = commentInput.value.trim()
+        if (!text) return
+        this.model.addComment(id, this.view.session.user.name, text)
+        commentInput.value = ''
+      }
+    }, h('label', { for: 'card-comment' }, 'Add a comment'), commentInput, h('button', { type: 'submit' }, 'Comment'))
+
+    this.el.replaceChildren(
+      h('div', { class: 'dialog-head' },
+        h('h2', { id: 'card-dialog-title', class: 'visually-hidden' }, 'Card'),
+        h('label', { for: 'card-title', class: 'field-label' }, 'Title'),
+        this.titleInput,
+        h('button', { type: 'button', class: 'close', 'aria-label': 'Close card', onclick: () => this.close() }, '✕')),
+      this.viewersEl,
+      h('div', { class: 'dialog-body' },
+        h('div', { class: 'dialog-main' },
+          h('label', { for: 'card-description', class: 'field-label' }, 'Description'),
+          this.descriptionInput,
+          h('h3', {}, 'Checklist'),
+          this.checklistEl,
+          inlineForm({ label: 'New checklist item', button: 'Add item', placeholder: 'Add an item', name: 'checklist-item', onSubmit: (text) => this.model.addChecklistItem(id, text) }),
+          h('h3', {}, 'Comments'),
+          this.commentsEl,
+          commentForm),
+        h('div', { class: 'dialog-side' },
+          h('label', { for: 'card-column', class: 'field-label' }, 'Column'),
+          this.columnSelect,
+          h('label', { for: 'card-due', class: 'field-label' }, 'Due date'),
+          this.dueInput,
+          h('h3', {}, 'Assignees'),
+          this.assigneesEl,
+          inlineForm({ label: 'Assign someone', button: 'Assign', placeholder: 'Name', name: 'assignee', onSubmit: (name) => this.model.addToSet(id, 'assignees', name) }),
+          h('h3', {}, 'Labels'),
+          this.labelsEl,
+          inlineForm({ label: 'Add a label', button: 'Add label', placeholder: 'Label', name: 'label', onSubmit: (name) => this.model.addToSet(id, 'labels', name) }),
+          this.deleteButton)))
+    this.unbindText?.()
+    let text = this.task().get('description')
+    if (!(text instanceof Y.Text)) {
+      // A careless client wrote a plain string: make it a Y.Text so edits merge from now on.
+      const initial = typeof text === 'string' ? text : ''
+      if (!this.view.readOnly) {
+        this.model.editTask(id, (task) => task.set('description', new Y.Text(initial)))
+        text = this.task().get('description')
+      }
+    }
+    if (text instanceof Y.Text) {
+      this.unbindText = bindText(this.descriptionInput, text, {
+        transact: (fn) => this.model.editTask(id, fn),
+        readOnly: this.view.readOnly
+      })
+    }
+    this.refresh()
+  }
+
+  renderSet (key, names, what, listEl) {
+    listEl.replaceChildren(...names.map((name) => h('li', { class: 'chip' },
+      key === 'assignees' ? h('span', { class: 'avatar small', 'aria-hidden': 'true' }, initials(name)) : null,
+      h('span', {}, name),
+      this.view.readOnly
+        ? null
+        : h('button', {
+          type: 'button',
+          class: 'icon',
+          'aria-label': `Remove ${what.toLowerCase()} ${name}`,
+          onclick: () => this.model.removeFromSet(this.openId, key, name)
+        }, '✕'))))
+    if (!names.length) listEl.replaceChildren(h('li', { class: 'none' }, 'None'))
+  }
+
+  renderChecklist () {
+    const list = this.task().get('checklist')
+    const items = list instanceof Y.Array ? list.toArray().filter((i) => i instanceof Y.Map) : []
+    const focusedItem = document.activeElement?.dataset?.item
+    this.checklistEl.replaceChildren(...items.map((item) => {
+      const itemId = String(item.get('id'))
+      const boxId = `check-${itemId}`
+      return h('li', {},
+        h('input', {
+          type: 'checkbox',
+          id: boxId,
+          checked: item.get('done') === 'true',
+          disabled: this.view.readOnly,
+          dataset: { item: itemId },
+          onchange: () => this.model.toggleChecklistItem(this.openId, itemId)
+        }),
+        h('label', { for: boxId }, String(item.get('text') ?? '')),
+        this.view.readOnly
+          ? null
+          : h('button', {
+            type: 'button',
+            class: 'icon',
+            'aria-label': `Remove item ${item.get('text')}`,
+            onclick: () => this.model.removeChecklistItem(this.openId, itemId)
+          }, '✕'))
+    }))
+    if (focusedItem) this.checklistEl.querySelector(`[data-item="${focusedItem}"]`)?.focus()
+  }
+
+  renderComments () {
+    const list = this.task().get('comments')
+    const items = list instanceof Y.Array ? list.toArray().filter((i) => i instanceof Y.Map) : []
+    this.commentsEl.replaceChildren(...items.map((c) => {
+      const at = new Date(String(c.get('created_at') ?? ''))
+      return h('li', { class: 'comment' },
+        h('p', { class: 'comment-head' },
+          h('strong', {}, String(c.get('author') ?? '')),
+          ' ',
+          Number.isNaN(at.getTime()) ? '' : h('time', { datetime: at.toISOString() }, TIME.format(at))),
+        h('p', { class: 'comment-text' }, String(c.get('text') ?? '')))
+    }))
+    if (!items.length) this.commentsEl.replaceChildren(h('li', { class: 'none' }, 'No comments yet.'))
+  }
+
+  renderViewers (onCards) {
+    if (this.openId === null) return
+    const users = onCards.get(this.openId) || []
+    this.viewersEl.textContent = users.length ? `Also here: ${users.map((u) => u.name).join(', ')}` : ''
+  }
+}

@@ -1,0 +1,107 @@
+// The board list: projects, each with its boards, from the shared directory document.
+
+import { h, inlineForm } from './dom.js'
+import { newBoards } from './board.js'
+
+/** Create a board: its directory entry now; the board view writes its title and columns. */
+function createBoard (directory, title, projectId) {
+  const id = directory.addBoard(title, projectId)
+  newBoards.set(id, { title, project: projectId })
+  return id
+}
+
+export function renderHome (main, { directory, connection, session }) {
+  const readOnly = session.role === 'viewer'
+  const render = () => {
+    const projects = directory.projectList()
+    const sections = projects.map((project) => {
+      const boards = directory.boardList(project.id)
+      const headingId = `p-${project.id}`
+      return h('section', { class: 'project', 'aria-labelledby': headingId },
+        h('h2', { id: headingId }, project.name),
+        boards.length
+          ? h('ul', { class: 'board-list' }, boards.map((b) =>
+            h('li', {}, h('a', { href: `#/b/${b.id}`, class: 'board-link' }, b.title))))
+          : h('p', { class: 'empty' }, 'No boards in this project yet.'),
+        readOnly
+          ? null
+          : inlineForm({
+            label: `New board in ${project.name}`,
+            button: 'Create board',
+            placeholder: 'Board title',
+            name: 'new-board',
+            onSubmit: (title) => {
+              const id = createBoard(directory, title, project.id)
+              location.hash = `#/b/${id}`
+            }
+          }))
+    })
+    const synced = connection.state.synced || projects.length > 0
+    main.replaceChildren(
+      h('div', { class: 'home' },
+        h('h1', {}, 'Projects and boards'),
+        !synced ? h('p', { class: 'empty' }, 'Loading…') : null,
+        synced && projects.length === 0
+          ? h('p', { class: 'empty' }, readOnly
+            ? 'There are no projects yet.'
+            : 'There are no projects yet. Create one, then a board in it.')
+          : null,
+        ...sections,
+        readOnly
+          ? null
+          : h('section', { class: 'project new-project', 'aria-labelledby': 'new-project-title' },
+            h('h2', { id: 'new-project-title' }, 'New project'),
+            inlineForm({
+              label: 'Project name',
+              button: 'Create project',
+              placeholder: 'Project name',
+              name: 'new-project',
+              onSubmit: (name) => directory.addProject(name)
+            })),
+        h('section', { class: 'project open-board', 'aria-labelledby': 'open-board-title' },
+          h('h2', { id: 'open-board-title' }, 'Open a board by its id'),
+          inlineForm({
+            label: 'Board id',
+            button: 'Open',
+            placeholder: 'board id',
+            name: 'open-board',
+            onSubmit: (id) => { location.hash = `#/b/${encodeURIComponent(id)}` }
+          }))))
+  }
+  // Keep focus where it was across re-renders (a new project appearing must not steal it).
+  const rerender = () => {
+    const active = document.activeElement
+    const name = active?.name
+    const value = active?.value
+    const headingText = active?.closest?.('section')?.querySelector('h2')?.textContent
+    render()
+    if (name) {
+      for (const section of main.querySelectorAll('section')) {
+        if (section.querySelector('h2')?.textContent !== headingText) continue
+        const again = section.querySelector(`[name="${name}"]`)
+        if (again) {
+          again.value = value
+          again.focus()
+        }
+      }
+    }
+  }
+  render()
+  const observer = () => rerender()
+  directory.projects.observeDeep(observer)
+  directory.boards.observeDeep(observer)
+  let wasSynced = connection.state.synced
+  const onChange = () => {
+    if (connection.state.synced !== wasSynced) {
+      wasSynced = connection.state.synced
+      rerender()
+    }
+  }
+  connection.addEventListener('change', onChange)
+  main.focus({ preventScroll: true })
+  return () => {
+    directory.projects.unobserveDeep(observer)
+    directory.boards.unobserveDeep(observer)
+    connection.removeEventListener('change', onChange)
+  }
+}
