@@ -320,7 +320,8 @@ export class BoardView {
     const card = this.model.card(id)
     if (!card) return null
     const button = h('button', { type: 'button', class: 'card-open', 'aria-describedby': 'board-help' })
-    const el = h('li', { class: 'card', dataset: { id }, draggable: !this.readOnly }, button)
+    const el = h('li', { class: 'card', dataset: { id } }, button)
+    el.draggable = !this.readOnly
     el.button = button
     button.addEventListener('click', () => this.dialog.open(id))
     button.addEventListener('focus', () => this.setFocusCard(id))

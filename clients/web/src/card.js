@@ -27,6 +27,7 @@ export class CardDialog {
     if (!this.el.open) this.el.showModal()
     this.titleInput.focus()
     this.view.updatePresence(id)
+    this.view.renderPresence()
   }
 
   close () {
