@@ -29,7 +29,7 @@ from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError, BoardCorrupted
 from crdt.events import BoardEventRecorder, DomainEvent
 from crdt.room import BoardRoom, RoomLimits
-from persistence.store import StoredBoard
+from persistence.store import Record, StoredBoard
 
 EventSink = Callable[[list[DomainEvent]], None]
 """Receives the domain events of each applied frame (task created, moved...)."""
@@ -72,16 +72,17 @@ class BoardOutput:
 
     Attributes:
         messages: stream messages for gateways, in order.
-        updates: Yjs updates that changed the document, to be persisted in order.
+        updates: Yjs updates that changed the document, to be persisted in order,
+            each with who made it (the origin its connection or transaction named).
         acks: for each client that asked for acknowledgements and whose count
             moved, the count to acknowledge once ``updates`` are durable.
-        events: domain events derived from ``updates``, to be delivered once
-            they are durable.
+        events: domain events derived from ``updates``, to be stored with the
+            last of them and delivered once they are durable.
         corrupted: the document could not be rebuilt; the host reloads the board.
     """
 
     messages: list[tuple[Link, HostMessage]] = field(default_factory=list)
-    updates: list[bytes] = field(default_factory=list)
+    updates: list[Record] = field(default_factory=list)
     acks: Acks = field(default_factory=list)
     events: list[DomainEvent] = field(default_factory=list)
     corrupted: bool = False
@@ -113,6 +114,8 @@ class BoardActor:
         self.inbox_bytes = 0
         self.persisted_seq = 0
         self.log_since_snapshot = 0
+        # Changes up to here were handed to every event consumer (host bookkeeping).
+        self.delivered_seq = 0
         self.idle_since: float | None = None
         self._clock = clock
         self._derive_events = derive_events
@@ -120,6 +123,7 @@ class BoardActor:
         # The room names connections by key; this maps a key back to its client.
         self._connections: dict[Hashable, tuple[Link, int]] = {}
         self._read_only: set[Hashable] = set()  # connections whose updates are refused
+        self._origins: dict[Hashable, str] = {}  # who each named connection is
 
     @property
     def connection_count(self) -> int:
@@ -142,14 +146,25 @@ class BoardActor:
         self.idle_since = self._clock()
 
     def open(
-        self, link: Link, conn: int, *, ack: bool = False, read_only: bool = False
+        self,
+        link: Link,
+        conn: int,
+        *,
+        ack: bool = False,
+        read_only: bool = False,
+        origin: str | None = None,
     ) -> BoardOutput:
-        """A client joined through ``link``: start its sync."""
+        """A client joined through ``link``: start its sync.
+
+        ``origin`` names the client; it is stored with every update it makes.
+        """
         out = BoardOutput()
         self.subscribers.setdefault(link, set()).add(conn)
         self._connections[_key(link, conn)] = (link, conn)
         if read_only:
             self._read_only.add(_key(link, conn))
+        if origin is not None:
+            self._origins[_key(link, conn)] = origin
         if ack:
             self.acked_connections[(link, conn)] = 0
         self.idle_since = None
@@ -180,7 +195,12 @@ class BoardActor:
             out.send(link, Send(conn, frame))
         for frame in output.broadcast:
             self._broadcast(frame, link, conn, out)
-        out.updates = output.updates
+        # A held update of another connection may have integrated on this frame.
+        origins = self._origins
+        out.updates = [
+            Record(update, origins.get(source) if source is not None else None)
+            for update, source in zip(output.updates, output.sources, strict=True)
+        ]
         if output.rebuilt:
             self._observe_new_document(out)
         elif output.updates and self._recorder is not None:
@@ -196,18 +216,25 @@ class BoardActor:
             self._reject(link, conn, output.error, out)
         return out
 
-    def transact(self, change: Callable[[Board], object]) -> BoardOutput:
+    def transact(
+        self,
+        change: Callable[[Board], object],
+        *,
+        origin: str | None = None,
+        key: str | None = None,
+    ) -> BoardOutput:
         """Run a server-side change through the typed board API, as one transaction.
 
         Every client of the board gets it as one update; it is stored like a
-        client's. If the change raises (or would make the board too large),
-        nothing of it is kept and ``BoardOutput.error`` says why.
+        client's, with ``origin`` (who made it) and the idempotency ``key``. If
+        the change raises (or would make the board too large), nothing of it is
+        kept and ``BoardOutput.error`` says why.
         """
         out = BoardOutput()
         output = self.room.transact(lambda doc: change(Board(doc)))
         for frame in output.broadcast:
             self._broadcast(frame, None, NO_CONNECTION, out)
-        out.updates = output.updates
+        out.updates = [Record(update, origin, key) for update in output.updates]
         if output.rebuilt:
             self._observe_new_document(out)
         elif output.updates and self._recorder is not None:
@@ -250,6 +277,7 @@ class BoardActor:
         self.acked_connections.pop((link, conn), None)
         self._connections.pop(_key(link, conn), None)
         self._read_only.discard(_key(link, conn))
+        self._origins.pop(_key(link, conn), None)
         if not conns:
             del self.subscribers[link]
         removal = self.room.leave(_key(link, conn))
@@ -302,6 +330,8 @@ class BoardActor:
             out.send(link, reject(conn, code))
         self.subscribers.clear()
         self._connections.clear()
+        self._origins.clear()
+        self._read_only.clear()
         self.inbox.clear()
         self.inbox_bytes = 0
         return out

@@ -79,12 +79,20 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Updates of one board that became durable in one store write."""
+    """Durable updates of one board, made by one origin: versions ``version - updates + 1``
+    to ``version``.
+
+    Delivered at least once: after a crash, changes whose delivery it may have cut
+    off come again, one per stored update. They arrive in version order, so a
+    consumer that keeps the highest ``version`` it handled drops a change whose
+    ``version`` is not above it and never handles an event twice.
+    """
 
     board_id: str
-    version: int  # the board's sequence number after the write
-    updates: int  # how many stored updates the write added
+    version: int  # the board's sequence number of the last update in the change
+    updates: int  # how many stored updates it covers
     events: Sequence[DomainEvent] = field(default_factory=tuple)
+    origin: str | None = None  # who made them (``on_connect``'s identity, transact's origin)
 
 
 def load_extensions(specs: Sequence[str]) -> list[Any]:

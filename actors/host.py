@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -37,11 +37,11 @@ from actors.stream import StreamLink
 from crdt.board import Board
 from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError
-from crdt.events import DomainEvent
+from crdt.events import DomainEvent, decode_events, encode_events
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
-from persistence.store import BoardStore
+from persistence.store import BoardStore, Record, StoredBoard
 
 log = logging.getLogger("boardcast.host")
 
@@ -73,6 +73,28 @@ class HostSettings:
     extensions: tuple[str, ...] = ()  # ``module:factory`` specs whose host hooks run here
     max_queued_hooks: int = 10_000  # extension calls waiting; past it one is logged and skipped
     max_remembered_transactions: int = 10_000  # idempotency keys kept (oldest forgotten)
+
+
+@dataclass(slots=True)
+class _Unsaved:
+    """An update waiting to be committed, and the domain events it yields."""
+
+    record: Record
+    events: list[DomainEvent] = field(default_factory=list)
+
+
+def _changes(board_id: str, first_seq: int, entries: list[_Unsaved]) -> list[Change]:
+    """The committed entries (numbered from ``first_seq``) as changes, one per run of one origin."""
+    changes: list[Change] = []
+    start = 0
+    for i, entry in enumerate(entries):
+        if i + 1 < len(entries) and entries[i + 1].record.origin == entry.record.origin:
+            continue
+        run = entries[start : i + 1]
+        events = tuple(event for unsaved in run for event in unsaved.events)
+        changes.append(Change(board_id, first_seq + i, len(run), events, entry.record.origin))
+        start = i + 1
+    return changes
 
 
 class HostLink(StreamLink):
@@ -120,9 +142,9 @@ class BoardHost:
         self._boards: dict[str, BoardActor] = {}
         self._links: set[HostLink] = set()
         self._link_numbers = itertools.count(1)
-        self._pending: dict[str, list[bytes]] = {}
+        # Updates to commit, per board, in order, each with the events it yields.
+        self._pending: dict[str, list[_Unsaved]] = {}
         self._pending_acks: dict[tuple[Link, int], int] = {}
-        self._pending_events: dict[str, list[DomainEvent]] = {}
         # Boards being loaded: resolved with True once active, False if loading failed.
         self._loaded: dict[str, asyncio.Future[bool]] = {}
         # Server-side transactions by idempotency key: their version once durable.
@@ -167,13 +189,15 @@ class BoardHost:
         for link in list(self._links):
             link.abort()
         await self.flush()
+        # Let on_change see what was committed, within the drain bound: what it
+        # has not seen stays in the log, and is delivered when the board loads.
+        await self._caught_up()
         for board in list(self._boards.values()):
             if board.phase is not BoardPhase.LOADING:
                 await self._snapshot(board)
             board.release()
         self._boards.clear()
         if self.extensions:
-            # Let on_change see what was committed, within the drain bound.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hooks.join(), self.settings.drain_seconds)
         for task in list(self._tasks):
@@ -299,7 +323,13 @@ class BoardHost:
             writable = self._unsaved_bytes <= self.settings.max_unsaved_bytes
             self._apply(board, board.receive(link, message.conn, message.data, writable=writable))
         elif isinstance(message, Open):
-            opened = board.open(link, message.conn, ack=message.ack, read_only=message.read_only)
+            opened = board.open(
+                link,
+                message.conn,
+                ack=message.ack,
+                read_only=message.read_only,
+                origin=message.origin,
+            )
             self._apply(board, opened)
         else:
             self._apply(board, board.close(link, message.conn))
@@ -310,11 +340,16 @@ class BoardHost:
             link.send(message)
         board_id = board.board_id
         if out.updates:
-            self._pending.setdefault(board_id, []).extend(out.updates)
-            self._unsaved_bytes += sum(len(update) for update in out.updates)
-        if out.events:
-            # Delivered once the updates they come from are durable.
-            self._pending_events.setdefault(board_id, []).extend(out.events)
+            unsaved = [_Unsaved(record) for record in out.updates]
+            if out.events and self._derive_events:
+                # Stored with the last update they come from, so that a crash
+                # before they are delivered cannot lose them; delivered once
+                # that update is durable, never before.
+                last = unsaved[-1]
+                last.events = out.events
+                last.record = replace(last.record, events=encode_events(out.events))
+            self._pending.setdefault(board_id, []).extend(unsaved)
+            self._unsaved_bytes += sum(len(record.update) for record in out.updates)
         for key, count in out.acks:
             self._pending_acks[key] = count
         if out.updates or out.acks:
@@ -362,6 +397,8 @@ class BoardHost:
             board.load(stored)
             if self.extensions:
                 self._hook(partial(self.extensions.on_load, board.board_id))
+            if self._derive_events:
+                await self._redeliver(board, stored)
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
@@ -381,14 +418,17 @@ class BoardHost:
         change: Callable[[Board], object],
         *,
         idempotency_key: str | None = None,
+        origin: str | None = None,
     ) -> int:
         """Run ``change`` on a board (loaded if need be) as one transaction.
 
         Every client of the board sees it as one update; it is stored like a
-        client's. Returns the board's version (store sequence number) once the
-        change is durable. A retry with the same ``idempotency_key`` (while this
-        host remembers it: the last ``max_remembered_transactions``) applies
-        nothing and returns the first call's version.
+        client's, with ``origin`` (who made it). Returns the board's version
+        (store sequence number) once the change is durable. A retry with the
+        same ``idempotency_key`` applies nothing and returns the first call's
+        version: while this host remembers the key (the last
+        ``max_remembered_transactions``), or else while the store retains the
+        update it was stored with (``BoardStore.find_key``), across restarts.
 
         Raises:
             BoardcastError: the change raised or would make the board too large;
@@ -404,7 +444,7 @@ class BoardHost:
             if len(self._transactions) > self.settings.max_remembered_transactions:
                 del self._transactions[next(iter(self._transactions))]
         try:
-            done.set_result(await self._transact(board_id, change))
+            done.set_result(await self._transact(board_id, change, idempotency_key, origin))
         except BaseException as exc:
             if key is not None:
                 # A failed transaction may be retried for real.
@@ -414,12 +454,33 @@ class BoardHost:
             raise
         return done.result()
 
-    async def _transact(self, board_id: str, change: Callable[[Board], object]) -> int:
+    async def _transact(
+        self,
+        board_id: str,
+        change: Callable[[Board], object],
+        idempotency_key: str | None,
+        origin: str | None,
+    ) -> int:
         board = self._boards.get(board_id) or self._new_board(board_id)
         loaded = self._loaded.get(board_id)
         if loaded is not None and not await asyncio.shield(loaded):
             raise BoardUnavailable(f"board {board_id!r} could not be loaded")
-        out = board.transact(change)
+        if idempotency_key is not None:
+            # Applied before this host knew the key (another host, or before a restart)?
+            # Each board runs on one host at a time, so the store is the whole truth.
+            stored = await asyncio.wait_for(
+                self.store.find_key(board_id, idempotency_key),
+                self.settings.store_timeout_seconds,
+            )
+            if stored is not None:
+                return stored
+            if any(
+                unsaved.record.key == idempotency_key for unsaved in self._pending.get(board_id, ())
+            ):
+                # Only a forgotten first call leaves its update uncommitted here.
+                await self.flush()
+                return board.persisted_seq
+        out = board.transact(change, origin=origin, key=idempotency_key)
         self._apply(board, out)
         if out.error is not None:
             raise out.error
@@ -462,61 +523,105 @@ class BoardHost:
                 return
             batch, self._pending = self._pending, {}
             acks, self._pending_acks = self._pending_acks, {}
-            events, self._pending_events = self._pending_events, {}
+            records = {
+                board_id: [unsaved.record for unsaved in entries]
+                for board_id, entries in batch.items()
+            }
             try:
                 seqs = (
                     await asyncio.wait_for(
-                        self.store.append(batch), self.settings.store_timeout_seconds
+                        self.store.append(records), self.settings.store_timeout_seconds
                     )
-                    if batch
+                    if records
                     else {}
                 )
             except BaseException:
                 # Put everything back in front of what arrived meanwhile.
-                for board_id, updates in self._pending.items():
-                    batch.setdefault(board_id, []).extend(updates)
+                for board_id, entries in self._pending.items():
+                    batch.setdefault(board_id, []).extend(entries)
                 self._pending = batch
                 self._pending_acks = {**acks, **self._pending_acks}
-                for board_id, derived in self._pending_events.items():
-                    events.setdefault(board_id, []).extend(derived)
-                self._pending_events = events
                 raise
-            self._unsaved_bytes -= sum(len(u) for updates in batch.values() for u in updates)
+            self._unsaved_bytes -= sum(
+                len(record.update) for entries in records.values() for record in entries
+            )
             # Everything each client sent before the batch was taken is durable now.
             for (link, conn), count in acks.items():
                 link.send(Persisted(conn, count))
-            self._deliver_events(events, seqs, batch)
             for board_id, seq in seqs.items():
                 board = self._boards.get(board_id)
                 if board is None:
                     continue
                 board.persisted_seq = seq
                 board.log_since_snapshot += len(batch[board_id])
-                if (
+            if self._derive_events:
+                for board_id, entries in batch.items():
+                    first = seqs[board_id] - len(entries) + 1
+                    for change in _changes(board_id, first, entries):
+                        await self._deliver(change)
+            for board_id in seqs:
+                board = self._boards.get(board_id)
+                if board is not None and (
                     board.log_since_snapshot >= self.settings.snapshot_every
                     or board.room.size_estimate - board.room.base_size
                     >= self.settings.snapshot_every_bytes
                 ):
                     await self._snapshot(board)
 
-    def _deliver_events(
-        self,
-        events: dict[str, list[DomainEvent]],
-        seqs: dict[str, int],
-        batch: dict[str, list[bytes]],
-    ) -> None:
-        """Hand a durable batch's changes to the sink and the extensions, never before."""
-        if self._event_sink is not None:
-            for derived in events.values():
-                try:
-                    self._event_sink(derived)
-                except Exception:
-                    log.exception("the event sink failed; the events of that batch are dropped")
-        if not self.extensions:
-            return
-        for board_id, seq in seqs.items():
-            change = Change(board_id, seq, len(batch[board_id]), tuple(events.get(board_id, ())))
-            self._hook(partial(self.extensions.on_change, change))
+    # -- domain events and on_change, at least once ------------------------------
+
+    async def _deliver(self, change: Change) -> None:
+        """Hand one durable change to the event sink and the ``on_change`` hooks.
+
+        The board's ``delivered_seq`` moves once every consumer has had it; a
+        snapshot never covers what was not delivered, so after a crash the
+        stored log tail is delivered again (:meth:`_redeliver`). When the hooks
+        are ``max_queued_hooks`` behind, commits wait for them rather than drop
+        a change.
+        """
+        if self._event_sink is not None and change.events:
+            try:
+                self._event_sink(list(change.events))
+            except Exception:
+                log.exception("the event sink failed on board %s", change.board_id)
+        if self.extensions.defines("on_change"):
+            await self._hooks.put(partial(self._on_change, change))
+        else:
+            self._delivered(change)
+
+    async def _on_change(self, change: Change) -> None:
+        await self.extensions.on_change(change)
+        self._delivered(change)
+
+    def _delivered(self, change: Change) -> None:
+        board = self._boards.get(change.board_id)
+        if board is not None and change.version > board.delivered_seq:
+            board.delivered_seq = change.version
+
+    async def _redeliver(self, board: BoardActor, stored: StoredBoard) -> None:
+        """Deliver again the changes of the stored log tail: a crash may have cut them off.
+
+        Each entry goes as a change of its own, so a consumer that keeps the
+        highest version it handled (changes arrive in order) drops exactly the
+        ones it already had.
+        """
+        board.delivered_seq = stored.snapshot_seq
+        for entry in stored.updates:
+            try:
+                events = decode_events(entry.events) if entry.events else []
+            except ValueError:
+                log.exception(
+                    "board %s seq %d: stored events unreadable", board.board_id, entry.seq
+                )
+                events = []
+            change = Change(board.board_id, entry.seq, 1, tuple(events), entry.origin)
+            await self._deliver(change)
+
+    async def _caught_up(self) -> None:
+        """Wait until every change committed so far has been delivered (bounded)."""
+        if self.extensions.defines("on_change"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hooks.join(), self.settings.drain_seconds)
 
     def _hook(self, call: Callable[[], Awaitable[None]]) -> None:
         """Queue an extension hook; hooks run one at a time, in the order they were queued."""
@@ -548,8 +653,14 @@ class BoardHost:
             # While updates are held, the encoding would carry their pending
             # parts into the snapshot; the next commit or sweep tries again.
             return
-        # The document holds at least everything up to persisted_seq.
+        # The document holds at least everything up to persisted_seq; the
+        # snapshot covers no change its consumers have not had (the log tail
+        # after it is what a crash makes the host deliver again).
         upto = board.persisted_seq
+        if self._derive_events:
+            upto = min(upto, board.delivered_seq)
+        if upto <= board.persisted_seq - board.log_since_snapshot:
+            return
         room = board.room
         state, state_vector, position = room.state(), room.doc.get_state(), room.journal_position
         # Nothing is trimmed under a snapshot that does not load back into the
@@ -602,6 +713,7 @@ class BoardHost:
         board.phase = BoardPhase.RELEASING
         try:
             await self.flush()
+            await self._caught_up()
             await self._snapshot(board)
             # A client may have come, edited and gone during the snapshot write:
             # its updates must be committed and covered before the board may go.

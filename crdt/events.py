@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+import msgpack
 from pycrdt import Doc, Map, Subscription
 from pycrdt._pycrdt import Array as _RawArray
 from pycrdt._pycrdt import Map as _RawMap
@@ -169,6 +170,23 @@ def event_from_dict(data: Mapping[str, Any]) -> DomainEvent:
         return event_type(**values)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed {event_type.kind} event: {exc!r}") from exc
+
+
+def encode_events(events: Iterable[DomainEvent]) -> bytes:
+    """Events as bytes to store beside the update they came from (msgpack)."""
+    packed: bytes = msgpack.packb([event.to_dict() for event in events], use_bin_type=True)
+    return packed
+
+
+def decode_events(data: bytes) -> list[DomainEvent]:
+    """The events :func:`encode_events` stored; ``ValueError`` if ``data`` holds none."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise ValueError(f"stored events do not decode: {exc}") from exc
+    if not isinstance(raw, list):
+        raise ValueError("stored events are not a list")
+    return [event_from_dict(item) for item in raw if isinstance(item, dict)]
 
 
 @dataclass(slots=True)

@@ -83,6 +83,9 @@ class RoomOutput:
         reply: frames for the connection that sent the frame, in order.
         broadcast: frames for every other connection on the board, in order.
         updates: Yjs updates that changed the document, to be persisted in order.
+        sources: for each of ``updates``, the connection whose update it came
+            from (a held update integrates on another's frame), None for a
+            server-side change.
         update_messages: sync step 2 and update messages read from the frame.
         integrated: for each connection whose count moved, how many of its
             update messages (counted from 1 on that connection) are now all in
@@ -99,6 +102,7 @@ class RoomOutput:
     reply: list[bytes] = field(default_factory=list)
     broadcast: list[bytes] = field(default_factory=list)
     updates: list[bytes] = field(default_factory=list)
+    sources: list[Hashable | None] = field(default_factory=list)
     update_messages: int = 0
     integrated: dict[Hashable, int] = field(default_factory=dict)
     closed: dict[Hashable, BoardcastError] = field(default_factory=dict)
@@ -301,7 +305,7 @@ class BoardRoom:
                 # Nobody has seen the change yet: take it back out of the journal.
                 document.undo_to(position)
                 raise BoardFull(f"the change would take the board past {limit} bytes")
-            self._emit(changes, output)
+            self._emit(changes, output, None)
         except BoardcastError as exc:
             output.error = exc
         output.rebuilt = document.rebuilt
@@ -386,7 +390,7 @@ class BoardRoom:
                 )
         document.checks = 0
         document.advanced = set()
-        changes = self._apply(update, output)
+        changes = self._apply(update, output, connection)
         # The common case costs nothing: the change pycrdt emitted is the update
         # itself, so everything in it is in what the room stores.
         if (len(changes) == 1 and changes[0] == update) or document.integrated(update):
@@ -422,17 +426,25 @@ class BoardRoom:
                     raise error
                 output.closed[connection] = error
 
-    def _apply(self, update: bytes, output: RoomOutput, *, from_held: bool = False) -> list[bytes]:
-        """Apply one update whole or not at all; emit and return the changes it made."""
+    def _apply(
+        self,
+        update: bytes,
+        output: RoomOutput,
+        source: Hashable,
+        *,
+        from_held: bool = False,
+    ) -> list[bytes]:
+        """Apply ``source``'s update whole or not at all; emit and return the changes it made."""
         changes = self.document.apply(update, from_held=from_held)
-        self._emit(changes, output)
+        self._emit(changes, output, source)
         return changes
 
     @staticmethod
-    def _emit(changes: list[bytes], output: RoomOutput) -> None:
+    def _emit(changes: list[bytes], output: RoomOutput, source: Hashable | None) -> None:
         for change in changes:
             output.broadcast.append(sync_update(change))
             output.updates.append(change)
+            output.sources.append(source)
 
     # -- held updates ------------------------------------------------------------
 
@@ -442,7 +454,7 @@ class BoardRoom:
         self._holders.add(connection)
         repairs = self.document.hold(held.update)
         if repairs:
-            self._emit(repairs, output)
+            self._emit(repairs, output, connection)
         held.waits = self.document.waits_for(held.update)
         limits = self.limits
         if len(peer.held) > limits.max_held_updates or peer.held_bytes > limits.max_held_bytes:
@@ -476,7 +488,7 @@ class BoardRoom:
                 try:
                     rest = missing_from(self.doc, merge(held.update for held in peer.held))
                     if rest is not None:
-                        self._apply(rest, output, from_held=True)
+                        self._apply(rest, output, connection, from_held=True)
                 except InvalidUpdate as exc:
                     # A held update that cannot be integrated was bad all along.
                     self._drop_held(connection, peer)
