@@ -199,3 +199,34 @@ async def test_on_store_follows_the_snapshot_a_clean_stop_writes(
     versions = [entry["version"] for entry in recorded if "version" in entry]
     snapshots = [entry["snapshot"] for entry in recorded if "snapshot" in entry]
     assert snapshots and snapshots[-1] == versions[-1]
+
+
+async def test_the_log_and_on_change_name_who_made_each_change(
+    tmp_path: Path, doc_examples: str
+) -> None:
+    from persistence.factory import SQLITE_FILENAME
+    from persistence.sqlite import SqliteStore
+
+    module = importlib.import_module(doc_examples)
+    extensions = (spec(doc_examples, "RequireToken"), spec(doc_examples, "ChangeLog"))
+    async with serve("local", tmp_path, extensions=extensions, snapshot_every=1_000_000) as server:
+        token = {"token": "let-me-in"}
+        async with (
+            BoardClient(server.url, "named", params={**token, "user": "ann"}) as ann,
+            BoardClient(server.url, "named", params={**token, "user": "bob"}) as bob,
+            BoardClient(server.url, "named", params=token) as nobody,
+        ):
+            for client, key in ((ann, "from-ann"), (bob, "from-bob"), (nobody, "anonymous")):
+                await client.synced()
+                client.doc.get("tasks", type=Map)[key] = key
+                await client.persisted()
+        async with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+            entries = (await store.load("named")).updates
+        seen: list[Any] = module.ChangeLog.seen
+        await wait_until(lambda: sum(change.updates for change in seen) == len(entries))
+    assert [entry.origin for entry in entries] == ["ann", "bob", None]
+    # Each change covers the versions of one origin, the last at ``version``.
+    by_version = {entry.seq: entry.origin for entry in entries}
+    for change in seen:
+        covered = range(change.version - change.updates + 1, change.version + 1)
+        assert {by_version[seq] for seq in covered} == {change.origin}

@@ -33,6 +33,13 @@ def add_task(board: Board, task_id: str, title: str) -> None:
     board.add_task(title, "todo", task_id=task_id)
 
 
+def add_numbered(board: Board) -> None:
+    """A task with a fresh id each time it runs: applying it twice makes two."""
+    if "todo" not in {column.id for column in board.columns()}:
+        board.add_column("To do", column_id="todo")
+    board.add_task(f"imported {len(board.tasks()) + 1}", "todo")
+
+
 def half_then_fail(board: Board) -> None:
     board.add_task("written before the error", "todo", task_id="half")
     raise RuntimeError("the change broke half-way")
@@ -103,6 +110,24 @@ async def test_a_retried_transaction_with_the_same_key_applies_once(
             await reader.synced()
             task: Any = reader.doc.get("tasks", type=Map)["once"]
             assert task["title"] == "edited"
+
+
+async def test_a_retry_after_a_restart_applies_once(
+    backend: str, tmp_path: Path, cluster_name: str
+) -> None:
+    # The first server stops cleanly: its snapshot folds the change into history.
+    async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
+        first = await server.cluster.transact("import", add_numbered, idempotency_key="job-1")
+    async with serve(backend, tmp_path, cluster_name=f"{cluster_name}b") as server:
+        # A new host has never seen the key: the store remembers it.
+        again = await server.cluster.transact("import", add_numbered, idempotency_key="job-1")
+        assert again == first
+        other = await server.cluster.transact("import", add_numbered, idempotency_key="job-2")
+        assert other > first
+        async with BoardClient(server.url, "import", ack=False) as reader:
+            await reader.synced()
+            titles = sorted(task["title"] for task in reader.doc.get("tasks", type=Map).values())
+            assert titles == ["imported 1", "imported 2"]
 
 
 async def test_a_change_that_raises_leaves_nothing_behind(tmp_path: Path) -> None:
