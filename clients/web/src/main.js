@@ -48,9 +48,9 @@ directoryConnection.addEventListener('change', showStatus)
 function showMe () {
   meButton.replaceChildren(
     h('span', { class: 'avatar', style: `background:${session.user.colour}`, 'aria-hidden': 'true' }, session.user.name.slice(0, 1).toUpperCase()),
-    h('span', {}, session.user.name + (session.role === 'viewer' ? ' (viewer)' : ''))
+    h('span', {}, session.user.name + (session.role === 'viewer' ? ' (viewer)' : '')),
+    h('span', { class: 'visually-hidden' }, ': change your display name')
   )
-  meButton.setAttribute('aria-label', `You are ${session.user.name}. Change your display name`)
 }
 meButton.addEventListener('click', () => {
   const name = prompt('Your display name', session.user.name)
