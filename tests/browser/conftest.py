@@ -45,7 +45,7 @@ def chromium_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardcastProcess]:
     """`boardcast serve` with boards in-process and the viewer extension."""
     reason = chromium_unavailable()
@@ -72,12 +72,12 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardcastPr
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def base_url(web_server: BoardcastProcess) -> str:
     return f"http://127.0.0.1:{web_server.port}/"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     reason = chromium_unavailable()
     if reason is not None:

@@ -22,13 +22,16 @@ def create_board(page: Page, project: str, title: str) -> str:
 
 
 def column(page: Page, name: str) -> Locator:
-    return page.locator("section.column").filter(has=page.get_by_role("heading", name=name, exact=True))
+    heading = page.get_by_role("heading", name=name, exact=True)
+    return page.locator("section.column").filter(has=heading)
 
 
 def card(page: Page, column_name: str, title: str) -> Locator:
     exact = re.compile(f"^{re.escape(title)}$")
-    return column(page, column_name).locator("li.card").filter(
-        has=page.locator(".card-title", has_text=exact)
+    return (
+        column(page, column_name)
+        .locator("li.card")
+        .filter(has=page.locator(".card-title", has_text=exact))
     )
 
 

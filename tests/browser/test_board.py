@@ -40,9 +40,7 @@ def test_a_new_user_creates_a_project_and_a_board(people: People, screenshot: Sh
     screenshot(ann, "home")
 
 
-def test_two_people_see_each_others_cards_moves_and_edits(
-    people: People, screenshot: Shot
-) -> None:
+def test_two_people_see_each_others_cards_moves_and_edits(people: People, screenshot: Shot) -> None:
     ann = people.open("Ann")
     board_id = create_board(ann, "Shared", "Sprint")
     bob = people.open("Bob", f"/b/{board_id}")
@@ -167,8 +165,7 @@ def test_a_viewer_cannot_edit(people: People, screenshot: Shot) -> None:
 
     # An edit that bypasses the page's controls is refused by the server.
     vera.evaluate(
-        "() => { const b = window.boardcast.board;"
-        " b.addTask(b.columnList()[0].id, 'Sneaky edit') }"
+        "() => { const b = window.boardcast.board; b.addTask(b.columnList()[0].id, 'Sneaky edit') }"
     )
     expect(vera.get_by_role("alert")).to_contain_text("read-only")
     add_card(ann, "To do", "After the sneaky edit")
