@@ -30,6 +30,31 @@ class Cluster(abc.ABC):
     def forget(self, host_name: str) -> None:
         """Drop cached knowledge of a host whose link failed (it may have moved)."""
 
+    async def host_unreachable(self, host_name: str) -> None:
+        """A link to ``host_name`` failed or could not be opened: have it checked.
+
+        Returns once the cluster decided; if the host is gone, the next
+        :meth:`locate` places its boards elsewhere. By default only the cached
+        endpoint is dropped (hosts that cannot move).
+        """
+        self.forget(host_name)
+
+    async def drain(self) -> int:
+        """Hand the boards of the hosts this process started to other hosts, if there are any.
+
+        Returns how many boards moved. By default nothing can move (in-process hosts).
+        """
+        return 0
+
+    @property
+    def placement_epoch(self) -> int:
+        """Grows whenever the set of hosts boards are placed over changes."""
+        return 0
+
+    def is_dedicated(self, board_id: str) -> bool:
+        """Whether ``board_id`` has a host of its own (its placement never moves)."""
+        return False
+
     @abc.abstractmethod
     async def transact(
         self,

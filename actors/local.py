@@ -36,11 +36,12 @@ class LocalCluster(Cluster):
         self._settings = settings or HostSettings()
         self._event_sink = event_sink
         self.hosts: dict[str, BoardHost] = {}
+        self._dedicated = frozenset(dedicated)
         names = [f"{cluster_name}-host-{index}" for index in range(host_count)]
         self.directory = Directory(
             names,
             cluster_name=cluster_name,
-            dedicated=dedicated,
+            dedicated=self._dedicated,
             create_dedicated_host=self._create_host,
         )
 
@@ -61,6 +62,10 @@ class LocalCluster(Cluster):
 
     def forget(self, host_name: str) -> None:
         """Nothing is cached: hosts in this process cannot move."""
+
+    def is_dedicated(self, board_id: str) -> bool:
+        """See :meth:`Cluster.is_dedicated`."""
+        return board_id in self._dedicated
 
     async def transact(
         self,

@@ -1,29 +1,46 @@
 """The one module that imports Ray: board hosts and the directory as Ray actors.
 
-Board hosts are async Ray actors restarted by Ray after a crash
-(``max_restarts=-1``); a restarted host starts empty and loads each board from
-the store on its next use. The directory is a Ray actor too, but holds no state
-worth saving: shared placement is a pure function of the host names.
+Every node of a deployment runs ``boardcast serve``, which starts that node's
+shared board hosts pinned to it (``max_restarts=-1``: a crashed host restarts
+in place, starts empty and loads each board from the store on its next use).
+Each host binds and advertises an address other nodes can reach (the node's Ray
+IP), registers with the directory and beats every ``heartbeat_seconds``.
+
+The directory is one detached actor on the head node. It holds the host
+membership (:class:`~actors.directory.HostRegistry`); gateways and hosts watch
+it, so a host that joins takes its share of the boards, and a host that drains,
+stops, or dies (silent, or unreachable when a gateway reports a failed link)
+has its boards placed over the others within about a second. Placement over the
+members stays a pure function every gateway computes itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# A local cluster uses Ray's token auth with the token in ~/.ray/auth_token; a
-# process joining it must opt in, and Ray reads the mode when it is imported.
-if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+# Ray's token auth: a process joining a cluster must opt in, and Ray reads the
+# mode when it is imported. The token comes from RAY_AUTH_TOKEN, the file named
+# by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (where a local cluster keeps it).
+if (
+    os.environ.get("RAY_AUTH_TOKEN")
+    or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    or os.path.exists(os.path.expanduser("~/.ray/auth_token"))
+):
     os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.board import BoardPhase
 from actors.cluster import Cluster
-from actors.directory import Directory, rendezvous_host
+from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
 from actors.host import BoardHost, HostSettings
 from crdt.board import Board
 from persistence.factory import open_store
@@ -32,6 +49,13 @@ from persistence.history import parse_history_policy
 log = logging.getLogger("boardcast.ray")
 
 NAMESPACE = "boardcast"
+# A resource only the head node has: the directory lives there, also after a head restart.
+HEAD_RESOURCE = "node:__internal_head__"
+# How long one control call may take before the caller gives up on it.
+CALL_TIMEOUT_S = 5.0
+WATCH_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
 
 
 def directory_name(cluster_name: str) -> str:
@@ -39,22 +63,64 @@ def directory_name(cluster_name: str) -> str:
     return f"{cluster_name}-directory"
 
 
-def shared_host_names(cluster_name: str, count: int) -> list[str]:
-    """Names of a deployment's shared board hosts."""
-    return [f"{cluster_name}-host-{index}" for index in range(count)]
+def node_host_names(cluster_name: str, node_id: str, count: int) -> list[str]:
+    """Names of the shared board hosts one node runs."""
+    return [f"{cluster_name}-host-{node_id[:12]}-{index}" for index in range(count)]
+
+
+def _node_ip() -> str:
+    """The Ray IP of the node this process runs on."""
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+
+async def _bounded(call: Awaitable[T], timeout: float) -> T:
+    return await asyncio.wait_for(call, timeout)
+
+
+def resolve_addresses(settings: HostSettings, node_ip: str) -> HostSettings:
+    """Bind and advertise addresses for a host on the node whose Ray IP is ``node_ip``.
+
+    ``bind_host`` ``"node"`` binds the node's IP; a wildcard (``0.0.0.0``) binds
+    every interface and advertises the node's IP; any other address is used as
+    given. ``advertise_host``, if set, always wins.
+    """
+    bind = node_ip if settings.bind_host == "node" else settings.bind_host
+    advertise = settings.advertise_host or (node_ip if bind in {"0.0.0.0", "::", ""} else bind)
+    return dataclasses.replace(settings, bind_host=bind, advertise_host=advertise)
 
 
 class HostActor:
-    """A :class:`BoardHost` living in a Ray actor; started lazily on first use."""
+    """A :class:`BoardHost` living in a Ray actor; started lazily on first use.
 
-    def __init__(self, name: str, store_url: str, data_dir: str, settings: HostSettings) -> None:
+    Given a ``cluster_name`` it joins that deployment's membership: it registers,
+    beats, and hands over boards that the membership places elsewhere.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store_url: str,
+        data_dir: str,
+        settings: HostSettings,
+        cluster_name: str | None = None,
+        shared: bool = True,
+        timings: ClusterTimings | None = None,
+    ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._name = name
         self._store_url = store_url
         self._data_dir = data_dir
         self._settings = settings
+        self._cluster_name = cluster_name
+        self._shared = shared
+        self._timings = timings or ClusterTimings()
         self._host: BoardHost | None = None
         self._lock = asyncio.Lock()
+        self._record: HostRecord | None = None
+        self._membership = Membership()
+        self._checked: set[str] = set()  # boards found in place at the current epoch
+        self._draining = False
+        self._beating: asyncio.Task[None] | None = None
 
     async def _running(self) -> BoardHost:
         async with self._lock:
@@ -64,9 +130,92 @@ class HostActor:
                     data_dir=self._data_dir,
                     history=parse_history_policy(self._settings.history),
                 )
-                self._host = BoardHost(self._name, store, self._settings)
-            await self._host.start()
+                settings = resolve_addresses(self._settings, _node_ip())
+                self._host = BoardHost(self._name, store, settings)
+            endpoint = await self._host.start()
+            if self._cluster_name is not None and self._beating is None:
+                node_id = ray.get_runtime_context().get_node_id()
+                self._record = HostRecord(self._name, endpoint, node_id, self._shared)
+                self._membership = await self._directory().register.remote(self._record)
+                self._beating = asyncio.create_task(self._keep_membership())
             return self._host
+
+    def _directory(self) -> Any:
+        assert self._cluster_name is not None
+        return ray.get_actor(directory_name(self._cluster_name), namespace=NAMESPACE)
+
+    async def _keep_membership(self) -> None:
+        directory = self._directory()
+        while True:
+            await asyncio.sleep(self._timings.heartbeat_seconds)
+            try:
+                alive, epoch = await _bounded(
+                    directory.heartbeat.remote(self._name), self._timings.host_timeout_seconds
+                )
+                if not alive and self._record is not None and not self._draining:
+                    # Declared dead while alive (a pause, a partition): others may hold
+                    # our boards now, so give them up before joining again.
+                    log.warning("host %s was dropped from the membership; rejoining", self._name)
+                    await self._hand_over(self._board_ids())
+                    self._membership = await directory.register.remote(self._record)
+                elif epoch != self._membership.epoch:
+                    self._membership = await directory.membership.remote()
+                    self._checked.clear()
+                await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("host %s: membership heartbeat failed: %s", self._name, exc)
+                directory = self._directory_or(directory)
+
+    def _directory_or(self, fallback: Any) -> Any:
+        try:
+            return self._directory()
+        except Exception:
+            return fallback
+
+    def _board_ids(self) -> list[str]:
+        return self._host.board_ids() if self._host is not None else []
+
+    async def _reconcile(self) -> None:
+        """Hand over the boards the membership places on another host."""
+        if not self._shared or self._draining or not self._membership.placement():
+            return
+        misplaced = []
+        for board_id in self._board_ids():
+            if board_id in self._checked:
+                continue
+            if self._membership.owner(board_id) == self._name:
+                self._checked.add(board_id)
+            else:
+                misplaced.append(board_id)
+        if misplaced:
+            moved = await self._hand_over(misplaced)
+            log.info("host %s handed %d boards over to their new hosts", self._name, moved)
+
+    async def _hand_over(self, board_ids: list[str]) -> int:
+        """Make boards durable, then close their clients (1012) so they reopen elsewhere.
+
+        An idle board is passivated (snapshotted); one with clients is flushed and
+        its clients closed, which they answer by reconnecting and resyncing.
+        """
+        host = self._host
+        if host is None:
+            return 0
+        await host.flush()
+        moved = 0
+        for board_id in board_ids:
+            self._checked.discard(board_id)
+            if await host.release(board_id):
+                moved += 1
+                continue
+            # BoardHost has no public hand-over yet: _reload closes every client of
+            # the board with 1012, drops it from memory and flushes what is pending.
+            board = host._boards.get(board_id)
+            if board is not None and board.phase is BoardPhase.ACTIVE:
+                await host._reload(board)
+                moved += 1
+        return moved
 
     async def endpoint(self) -> tuple[str, int]:
         """Where gateways connect their frame streams."""
@@ -74,9 +223,15 @@ class HostActor:
         return await host.start()
 
     async def stats(self) -> dict[str, Any]:
-        """Counts, plus the process id (for operators and crash tests)."""
+        """Counts, plus the process id and node (for operators and crash tests)."""
         host = await self._running()
-        return {**host.stats(), "pid": os.getpid()}
+        return {
+            **host.stats(),
+            "endpoint": list(await host.start()),
+            "pid": os.getpid(),
+            "node_ip": _node_ip(),
+            "board_ids": host.board_ids(),
+        }
 
     async def transact(
         self, board_id: str, change: Callable[[Board], object], idempotency_key: str | None
@@ -90,8 +245,34 @@ class HostActor:
         host = await self._running()
         return await host.release(board_id)
 
+    async def drain(self) -> int:
+        """Leave the placement and hand every board over; returns how many moved."""
+        if self._host is None or self._record is None:
+            return 0
+        self._draining = True
+        with contextlib.suppress(Exception):
+            self._membership = await _bounded(
+                self._directory().drain.remote(self._name), CALL_TIMEOUT_S
+            )
+        # Gateways learn the new membership within milliseconds (they watch it);
+        # the grace covers one watch answer in flight.
+        await asyncio.sleep(self._timings.handover_grace_seconds)
+        moved = await self._hand_over(self._board_ids())
+        # Nothing is left to wait for: links still open belong to gateways whose
+        # clients were just closed. (BoardHost.stop waits drain_seconds for them.)
+        self._host.settings = dataclasses.replace(self._host.settings, drain_seconds=0.2)
+        return moved
+
     async def stop(self) -> None:
         """Flush, snapshot and close; the actor can then be killed without loss."""
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
+            self._beating = None
+        if self._record is not None:
+            with contextlib.suppress(Exception):
+                await _bounded(self._directory().remove.remote(self._name), CALL_TIMEOUT_S)
+            self._record = None
         if self._host is not None:
             await self._host.stop()
             self._host = None
@@ -101,44 +282,138 @@ RemoteHost = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(HostAc
 
 
 class DirectoryActor:
-    """The :class:`Directory` in a Ray actor; creates dedicated hosts as Ray actors."""
+    """The :class:`Directory` and the host membership in a Ray actor.
+
+    Creates dedicated hosts as Ray actors, drops hosts that stop beating, and
+    checks a host a gateway reports unreachable by connecting to it.
+    """
 
     def __init__(
         self,
         cluster_name: str,
-        host_names: list[str],
         dedicated: list[str],
         store_url: str,
         data_dir: str,
         settings: HostSettings,
+        timings: ClusterTimings | None = None,
     ) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self._cluster_name = cluster_name
         self._store_url = store_url
         self._data_dir = data_dir
         self._settings = settings
+        self._timings = timings or ClusterTimings()
+        self._registry = HostRegistry(timeout_seconds=self._timings.host_timeout_seconds)
         self._dedicated_handles: dict[str, Any] = {}
+        self._probes: dict[str, asyncio.Future[bool]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._directory = Directory(
-            host_names,
+            [],
             cluster_name=cluster_name,
             dedicated=dedicated,
             create_dedicated_host=self._create_host,
         )
 
+    def _changed(self) -> Membership:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
+        membership = self._registry.membership
+        self._directory.set_hosts(membership.placement())
+        return membership
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._timings.heartbeat_seconds / 2)
+            gone = self._registry.expire()
+            if gone:
+                log.warning("hosts stopped beating, their boards move: %s", ", ".join(gone))
+                self._changed()
+                for name in gone:
+                    self._wake(name)
+
     async def _create_host(self, name: str) -> None:
         # Owned by this directory actor: it goes when the deployment goes.
         handle: Any = RemoteHost.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote(
-            name, self._store_url, self._data_dir, self._settings
+            name, self._store_url, self._data_dir, self._settings, self._cluster_name, False
         )
         # Ray collects an actor once no handle to it is left, even a named one.
         self._dedicated_handles[name] = handle
         await handle.endpoint.remote()
+
+    async def register(self, record: HostRecord) -> Membership:
+        """A host started serving (or restarted, with a new endpoint)."""
+        known = self._registry.membership.record(record.name)
+        membership = self._registry.register(record)
+        if known != record:
+            log.info("host %s joined at %s:%d", record.name, *record.endpoint)
+        return self._changed() if known != record else membership
+
+    async def heartbeat(self, name: str) -> tuple[bool, int]:
+        """A host is alive; answers whether it is a member, and the epoch."""
+        if self._sweeper is None:
+            self._changed()
+        return self._registry.heartbeat(name), self._registry.membership.epoch
+
+    async def membership(self) -> Membership:
+        """The members now."""
+        return self._registry.membership
+
+    async def watch(self, epoch: int, timeout: float) -> Membership:
+        """The members once the epoch moved past ``epoch``, or after ``timeout`` s."""
+        return await self._registry.watch(epoch, timeout)
+
+    async def drain(self, name: str) -> Membership:
+        """Place no more boards on ``name``."""
+        self._registry.drain(name)
+        log.info("host %s is draining", name)
+        return self._changed()
+
+    async def remove(self, name: str) -> Membership:
+        """``name`` stopped."""
+        if self._registry.remove(name):
+            log.info("host %s left", name)
+        return self._changed()
+
+    async def suspect(self, name: str) -> Membership:
+        """A gateway could not reach ``name``: connect to it; drop it if that fails too."""
+        record = self._registry.membership.record(name)
+        if record is None:
+            return self._registry.membership
+        probe = self._probes.get(name)
+        if probe is None:
+            probe = asyncio.ensure_future(self._reachable(record.endpoint))
+            self._probes[name] = probe
+            probe.add_done_callback(lambda _: self._probes.pop(name, None))
+        if not await asyncio.shield(probe) and self._registry.membership.record(name) == record:
+            log.warning("host %s is unreachable at %s:%d; its boards move", name, *record.endpoint)
+            self._registry.remove(name)
+            self._wake(name)
+        return self._changed()
+
+    def _wake(self, name: str) -> None:
+        """Call a dropped host once: if Ray is restarting it, it starts and registers again."""
+        with contextlib.suppress(Exception):
+            ray.get_actor(name, namespace=NAMESPACE).endpoint.remote()
+
+    async def _reachable(self, endpoint: tuple[str, int]) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(*endpoint), self._timings.probe_timeout_seconds
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
 
     async def locate(self, board_id: str) -> str:
         """The host serving ``board_id``."""
         return await self._directory.locate(board_id)
 
     def host_names(self) -> list[str]:
-        """The shared hosts."""
-        return self._directory.host_names
+        """The shared hosts boards are placed over now."""
+        return self._registry.membership.placement()
 
     def dedicated_boards(self) -> list[str]:
         """Boards served by a host of their own."""
@@ -148,17 +423,25 @@ class DirectoryActor:
 RemoteDirectory = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DirectoryActor)
 
 
-def init_ray(address: str | None, *, num_cpus: int | None = None) -> str:
-    """Join the Ray cluster at ``address``, or start a local one; return its address."""
+def init_ray(
+    address: str | None, *, num_cpus: int | None = None, node_ip: str | None = None
+) -> str:
+    """Join the Ray cluster at ``address``, or start a local one; return its address.
+
+    ``node_ip`` picks the Ray node this process attaches to when a machine runs
+    several (or has several addresses); by default Ray picks the machine's IP.
+    """
     if not ray.is_initialized():
+        extra: dict[str, Any] = {"_node_ip_address": node_ip} if node_ip else {}
         if address:
-            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, **extra)
         else:
             ray.init(
                 namespace=NAMESPACE,
                 include_dashboard=False,
                 num_cpus=num_cpus,
                 logging_level=logging.WARNING,
+                **extra,
             )
     return str(ray.get_runtime_context().gcs_address)
 
@@ -170,18 +453,26 @@ def shutdown_ray() -> None:
 
 
 class RayCluster(Cluster):
-    """Gateways' view of board hosts running as Ray actors."""
+    """Gateways' view of board hosts running as Ray actors, on any node."""
 
     def __init__(
-        self, directory: Any, host_names: list[str], dedicated: list[str], *, owner: bool
+        self,
+        directory: Any,
+        membership: Membership,
+        dedicated: list[str],
+        *,
+        own_hosts: dict[str, Any] | None = None,
     ) -> None:
         """Use :meth:`launch` or :meth:`join` rather than this."""
         self._directory = directory
-        self._host_names = host_names
+        self._membership = membership
         self._dedicated = frozenset(dedicated)
-        self._owner = owner
-        self._handles: dict[str, Any] = {}
+        self._own_hosts = dict(own_hosts or {})
+        self._handles: dict[str, Any] = dict(self._own_hosts)
         self._endpoints: dict[str, tuple[str, int]] = {}
+        self._watching: asyncio.Task[None] | None = None
+        self._closed = False
+        self._membership_changed = asyncio.Event()
 
     @classmethod
     async def launch(
@@ -193,31 +484,84 @@ class RayCluster(Cluster):
         data_dir: str,
         settings: HostSettings,
         dedicated: list[str],
+        timings: ClusterTimings | None = None,
     ) -> RayCluster:
-        """Create the directory and shared hosts (this process owns them)."""
-        names = shared_host_names(cluster_name, hosts)
+        """Start this node's shared hosts (this process owns them), and the directory if absent."""
+        timings = timings or ClusterTimings()
         data_dir = os.path.abspath(data_dir)
-        handles = {}
-        for name in names:
-            handles[name] = RemoteHost.options(name=name, get_if_exists=True).remote(
-                name, store_url, data_dir, settings
-            )
-        directory = RemoteDirectory.options(
-            name=directory_name(cluster_name), get_if_exists=True
-        ).remote(cluster_name, names, dedicated, store_url, data_dir, settings)
-        cluster = cls(directory, names, dedicated, owner=True)
-        cluster._handles.update(handles)
-        # Start every host now, so the first client does not wait for it.
-        await asyncio.gather(*(cluster.endpoint(name) for name in names))
+        node_id = ray.get_runtime_context().get_node_id()
+        directory: Any = RemoteDirectory.options(
+            name=directory_name(cluster_name),
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            resources={HEAD_RESOURCE: 0.001},
+        ).remote(cluster_name, dedicated, store_url, data_dir, settings, timings)
+        pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        handles: dict[str, Any] = {
+            name: RemoteHost.options(
+                name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=pinned
+            ).remote(name, store_url, data_dir, settings, cluster_name, True, timings)
+            for name in node_host_names(cluster_name, node_id, hosts)
+        }
+        # Start every host now (each registers), so the first client does not wait.
+        await asyncio.gather(*(handle.endpoint.remote() for handle in handles.values()))
+        membership = await directory.membership.remote()
+        known: list[str] = await directory.dedicated_boards.remote()
+        cluster = cls(directory, membership, known, own_hosts=handles)
+        cluster._watch()
         return cluster
 
     @classmethod
     async def join(cls, *, cluster_name: str) -> RayCluster:
         """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster."""
         directory = ray.get_actor(directory_name(cluster_name), namespace=NAMESPACE)
-        names: list[str] = await directory.host_names.remote()
+        membership: Membership = await directory.membership.remote()
         dedicated: list[str] = await directory.dedicated_boards.remote()
-        return cls(directory, list(names), list(dedicated), owner=False)
+        cluster = cls(directory, membership, list(dedicated))
+        cluster._watch()
+        return cluster
+
+    def _watch(self) -> None:
+        self._watching = asyncio.get_running_loop().create_task(self._follow_membership())
+
+    async def _follow_membership(self) -> None:
+        while not self._closed:
+            try:
+                membership = await _bounded(
+                    self._directory.watch.remote(self._membership.epoch, WATCH_TIMEOUT_S),
+                    WATCH_TIMEOUT_S + CALL_TIMEOUT_S,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The directory is restarting (or the head is down): keep the last view.
+                log.warning("cannot watch the host membership: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            self._adopt(membership)
+
+    def _adopt(self, membership: Membership) -> None:
+        if membership.epoch != self._membership.epoch:
+            log.info("host membership %d: %s", membership.epoch, membership.placement())
+            self._endpoints.clear()
+            self._membership_changed.set()
+            self._membership_changed = asyncio.Event()
+        self._membership = membership
+
+    @property
+    def membership(self) -> Membership:
+        """The host membership as this gateway last heard it."""
+        return self._membership
+
+    @property
+    def placement_epoch(self) -> int:
+        """See :meth:`Cluster.placement_epoch`."""
+        return self._membership.epoch
+
+    def is_dedicated(self, board_id: str) -> bool:
+        """See :meth:`Cluster.is_dedicated`."""
+        return board_id in self._dedicated
 
     def _handle(self, host_name: str) -> Any:
         handle = self._handles.get(host_name)
@@ -229,16 +573,25 @@ class RayCluster(Cluster):
     async def locate(self, board_id: str) -> str:
         """See :meth:`Cluster.locate`.
 
-        Shared placement is a pure function of the host names, so it is computed
-        here; only dedicated boards need the directory (it creates their host).
-        A thousand first opens then cost no Ray call at all.
+        Shared placement is a pure function of the member hosts, so it is
+        computed here; only dedicated boards need the directory (it creates
+        their host). A thousand first opens then cost no Ray call at all.
         """
-        if board_id not in self._dedicated:
-            return rendezvous_host(board_id, self._host_names)
-        return str(await self._directory.locate.remote(board_id))
+        if board_id in self._dedicated:
+            return str(await self._directory.locate.remote(board_id))
+        owner = self._membership.owner(board_id)
+        while owner is None:
+            # Every host is gone for the moment (one host restarting, a node being
+            # replaced): wait for one to register; the caller bounds the wait.
+            await self._membership_changed.wait()
+            owner = self._membership.owner(board_id)
+        return owner
 
     async def endpoint(self, host_name: str) -> tuple[str, int]:
-        """See :meth:`Cluster.endpoint`."""
+        """See :meth:`Cluster.endpoint`: from the membership, else asked of the host."""
+        record = self._membership.record(host_name)
+        if record is not None:
+            return record.endpoint
         cached = self._endpoints.get(host_name)
         if cached is None:
             host, port = await self._handle(host_name).endpoint.remote()
@@ -249,6 +602,19 @@ class RayCluster(Cluster):
     def forget(self, host_name: str) -> None:
         """See :meth:`Cluster.forget`."""
         self._endpoints.pop(host_name, None)
+        if host_name not in self._own_hosts:
+            # A restarted actor is found again by name.
+            self._handles.pop(host_name, None)
+
+    async def host_unreachable(self, host_name: str) -> None:
+        """See :meth:`Cluster.host_unreachable`: the directory probes it, and drops it if dead."""
+        self.forget(host_name)
+        try:
+            membership = await _bounded(self._directory.suspect.remote(host_name), CALL_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("could not report host %s unreachable: %s", host_name, exc)
+            return
+        self._adopt(membership)
 
     async def transact(
         self,
@@ -263,20 +629,78 @@ class RayCluster(Cluster):
         return int(version)
 
     async def stats(self) -> list[dict[str, Any]]:
-        """See :meth:`Cluster.stats`."""
-        names = sorted(set(self._host_names) | set(self._handles))
-        results = await asyncio.gather(*(self._handle(name).stats.remote() for name in names))
-        return [dict(result) for result in results]
+        """See :meth:`Cluster.stats`: every member host, and this node's own."""
+        names = sorted({h.name for h in self._membership.hosts} | set(self._own_hosts))
+        results = await asyncio.gather(
+            *(_bounded(self._handle(name).stats.remote(), CALL_TIMEOUT_S) for name in names),
+            return_exceptions=True,
+        )
+        stats = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                raise RuntimeError(f"board host {name} does not answer: {result}") from result
+            stats.append(dict(result))
+        return stats
 
-    async def close(self) -> None:
-        """If this process launched the hosts, stop them: each flushes and snapshots."""
-        if not self._owner:
+    async def drain(self, timeout: float = 10.0) -> int:
+        """Hand this node's boards to the other nodes' hosts; returns how many moved.
+
+        With no other node's host to take them, nothing moves: the boards are
+        flushed and snapshotted by :meth:`close` as on a single node.
+        """
+        others = set(self._membership.placement()) - set(self._own_hosts)
+        if not self._own_hosts or not others:
+            return 0
+        results = await asyncio.gather(
+            *(_bounded(h.drain.remote(), timeout) for h in self._own_hosts.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("a host did not drain: %s", result)
+        return sum(result for result in results if isinstance(result, int))
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop this node's hosts (each flushes and snapshots); the last node stops the rest.
+
+        Every Ray call is bounded by ``timeout``: when Ray itself is going down
+        (every process of the deployment got SIGTERM) this returns anyway.
+        """
+        if self._closed:
             return
-        for name, handle in list(self._handles.items()):
-            try:
-                await asyncio.wait_for(handle.stop.remote(), 30)
-            except Exception as exc:
-                log.warning("host %s did not stop cleanly: %s", name, exc)
-            ray.kill(handle, no_restart=True)
-        ray.kill(self._directory, no_restart=True)
+        self._closed = True
+        if self._watching is not None:
+            self._watching.cancel()
+            await asyncio.gather(self._watching, return_exceptions=True)
+        if not self._own_hosts:
+            return
+        await self._stop_hosts(list(self._own_hosts.values()), timeout)
+        try:
+            membership: Membership = await _bounded(
+                self._directory.membership.remote(), CALL_TIMEOUT_S
+            )
+        except Exception as exc:
+            log.warning("directory unreachable while stopping: %s", exc)
+            return
+        if any(host.shared for host in membership.hosts):
+            return  # other nodes still serve: the directory stays for them
+        dedicated = []
+        for host in membership.hosts:
+            with contextlib.suppress(Exception):
+                dedicated.append(ray.get_actor(host.name, namespace=NAMESPACE))
+        await self._stop_hosts(dedicated, timeout)
+        with contextlib.suppress(Exception):
+            ray.kill(self._directory, no_restart=True)
+        self._own_hosts.clear()
         self._handles.clear()
+
+    async def _stop_hosts(self, handles: list[Any], timeout: float) -> None:
+        results = await asyncio.gather(
+            *(_bounded(handle.stop.remote(), timeout) for handle in handles),
+            return_exceptions=True,
+        )
+        for handle, result in zip(handles, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("a board host did not stop cleanly: %r", result)
+            with contextlib.suppress(Exception):
+                ray.kill(handle, no_restart=True)

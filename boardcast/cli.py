@@ -10,8 +10,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--dedicated", help="comma-separated board ids given a host of their own")
     serve.add_argument("--idle-seconds", type=float, help="passivate boards idle this long")
+    serve.add_argument(
+        "--host-bind", help="where board hosts listen: auto (default), node, 0.0.0.0, or an IP"
+    )
+    serve.add_argument("--advertise-host", help="the address gateways dial to reach these hosts")
 
     gateway = commands.add_parser("gateway", help="run one more gateway on a running cluster")
     _common_flags(gateway)
@@ -52,6 +59,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--address", help="Ray cluster address to join (default: start one)")
+    parser.add_argument("--node-ip", help="the Ray node to attach to (default: Ray's choice)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument("--cluster-name", help="deployment name on the Ray cluster (boardcast)")
     parser.add_argument("--redis", help="Redis URL for state shared by gateways (default: none)")
@@ -67,6 +75,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 _FLAG_SETTINGS = (
     *("host", "port", "address", "log_level", "cluster_name", "redis"),
     *("data_dir", "store", "hosts", "backend", "idle_seconds"),
+    *("host_bind", "advertise_host", "node_ip"),
 )
 
 
@@ -89,7 +98,7 @@ async def run(command: str, settings: Settings) -> None:
         # Connected here for the address the ready line shows; the cluster reuses the connection.
         from actors import ray_backend
 
-        ray_address = ray_backend.init_ray(settings.address)
+        ray_address = ray_backend.init_ray(settings.address, node_ip=settings.node_ip or None)
     cluster: Cluster = (
         await build_cluster(settings) if command == "serve" else await join_cluster(settings)
     )
@@ -110,13 +119,36 @@ async def run(command: str, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: closing sockets, flushing boards")
-    await runner.cleanup()
-    if ray_address is not None:
-        from actors import ray_backend
+    started = time.monotonic()
+    log.info("shutting down: draining, closing sockets, flushing boards")
+    try:
+        await asyncio.wait_for(_stop(runner, cluster), settings.stop_timeout_seconds)
+    except TimeoutError:
+        log.error("stop not done after %.0f s; exiting anyway", settings.stop_timeout_seconds)
+    if ray_address is not None and not _disconnect_ray(timeout=5.0):
+        # Ray's own shutdown hangs when its processes are already gone (every process of
+        # the deployment got SIGTERM at once): what had to be saved is saved by now.
+        print("Boardcast stopped (Ray did not disconnect)", flush=True)
+        os._exit(0)
+    print(f"Boardcast stopped in {time.monotonic() - started:.1f} s", flush=True)
 
-        ray_backend.shutdown_ray()
-    print("Boardcast stopped", flush=True)
+
+async def _stop(runner: web.AppRunner, cluster: Cluster) -> None:
+    moved = await cluster.drain()
+    if moved:
+        log.info("handed %d boards over to the other nodes", moved)
+    await runner.cleanup()
+    await cluster.close()  # done already if the app owned it; a gateway stops its watch
+
+
+def _disconnect_ray(*, timeout: float) -> bool:
+    """``ray.shutdown()`` on a daemon thread; False if it did not return within ``timeout``."""
+    from actors import ray_backend
+
+    done = threading.Thread(target=ray_backend.shutdown_ray, daemon=True)
+    done.start()
+    done.join(timeout)
+    return not done.is_alive()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

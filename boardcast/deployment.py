@@ -7,6 +7,7 @@ hosts the same way in production and under test, on either backend.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from actors.board import EventSink
@@ -42,14 +43,19 @@ async def build_cluster(settings: Settings, *, event_sink: EventSink | None = No
     # Imported only here: the local backend runs without starting or importing Ray.
     from actors import ray_backend
 
-    ray_backend.init_ray(settings.address)
+    ray_backend.init_ray(settings.address, node_ip=settings.node_ip or None)
+    host_settings = settings.host_settings
+    if settings.host_bind == "auto" and settings.address:
+        # Joined a cluster: other nodes' gateways must reach these hosts.
+        host_settings = dataclasses.replace(host_settings, bind_host="node")
     return await ray_backend.RayCluster.launch(
         cluster_name=settings.cluster_name,
         hosts=settings.hosts,
         store_url=settings.store,
         data_dir=settings.data_dir,
-        settings=settings.host_settings,
+        settings=host_settings,
         dedicated=list(settings.dedicated_boards),
+        timings=settings.cluster_timings,
     )
 
 
@@ -57,7 +63,7 @@ async def join_cluster(settings: Settings) -> Cluster:
     """Connect to the hosts a ``boardcast serve`` started on the Ray cluster at ``address``."""
     from actors import ray_backend
 
-    ray_backend.init_ray(settings.address)
+    ray_backend.init_ray(settings.address, node_ip=settings.node_ip or None)
     return await ray_backend.RayCluster.join(cluster_name=settings.cluster_name)
 
 

@@ -4,7 +4,9 @@ The :class:`Router` asks the cluster where a board lives (cached), keeps one
 stream link per host (opened once, even under concurrent first opens), and
 fans frames from a host out to this gateway's clients. When a link fails the
 host died or moved: its clients are closed with ``SERVICE_RESTART`` (1012),
-reconnect, and are routed afresh.
+the cluster is asked to check the host (on Ray the directory drops a dead one
+from the membership, so its boards are placed elsewhere), and the clients
+reconnect and are routed afresh.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from actors.cluster import Cluster
 from actors.messages import (
@@ -40,6 +43,20 @@ from shared.state import SharedState, SharedStateUnavailable
 log = logging.getLogger("boardcast.gateway")
 
 DIRECTORY_CACHE_TTL_S = 60.0
+# Tries to reach a board's host; between two, the cluster checks the host that failed.
+ATTACH_ATTEMPTS = 3
+
+
+@dataclass
+class RoutingCounters:
+    """What this gateway routed, since it started (read by gateway/metrics.py)."""
+
+    frames_in: int = 0  # client frames forwarded to hosts
+    frames_out: int = 0  # frames written to clients (one per recipient)
+    acks_out: int = 0  # "persisted" messages written to clients
+    link_failures: int = 0  # host links that ended while this gateway was running
+    attach_failures: int = 0  # sessions that could not reach their board's host
+    closes: Counter[int] = field(default_factory=Counter)  # clients closed by hosts, by code
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +72,12 @@ class RoutingLimits:
 class GatewayLink:
     """This gateway's stream to one board host, and the clients routed over it."""
 
-    def __init__(self, host_name: str, stream: StreamLink) -> None:
+    def __init__(
+        self, host_name: str, stream: StreamLink, counters: RoutingCounters | None = None
+    ) -> None:
         self.host_name = host_name
         self.stream = stream
+        self.counters = counters if counters is not None else RoutingCounters()
         self.boards: dict[str, dict[int, ClientConnection]] = {}
         self.connections: dict[int, ClientConnection] = {}
         self.peer_version: int | None = None  # the host's protocol, once it said hello
@@ -79,6 +99,7 @@ class GatewayLink:
 
     def forward(self, conn: ClientConnection, data: bytes) -> None:
         """Pass a client's frame to its board."""
+        self.counters.frames_in += 1
         self.stream.send(Frame(conn.board_id, conn.conn_id, data))
 
     def leave(self, conn: ClientConnection) -> None:
@@ -119,18 +140,22 @@ class GatewayLink:
             for conn_id, conn in clients.items():
                 if conn_id != exclude:
                     conn.send_encoded(frame)
+            self.counters.frames_out += len(clients) - (exclude in clients)
         elif isinstance(message, Send):
             target = self.connections.get(message.conn)
             if target is not None:
                 target.send_encoded(encode_binary_frame(message.data))
+                self.counters.frames_out += 1
         elif isinstance(message, Persisted):
             target = self.connections.get(message.conn)
             if target is not None:
                 payload = encode_message(PersistedMessage(message.count))
                 target.send_encoded(encode_binary_frame(payload))
+                self.counters.acks_out += 1
         elif isinstance(message, Reject):
             target = self.connections.get(message.conn)
             if target is not None:
+                self.counters.closes[message.code] += 1
                 target.close_soon(CloseCode(message.code), message.reason)
         elif isinstance(message, Hello):
             self.peer_version = message.version
@@ -155,32 +180,64 @@ class Router:
         self._links: dict[str, GatewayLink] = {}
         self._connecting: dict[str, asyncio.Future[GatewayLink]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._epoch = cluster.placement_epoch
+        self._closing = False
+        self.counters = RoutingCounters()
+
+    @property
+    def links(self) -> dict[str, GatewayLink]:
+        """The open links, by host name."""
+        return dict(self._links)
 
     async def attach(self, conn: ClientConnection) -> GatewayLink:
-        """Route ``conn`` to its board's host and open its session there."""
-        host_name = self._board_hosts.get(conn.board_id)
+        """Route ``conn`` to its board's host and open its session there.
+
+        A host that cannot be reached is reported to the cluster, which checks
+        it (and on Ray re-places its boards if it is gone) before the next try.
+        """
+        for attempt in range(1, ATTACH_ATTEMPTS + 1):
+            host_name = await self._host_of(conn.board_id)
+            try:
+                link = await self._link(host_name)
+            except (OSError, TimeoutError):
+                self._board_hosts.pop(conn.board_id, None)
+                if attempt == ATTACH_ATTEMPTS:
+                    self.counters.attach_failures += 1
+                    raise
+                await self.cluster.host_unreachable(host_name)
+                continue
+            link.open(conn)
+            return link
+        raise AssertionError("unreachable")
+
+    async def _host_of(self, board_id: str) -> str:
+        if self.cluster.placement_epoch != self._epoch:
+            # The hosts changed (one joined, drained or died): place boards afresh.
+            self._epoch = self.cluster.placement_epoch
+            self._board_hosts.clear()
+        host_name = self._board_hosts.get(board_id)
         if host_name is None:
             host_name = await asyncio.wait_for(
-                self._locate(conn.board_id), self.limits.control_timeout_seconds
+                self._locate(board_id), self.limits.control_timeout_seconds
             )
             if len(self._board_hosts) >= self.limits.max_cached_boards:
                 # Oldest entry first: dicts keep insertion order.
                 del self._board_hosts[next(iter(self._board_hosts))]
-            self._board_hosts[conn.board_id] = host_name
-        link = await self._link(host_name)
-        link.open(conn)
-        return link
+            self._board_hosts[board_id] = host_name
+        return host_name
 
     async def _locate(self, board_id: str) -> str:
         # The shared directory cache answers in ~0.1 ms where a Ray call to the
         # directory takes ~1 ms; it is only a cache, so any failure falls through.
-        if self._shared is not None:
+        # Only dedicated boards are cached there: shared placement is computed
+        # locally and moves when the hosts change, which a shared cache would miss.
+        if self._shared is not None and self.cluster.is_dedicated(board_id):
             with contextlib.suppress(SharedStateUnavailable):
                 cached = await self._shared.cached_board_host(board_id)
                 if cached is not None:
                     return cached
         host_name = await self.cluster.locate(board_id)
-        if self._shared is not None:
+        if self._shared is not None and self.cluster.is_dedicated(board_id):
             with contextlib.suppress(SharedStateUnavailable):
                 await self._shared.cache_board_host(board_id, host_name, DIRECTORY_CACHE_TTL_S)
         return host_name
@@ -209,7 +266,7 @@ class Router:
             # The host may have restarted elsewhere: ask again next time.
             self.cluster.forget(host_name)
             raise
-        link = GatewayLink(host_name, StreamLink(reader, writer))
+        link = GatewayLink(host_name, StreamLink(reader, writer), self.counters)
         self._links[host_name] = link
         task = asyncio.ensure_future(self._run_link(link))
         self._tasks.add(task)
@@ -224,12 +281,20 @@ class Router:
         stale = [board for board, host in self._board_hosts.items() if host == link.host_name]
         for board in stale:
             del self._board_hosts[board]
-            if self._shared is not None:
-                with contextlib.suppress(SharedStateUnavailable):
-                    await self._shared.forget_board_host(board, host_name=link.host_name)
+        if not self._closing:
+            self.counters.link_failures += 1
+            # Its clients reconnect at once; have the host checked meanwhile.
+            with contextlib.suppress(Exception):
+                await self.cluster.host_unreachable(link.host_name)
+        if self._shared is not None:
+            for board in stale:
+                if self.cluster.is_dedicated(board):
+                    with contextlib.suppress(SharedStateUnavailable):
+                        await self._shared.forget_board_host(board, host_name=link.host_name)
 
     async def close(self) -> None:
         """Close every link."""
+        self._closing = True
         for link in list(self._links.values()):
             try:
                 await asyncio.wait_for(link.stream.close(), self.limits.close_timeout_seconds)

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.directory import ClusterTimings
 from actors.host import HostSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
@@ -63,7 +64,15 @@ class Settings:
     max_queued_hooks: int = 10_000  # extension calls waiting in a host
     max_remembered_transactions: int = 10_000  # idempotency keys a host keeps
     history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
-    host_bind: str = "127.0.0.1"  # where board hosts listen for gateway streams
+    # Where board hosts listen for gateway streams: "auto" is 127.0.0.1 on a Ray cluster this
+    # process started and the node's Ray IP on one it joined (--address); "node" is always
+    # the node's Ray IP; 0.0.0.0 binds every interface and advertises the node's Ray IP.
+    host_bind: str = "auto"
+    advertise_host: str = ""  # the address gateways dial, if not the one bound ("" derives it)
+    node_ip: str = ""  # the Ray node to attach to (several on one machine); "" lets Ray pick
+    host_heartbeat_seconds: float = 0.5  # how often each board host beats to the directory
+    host_timeout_seconds: float = 2.0  # a host silent this long is dropped; its boards move
+    stop_timeout_seconds: float = 10.0  # bound on a clean stop (drain, flush, snapshot)
     redis: str | None = None  # shared state (sessions, directory cache); None: in-process
     gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
     presence_ttl_seconds: float = 15.0  # a silent gateway's sessions vanish after this
@@ -82,7 +91,8 @@ class Settings:
     def host_settings(self) -> HostSettings:
         """The subset a board host needs."""
         return HostSettings(
-            bind_host=self.host_bind,
+            bind_host="127.0.0.1" if self.host_bind == "auto" else self.host_bind,
+            advertise_host=self.advertise_host or None,
             idle_seconds=self.idle_seconds,
             snapshot_every=self.snapshot_every,
             max_unsaved_bytes=self.max_unsaved_bytes,
@@ -94,6 +104,14 @@ class Settings:
             extensions=self.extensions,
             max_queued_hooks=self.max_queued_hooks,
             max_remembered_transactions=self.max_remembered_transactions,
+        )
+
+    @property
+    def cluster_timings(self) -> ClusterTimings:
+        """How fast a multi-node deployment notices a host gone."""
+        return ClusterTimings(
+            heartbeat_seconds=self.host_heartbeat_seconds,
+            host_timeout_seconds=self.host_timeout_seconds,
         )
 
     @property
