@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from actors.transactions import Outcome
 from crdt.board import Board
+
+T = TypeVar("T")
 
 
 class Cluster(abc.ABC):
@@ -70,6 +73,22 @@ class Cluster(abc.ABC):
         pickled: use module-level functions, ``functools.partial`` or
         ``operator.methodcaller`` on :class:`~crdt.board.Board` methods.
         """
+
+    async def run(
+        self,
+        board_id: str,
+        function: Callable[[Board], T],
+        *,
+        idempotency_key: str | None = None,
+        origin: str | None = None,
+    ) -> Outcome[T]:
+        """Run ``function`` on the board's actor as one transaction; its value and version.
+
+        See :meth:`actors.host.BoardHost.run`: what :meth:`transact` does, with
+        the function's return value (a function that changes nothing is a
+        read) and who made the change (``origin``, kept in the log).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run functions on boards")
 
     @abc.abstractmethod
     async def stats(self) -> list[dict[str, Any]]:

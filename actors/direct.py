@@ -37,6 +37,7 @@ from actors.messages import (
     from_host,
 )
 from actors.stream import StreamLink
+from crdt.protocol import sync_update
 from crdt.session import ClientProtocol
 
 # Connection ids are per link; a counter keeps them distinct in logs.
@@ -54,8 +55,17 @@ class DirectConnectionClosed(ConnectionError):
 class DirectConnection:
     """A client of one board over the frame stream, with a live pycrdt document."""
 
-    def __init__(self, cluster: Cluster, board_id: str, *, doc: Doc[Any] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        board_id: str,
+        *,
+        doc: Doc[Any] | None = None,
+        origin: str | None = None,
+    ) -> None:
+        """Prepare a session on ``board_id``; ``origin`` names who its updates are from."""
         self.board_id = board_id
+        self.origin = origin
         self.doc: Doc[Any] = doc if doc is not None else Doc()
         self._cluster = cluster
         self._conn = next(_connection_ids)
@@ -83,7 +93,7 @@ class DirectConnection:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         link = self._link = StreamLink(reader, writer)
         link.send(Hello(PROTOCOL_VERSION, "gateway"))
-        link.send(Open(self.board_id, self._conn, True))
+        link.send(Open(self.board_id, self._conn, True, origin=self.origin))
         self._pump = asyncio.create_task(self._read(link))
         self._protocol.start()
         await self._until(lambda: self._protocol.synced, timeout)
@@ -97,6 +107,15 @@ class DirectConnection:
         """Return once everything written so far is integrated and durable."""
         sent = self._protocol.updates_sent
         await self._until(lambda: self._protocol.persisted_seq >= sent, timeout)
+
+    def send_update(self, update: bytes) -> None:
+        """Send a Yjs update made elsewhere, as is, without applying it to ``doc``.
+
+        The board checks it as it checks any client's (a bad one closes the
+        session: :meth:`persisted` then raises :class:`DirectConnectionClosed`).
+        """
+        self._send(sync_update(update))
+        self._protocol.updates_sent += 1
 
     async def changed(self, *, timeout: float | None = None) -> None:
         """Wait for the next message from the board (an edit, presence...)."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
 from actors.extensions import Change, Extensions
@@ -34,6 +34,7 @@ from actors.messages import (
     reject,
 )
 from actors.stream import StreamLink
+from actors.transactions import Outcome
 from crdt.board import Board
 from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError
@@ -44,6 +45,8 @@ from persistence.history import DEFAULT_HISTORY
 from persistence.store import BoardStore, Record, StoredBoard
 
 log = logging.getLogger("boardcast.host")
+
+T = TypeVar("T")
 
 
 class BoardUnavailable(BoardcastError):
@@ -435,16 +438,36 @@ class BoardHost:
                 nothing of it was kept.
             BoardUnavailable: the board could not be loaded.
         """
+        outcome = await self.run(board_id, change, idempotency_key=idempotency_key, origin=origin)
+        return outcome.version
+
+    async def run(
+        self,
+        board_id: str,
+        function: Callable[[Board], T],
+        *,
+        idempotency_key: str | None = None,
+        origin: str | None = None,
+    ) -> Outcome[T]:
+        """Run ``function`` on a board as one transaction; return its value and version.
+
+        What :meth:`transact` does, and ``function``'s return value besides. A
+        function that changes nothing is a read: it sees the board as every
+        client does, and the version returned is one where everything it saw is
+        durable. A retry of an applied idempotency key does not run
+        ``function`` (``Outcome.applied`` is False, ``value`` None).
+        """
         key = (board_id, idempotency_key) if idempotency_key is not None else None
         if key is not None and key in self._transactions:
-            return await asyncio.shield(self._transactions[key])
+            version = await asyncio.shield(self._transactions[key])
+            return Outcome(version, None, applied=False)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if key is not None:
             self._transactions[key] = done
             if len(self._transactions) > self.settings.max_remembered_transactions:
                 del self._transactions[next(iter(self._transactions))]
         try:
-            done.set_result(await self._transact(board_id, change, idempotency_key, origin))
+            outcome = await self._run(board_id, function, idempotency_key, origin)
         except BaseException as exc:
             if key is not None:
                 # A failed transaction may be retried for real.
@@ -452,15 +475,16 @@ class BoardHost:
             done.set_exception(exc)
             done.exception()  # retrieved: the caller gets it below
             raise
-        return done.result()
+        done.set_result(outcome.version)
+        return outcome
 
-    async def _transact(
+    async def _run(
         self,
         board_id: str,
-        change: Callable[[Board], object],
+        function: Callable[[Board], T],
         idempotency_key: str | None,
         origin: str | None,
-    ) -> int:
+    ) -> Outcome[T]:
         board = self._boards.get(board_id) or self._new_board(board_id)
         loaded = self._loaded.get(board_id)
         if loaded is not None and not await asyncio.shield(loaded):
@@ -473,19 +497,23 @@ class BoardHost:
                 self.settings.store_timeout_seconds,
             )
             if stored is not None:
-                return stored
+                return Outcome(stored, None, applied=False)
             if any(
                 unsaved.record.key == idempotency_key for unsaved in self._pending.get(board_id, ())
             ):
                 # Only a forgotten first call leaves its update uncommitted here.
                 await self.flush()
-                return board.persisted_seq
-        out = board.transact(change, origin=origin, key=idempotency_key)
+                return Outcome(board.persisted_seq, None, applied=False)
+        values: list[T] = []
+        out = board.transact(
+            lambda view: values.append(function(view)), origin=origin, key=idempotency_key
+        )
         self._apply(board, out)
         if out.error is not None:
             raise out.error
+        # A read waits too: what it saw (others' updates included) is then durable.
         await self.flush()
-        return board.persisted_seq
+        return Outcome(board.persisted_seq, values[0] if values else None)
 
     # -- persistence ---------------------------------------------------------
 

@@ -7,14 +7,17 @@ paths are the same as on Ray; only the control plane is a direct call.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.directory import Directory
 from actors.host import BoardHost, HostSettings
+from actors.transactions import Outcome
 from crdt.board import Board
 from persistence.store import BoardStore
+
+T = TypeVar("T")
 
 StoreFactory = Callable[[], Awaitable[BoardStore]]
 
@@ -80,6 +83,21 @@ class LocalCluster(Cluster):
         host = self.hosts[host_name]
         await host.start()
         return await host.transact(board_id, change, idempotency_key=idempotency_key)
+
+    async def run(
+        self,
+        board_id: str,
+        function: Callable[[Board], T],
+        *,
+        idempotency_key: str | None = None,
+        origin: str | None = None,
+    ) -> Outcome[T]:
+        """See :meth:`Cluster.run`."""
+        host_name = await self.locate(board_id)
+        await self._create_host(host_name)
+        host = self.hosts[host_name]
+        await host.start()
+        return await host.run(board_id, function, idempotency_key=idempotency_key, origin=origin)
 
     async def stats(self) -> list[dict[str, Any]]:
         """See :meth:`Cluster.stats`."""

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from actors.cluster import Cluster
 from crdt.close_codes import REASONS, CloseCode
+from gateway.rest import add_rest_api
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
@@ -69,6 +70,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
     add_web_app(app)
+    add_rest_api(app, cluster, settings)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions

@@ -1,0 +1,461 @@
+"""What REST requests do on a board's actor: plain functions of a :class:`Board`.
+
+Each runs inside one Yjs transaction on the board's host (``Cluster.run``), so a
+check and the change it guards are atomic: an ``If-Match`` is compared with the
+resource as it is at that moment, on the only copy that decides. On Ray these
+functions travel pickled by name: they stay module-level, and take and return
+plain values only.
+
+A function that finds the request cannot apply returns a :class:`Refusal`
+*before* changing anything, so nothing is written; anything it raises rolls the
+whole transaction back (``TransactionFailed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crdt.board import Board
+from crdt.board_values import TASK_FIELDS, Column, Task
+from crdt.positions import is_valid_position, position_between
+from crdt.projects import BoardEntry, Directory, ProjectEntry
+
+_ID_NAMESPACE = uuid.UUID("6f1d5e0c-2b61-4f55-9a55-7c1b0c5d1e42")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request did not apply: a problem name (``gateway.rest.problems``) and detail."""
+
+    problem: str
+    detail: str
+    etag: str | None = None  # the resource's current ETag, for precondition failures
+
+
+def etag_of(value: Any) -> str:
+    """A strong ETag for a JSON-able representation: a hash of its canonical form."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:24] + '"'
+
+
+def derived_id(seed: str, index: int) -> str:
+    """An id that the same request (same idempotency key) derives again on a retry."""
+    return uuid.uuid5(_ID_NAMESPACE, f"{seed}/{index}").hex
+
+
+def _precondition(current: Any, if_match: str | None) -> Refusal | None:
+    if if_match is None or if_match == "*":
+        return None
+    etag = etag_of(current)
+    if etag not in {tag.strip() for tag in if_match.split(",")}:
+        return Refusal("precondition-failed", "the resource changed since it was read", etag)
+    return None
+
+
+# -- representations -----------------------------------------------------------
+
+
+def project_json(entry: ProjectEntry) -> dict[str, Any]:
+    return {"id": entry.id, "name": entry.name, "created_at": entry.created_at}
+
+
+def board_entry_json(entry: BoardEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "name": entry.title,
+        "project_id": entry.project,
+        "created_at": entry.created_at,
+    }
+
+
+def column_json(column: Column) -> dict[str, Any]:
+    return {"id": column.id, "name": column.name, "position": column.position}
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": task.id}
+    for name in TASK_FIELDS:
+        value = getattr(task, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# -- the directory: projects and the boards they hold --------------------------
+
+
+def list_projects(board: Board) -> list[dict[str, Any]]:
+    return [project_json(entry) for entry in Directory(board.doc).projects()]
+
+
+def get_project(board: Board, project_id: str) -> dict[str, Any] | Refusal:
+    entry = Directory(board.doc).get_project(project_id)
+    if entry is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    return project_json(entry)
+
+
+def create_project(board: Board, project_id: str, name: str) -> dict[str, Any] | Refusal:
+    directory = Directory(board.doc)
+    if directory.get_project(project_id) is not None:
+        return Refusal("conflict", f"project {project_id!r} already exists")
+    return project_json(directory.add_project(project_id, name))
+
+
+def rename_project(
+    board: Board, project_id: str, name: str, if_match: str | None
+) -> dict[str, Any] | Refusal:
+    directory = Directory(board.doc)
+    entry = directory.get_project(project_id)
+    if entry is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    refused = _precondition(project_json(entry), if_match)
+    if refused is not None:
+        return refused
+    directory.rename_project(project_id, name)
+    renamed = directory.get_project(project_id)
+    assert renamed is not None
+    return project_json(renamed)
+
+
+def delete_project(board: Board, project_id: str, if_match: str | None) -> Refusal | None:
+    directory = Directory(board.doc)
+    entry = directory.get_project(project_id)
+    if entry is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    refused = _precondition(project_json(entry), if_match)
+    if refused is not None:
+        return refused
+    if directory.boards(project_id):
+        return Refusal("conflict", "the project still has boards: delete them first")
+    directory.delete_project(project_id)
+    return None
+
+
+def list_project_boards(board: Board, project_id: str) -> list[dict[str, Any]] | Refusal:
+    directory = Directory(board.doc)
+    if directory.get_project(project_id) is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    return [board_entry_json(entry) for entry in directory.boards(project_id)]
+
+
+def list_board_entry(
+    board: Board, board_id: str, title: str, project_id: str
+) -> dict[str, Any] | Refusal:
+    directory = Directory(board.doc)
+    if directory.get_project(project_id) is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    existing = directory.get_board(board_id)
+    if existing is not None:
+        return board_entry_json(existing)
+    return board_entry_json(directory.add_board(board_id, title, project_id))
+
+
+def get_board_entry(board: Board, board_id: str) -> dict[str, Any] | None:
+    entry = Directory(board.doc).get_board(board_id)
+    return board_entry_json(entry) if entry is not None else None
+
+
+def rename_board_entry(board: Board, board_id: str, title: str) -> None:
+    directory = Directory(board.doc)
+    if directory.get_board(board_id) is not None:
+        directory.rename_board(board_id, title)
+
+
+def unlist_board(board: Board, board_id: str) -> None:
+    directory = Directory(board.doc)
+    if directory.get_board(board_id) is not None:
+        directory.delete_board(board_id)
+
+
+# -- a board -------------------------------------------------------------------
+
+
+def init_board(board: Board, title: str, project_id: str) -> None:
+    board.set_meta(title=title, project=project_id)
+
+
+def board_json(board: Board) -> dict[str, Any]:
+    meta = board.get_meta()
+    return {
+        "name": meta.title,
+        "project_id": meta.project or None,
+        "columns": [column_json(column) for column in board.columns()],
+    }
+
+
+def board_meta(board: Board) -> dict[str, Any] | Refusal:
+    """The board's representation, or not-found for a board nobody ever wrote."""
+    if board.doc.get_state() == b"\x00":  # nothing was ever written
+        return Refusal("not-found", "no such board")
+    out = board_json(board)
+    out["task_count"] = len(board.tasks())
+    return out
+
+
+def rename_board(board: Board, name: str, if_match: str | None) -> dict[str, Any] | Refusal:
+    current = board_meta(board)
+    if isinstance(current, Refusal):
+        return current
+    refused = _precondition(current, if_match)
+    if refused is not None:
+        return refused
+    board.set_meta(title=name)
+    return board_meta(board)
+
+
+def whole_board(board: Board) -> dict[str, Any]:
+    """The board as JSON (``Board.to_dict``: the export format, which round-trips)."""
+    return board.to_dict()
+
+
+def board_update(board: Board) -> bytes:
+    """The whole board as one Yjs update."""
+    update: bytes = board.doc.get_update()
+    return update
+
+
+# -- columns -------------------------------------------------------------------
+
+
+def list_columns(board: Board) -> list[dict[str, Any]]:
+    return [column_json(column) for column in board.columns()]
+
+
+def _find_column(board: Board, column_id: str) -> Column | None:
+    return next((column for column in board.columns() if column.id == column_id), None)
+
+
+def create_column(
+    board: Board, column_id: str, name: str, position: str | None
+) -> dict[str, Any] | Refusal:
+    if _find_column(board, column_id) is not None:
+        return Refusal("conflict", f"column {column_id!r} already exists")
+    if position is not None and not is_valid_position(position):
+        return Refusal("validation", f"position {position!r} is not a fractional-index key")
+    board.add_column(name, column_id=column_id, position=position)
+    found = _find_column(board, column_id)
+    assert found is not None
+    return column_json(found)
+
+
+def update_column(
+    board: Board, column_id: str, changes: Mapping[str, Any], if_match: str | None
+) -> dict[str, Any] | Refusal:
+    column = _find_column(board, column_id)
+    if column is None:
+        return Refusal("not-found", f"no column {column_id!r}")
+    refused = _precondition(column_json(column), if_match)
+    if refused is not None:
+        return refused
+    position = changes.get("position")
+    if position is not None and not is_valid_position(position):
+        return Refusal("validation", f"position {position!r} is not a fractional-index key")
+    if "name" in changes:
+        board.rename_column(column_id, changes["name"])
+    if position is not None:
+        board.move_column(column_id, position)
+    found = _find_column(board, column_id)
+    assert found is not None
+    return column_json(found)
+
+
+def delete_column(
+    board: Board, column_id: str, move_tasks_to: str | None, if_match: str | None
+) -> Refusal | None:
+    column = _find_column(board, column_id)
+    if column is None:
+        return Refusal("not-found", f"no column {column_id!r}")
+    refused = _precondition(column_json(column), if_match)
+    if refused is not None:
+        return refused
+    if move_tasks_to is not None and _find_column(board, move_tasks_to) is None:
+        return Refusal("validation", f"no column {move_tasks_to!r} to move the tasks to")
+    board.delete_column(column_id, move_tasks_to=move_tasks_to)
+    return None
+
+
+# -- tasks ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """Which tasks of one board to list, and which page."""
+
+    column: str | None = None
+    assignee: str | None = None
+    label: str | None = None
+    after: tuple[str, str, str] | None = None  # the sort key of the last item already sent
+    limit: int = 50
+
+
+def _sort_key(task: Task) -> tuple[str, str, str]:
+    return (task.column, task.position, task.id)
+
+
+def list_tasks(board: Board, query: TaskQuery) -> dict[str, Any]:
+    """One page of the board's tasks in (column, position, id) order, and the next cursor."""
+    found = [
+        task
+        for task in board.tasks()
+        if (query.column is None or task.column == query.column)
+        and (query.assignee is None or query.assignee in task.assignees)
+        and (query.label is None or query.label in task.labels)
+    ]
+    found.sort(key=_sort_key)
+    if query.after is not None:
+        after = query.after
+        found = [task for task in found if _sort_key(task) > after]
+    page = found[: query.limit]
+    more = len(found) > query.limit
+    return {
+        "items": [task_json(task) for task in page],
+        "after": list(_sort_key(page[-1])) if more and page else None,
+    }
+
+
+def get_task(board: Board, task_id: str) -> dict[str, Any] | Refusal:
+    if not board.has_task(task_id):
+        return Refusal("not-found", f"no task {task_id!r}")
+    return task_json(board.get_task(task_id))
+
+
+def _column_for(board: Board, wanted: str, made: dict[str, str]) -> str:
+    """The id of the column ``wanted`` names (an id, else a name), created if none matches."""
+    if wanted in made:
+        return made[wanted]
+    columns = board.columns()
+    for column in columns:
+        if column.id == wanted:
+            made[wanted] = column.id
+            return column.id
+    for column in columns:
+        if column.name == wanted:
+            made[wanted] = column.id
+            return column.id
+    column_id = board.add_column(wanted)
+    made[wanted] = column_id
+    return column_id
+
+
+def _task_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: spec[key] for key in ("description", "assignees", "labels", "due") if key in spec}
+
+
+def create_task(board: Board, task_id: str, spec: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+    if board.has_task(task_id):
+        return Refusal("conflict", f"task {task_id!r} already exists")
+    column = _column_for(board, spec["column"], {})
+    board.add_task(
+        spec["title"],
+        column,
+        task_id=task_id,
+        position=spec.get("position"),
+        **_task_fields(spec),
+    )
+    return task_json(board.get_task(task_id))
+
+
+def update_task(
+    board: Board, task_id: str, changes: Mapping[str, Any], if_match: str | None
+) -> dict[str, Any] | Refusal:
+    if not board.has_task(task_id):
+        return Refusal("not-found", f"no task {task_id!r}")
+    refused = _precondition(task_json(board.get_task(task_id)), if_match)
+    if refused is not None:
+        return refused
+    fields = _task_fields(changes)
+    if "title" in changes:
+        fields["title"] = changes["title"]
+    if fields:
+        board.update_task(task_id, **fields)
+    if "column" in changes or "position" in changes:
+        current = board.get_task(task_id)
+        column = _column_for(board, changes.get("column", current.column), {})
+        board.move_task(task_id, column, changes.get("position"))
+    return task_json(board.get_task(task_id))
+
+
+def delete_task(board: Board, task_id: str, if_match: str | None) -> Refusal | None:
+    if not board.has_task(task_id):
+        return Refusal("not-found", f"no task {task_id!r}")
+    refused = _precondition(task_json(board.get_task(task_id)), if_match)
+    if refused is not None:
+        return refused
+    board.delete_task(task_id)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """One bulk request: tasks to create, update, move and delete, in that order."""
+
+    create: Sequence[Mapping[str, Any]] = ()
+    update: Sequence[Mapping[str, Any]] = ()
+    move: Sequence[Mapping[str, Any]] = ()
+    delete: Sequence[str] = ()
+    seed: str = ""  # new task ids derive from it (the idempotency key, or a fresh id)
+    title: str | None = None  # the board's title, if the board is new
+    project_id: str | None = None
+
+
+def bulk(board: Board, request: Bulk) -> dict[str, Any] | Refusal:
+    """Apply a bulk request as one transaction: all of it, or (refused) none of it."""
+    referenced = [*(item["id"] for item in request.update), *(item["id"] for item in request.move)]
+    referenced += list(request.delete)
+    missing = sorted({task_id for task_id in referenced if not board.has_task(task_id)})
+    if missing:
+        shown = ", ".join(repr(task_id) for task_id in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return Refusal("validation", f"no such tasks: {shown}{more}", None)
+    for item in [*request.create, *request.update, *request.move]:
+        position = item.get("position")
+        if position is not None and not is_valid_position(position):
+            return Refusal("validation", f"position {position!r} is not a fractional-index key")
+    if request.title is not None and not board.get_meta().title:
+        board.set_meta(title=request.title, project=request.project_id)
+    made: dict[str, str] = {}
+    ends: dict[str, str | None] = {}
+    created: list[str] = []
+    for index, spec in enumerate(request.create):
+        column = _column_for(board, spec["column"], made)
+        position = spec.get("position")
+        if position is None:
+            # Appending 10,000 tasks must not rescan the column each time.
+            if column not in ends:
+                ends[column] = max(
+                    (
+                        task.position
+                        for task in board.tasks_in_column(column)
+                        if is_valid_position(task.position)
+                    ),
+                    default=None,
+                )
+            position = position_between(ends[column], None)
+            ends[column] = position
+        task_id = derived_id(request.seed, index)
+        board.add_task(
+            spec["title"], column, task_id=task_id, position=position, **_task_fields(spec)
+        )
+        created.append(task_id)
+    for item in request.update:
+        fields = _task_fields(item)
+        if "title" in item:
+            fields["title"] = item["title"]
+        board.update_task(item["id"], **fields)
+    for item in request.move:
+        column = _column_for(board, item["column"], made)
+        board.move_task(item["id"], column, item.get("position"))
+    for task_id in request.delete:
+        if board.has_task(task_id):
+            board.delete_task(task_id)
+    return {
+        "created": created,
+        "updated": len(request.update),
+        "moved": len(request.move),
+        "deleted": len(request.delete),
+    }

@@ -1,0 +1,637 @@
+"""The REST resources under ``/v1``: projects, boards, columns, tasks, bulk, the Yjs document.
+
+Every write is one server-side transaction on the board's actor (``Cluster.run``),
+wherever the board lives: WebSocket clients see it at once, as one update, and the
+response comes once it is durable. Every read runs on the actor too, so it sees
+what every client sees, including a write this caller just made. Responses carry
+the board's version (``Boardcast-Version``: its store sequence number once what
+the request saw or made is durable); single resources carry an ``ETag``, and
+``If-Match`` makes a change conditional on it (412 if the resource changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from actors.cluster import Cluster
+from actors.direct import DirectConnection, DirectConnectionClosed
+from actors.extensions import Extensions
+from actors.host import BoardUnavailable
+from actors.transactions import Outcome
+from crdt.board import Board
+from crdt.errors import BoardcastError, BoardFull, LimitExceeded, TransactionFailed
+from crdt.projects import DIRECTORY_BOARD
+from gateway.rest import commands
+from gateway.rest.access import Caller, caller_for
+from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
+from gateway.rest.inputs import (
+    RestLimits,
+    an_id,
+    an_object,
+    only_keys,
+    read_body,
+    read_json,
+    required_text,
+    task_fields,
+    text,
+)
+from gateway.rest.problems import Problem, problem_for_close_code
+
+T = TypeVar("T")
+
+VERSION_HEADER = "Boardcast-Version"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+YJS_MEDIA_TYPE = "application/octet-stream"
+
+
+class Api:
+    """The handlers, bound to a cluster, the process's extensions and the limits."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        extensions: Extensions,
+        limits: RestLimits,
+        *,
+        call_timeout: float = 30.0,
+        max_update_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.cluster = cluster
+        self.extensions = extensions
+        self.limits = limits
+        self.call_timeout = call_timeout
+        self.max_update_bytes = max_update_bytes
+
+    def routes(self) -> list[web.RouteDef]:
+        """Every route of the API."""
+        return [
+            web.get("/v1/projects", self.list_projects),
+            web.post("/v1/projects", self.create_project),
+            web.get("/v1/projects/{project_id}", self.get_project),
+            web.patch("/v1/projects/{project_id}", self.update_project),
+            web.delete("/v1/projects/{project_id}", self.delete_project),
+            web.get("/v1/projects/{project_id}/boards", self.list_boards),
+            web.post("/v1/projects/{project_id}/boards", self.create_board),
+            web.get("/v1/boards/{board_id}", self.get_board),
+            web.patch("/v1/boards/{board_id}", self.update_board),
+            web.get("/v1/boards/{board_id}/columns", self.list_columns),
+            web.post("/v1/boards/{board_id}/columns", self.create_column),
+            web.patch("/v1/boards/{board_id}/columns/{column_id}", self.update_column),
+            web.delete("/v1/boards/{board_id}/columns/{column_id}", self.delete_column),
+            web.get("/v1/boards/{board_id}/tasks", self.list_tasks),
+            web.post("/v1/boards/{board_id}/tasks", self.create_task),
+            web.post("/v1/boards/{board_id}/tasks/bulk", self.bulk_tasks),
+            web.get("/v1/boards/{board_id}/tasks/{task_id}", self.get_task),
+            web.patch("/v1/boards/{board_id}/tasks/{task_id}", self.update_task),
+            web.delete("/v1/boards/{board_id}/tasks/{task_id}", self.delete_task),
+            web.get("/v1/boards/{board_id}/ydoc", self.get_ydoc),
+            web.post("/v1/boards/{board_id}/ydoc", self.post_ydoc),
+        ]
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _run(
+        self,
+        board_id: str,
+        function: Callable[[Board], T],
+        *,
+        caller: Caller | None = None,
+        key: str | None = None,
+    ) -> Outcome[T]:
+        """Run ``function`` on the board's actor; board errors become problems."""
+        origin = caller.identity if caller is not None else None
+        try:
+            return await asyncio.wait_for(
+                self.cluster.run(board_id, function, idempotency_key=key, origin=origin),
+                self.call_timeout,
+            )
+        except TransactionFailed as exc:
+            raise Problem("validation", str(exc)) from None
+        except BoardFull as exc:
+            raise Problem("board-full", str(exc)) from None
+        except LimitExceeded as exc:
+            raise Problem("too-large", str(exc)) from None
+        except (BoardUnavailable, TimeoutError, ConnectionError) as exc:
+            raise Problem("unavailable", f"board {board_id!r} is unavailable: {exc}") from None
+        except BoardcastError as exc:
+            raise problem_for_close_code(int(exc.close_code), str(exc)) from None
+
+    @staticmethod
+    def _value(outcome: Outcome[T | Refusal]) -> T:
+        value = outcome.value
+        if isinstance(value, Refusal):
+            problem = Problem(value.problem, value.detail)
+            if value.etag is not None:
+                problem.headers["ETag"] = value.etag
+            raise problem
+        assert value is not None
+        return value
+
+    async def _caller(self, request: web.Request, board_id: str) -> Caller:
+        return await caller_for(request, board_id, self.extensions)
+
+    async def _writer(self, request: web.Request, board_id: str) -> Caller:
+        caller = await self._caller(request, board_id)
+        caller.require_write()
+        return caller
+
+    def _board_id(self, request: web.Request) -> str:
+        board_id = request.match_info["board_id"]
+        if board_id == DIRECTORY_BOARD:
+            raise Problem("forbidden", "the project directory is changed through /v1/projects")
+        return an_id(board_id, "a board id")
+
+    @staticmethod
+    def _key(request: web.Request) -> str | None:
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            return None
+        if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+            raise Problem("bad-request", "Idempotency-Key must be 1-200 printable ASCII characters")
+        return key
+
+    @staticmethod
+    def _if_match(request: web.Request) -> str | None:
+        return request.headers.get("If-Match")
+
+    @staticmethod
+    def _json(
+        value: Any, outcome: Outcome[Any], *, status: int = 200, etag: bool = False
+    ) -> web.Response:
+        headers = {VERSION_HEADER: str(outcome.version)}
+        if etag:
+            headers["ETag"] = etag_of(value)
+        if not outcome.applied:
+            headers["Idempotent-Replayed"] = "true"
+        return web.json_response(value, status=status, headers=headers)
+
+    def _page(self, request: web.Request) -> tuple[int, Any]:
+        raw_limit = request.query.get("limit", str(self.limits.default_page))
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise Problem("bad-request", "limit must be an integer") from None
+        if not 1 <= limit <= self.limits.max_page:
+            raise Problem("bad-request", f"limit must be 1-{self.limits.max_page}")
+        cursor = request.query.get("cursor")
+        return limit, _read_cursor(cursor) if cursor else None
+
+    # -- projects ----------------------------------------------------------------
+
+    async def list_projects(self, request: web.Request) -> web.Response:
+        await self._caller(request, DIRECTORY_BOARD)
+        limit, after = self._page(request)
+        outcome = await self._run(DIRECTORY_BOARD, commands.list_projects)
+        items = outcome.value or []
+        return self._json(_paged(items, limit, after), outcome)
+
+    async def create_project(self, request: web.Request) -> web.Response:
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name"})
+        name = required_text(body, "name", self.limits.max_name_chars)
+        key = self._key(request)
+        project_id = commands.derived_id(f"project/{key}", 0) if key else uuid.uuid4().hex
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(commands.create_project, project_id=project_id, name=name),
+            caller=caller,
+            key=f"project/{key}" if key else None,
+        )
+        if not outcome.applied:
+            outcome = await self._run(
+                DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
+            )
+        project = self._value(outcome)
+        response = self._json(project, outcome, status=201, etag=True)
+        response.headers["Location"] = f"/v1/projects/{project_id}"
+        return response
+
+    async def get_project(self, request: web.Request) -> web.Response:
+        await self._caller(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        outcome = await self._run(
+            DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def update_project(self, request: web.Request) -> web.Response:
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name"})
+        name = required_text(body, "name", self.limits.max_name_chars)
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.rename_project,
+                project_id=project_id,
+                name=name,
+                if_match=self._if_match(request),
+            ),
+            caller=caller,
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def delete_project(self, request: web.Request) -> web.Response:
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.delete_project, project_id=project_id, if_match=self._if_match(request)
+            ),
+            caller=caller,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
+    # -- boards ------------------------------------------------------------------
+
+    async def list_boards(self, request: web.Request) -> web.Response:
+        await self._caller(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        limit, after = self._page(request)
+        outcome = await self._run(
+            DIRECTORY_BOARD, partial(commands.list_project_boards, project_id=project_id)
+        )
+        return self._json(_paged(self._value(outcome), limit, after), outcome)
+
+    async def create_board(self, request: web.Request) -> web.Response:
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name"})
+        name = required_text(body, "name", self.limits.max_name_chars)
+        key = self._key(request)
+        exists = await self._run(
+            DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
+        )
+        self._value(exists)
+        board_id = commands.derived_id(f"board/{key}", 0) if key else uuid.uuid4().hex
+        # The board first, then its entry: a crash in between leaves a board nobody
+        # lists, which the retry (same key, same id) lists.
+        await self._run(
+            board_id,
+            partial(commands.init_board, title=name, project_id=project_id),
+            caller=caller,
+            key=f"board/{key}" if key else None,
+        )
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.list_board_entry, board_id=board_id, title=name, project_id=project_id
+            ),
+            caller=caller,
+        )
+        board = self._value(outcome)
+        response = self._json(board, outcome, status=201, etag=True)
+        response.headers["Location"] = f"/v1/boards/{board_id}"
+        return response
+
+    async def get_board(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        outcome = await self._run(board_id, commands.board_meta)
+        found: dict[str, Any] = self._value(outcome)
+        board = {"id": board_id, **found}
+        return self._json(board, outcome, etag=True)
+
+    async def update_board(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name"})
+        name = required_text(body, "name", self.limits.max_name_chars)
+        if_match = self._if_match(request)
+        if if_match is not None:
+            # The ETag the client has is of the representation, id included.
+            current = await self._run(board_id, commands.board_meta)
+            shown: dict[str, Any] = self._value(current)
+            seen = {"id": board_id, **shown}
+            if etag_of(seen) not in {tag.strip() for tag in if_match.split(",")} | {"*"}:
+                problem = Problem("precondition-failed", "the board changed since it was read")
+                problem.headers["ETag"] = etag_of(seen)
+                raise problem
+        outcome = await self._run(
+            board_id, partial(commands.rename_board, name=name, if_match=None), caller=caller
+        )
+        found: dict[str, Any] = self._value(outcome)
+        board = {"id": board_id, **found}
+        await self._run(
+            DIRECTORY_BOARD,
+            partial(commands.rename_board_entry, board_id=board_id, title=name),
+            caller=caller,
+        )
+        return self._json(board, outcome, etag=True)
+
+    # -- columns -----------------------------------------------------------------
+
+    async def list_columns(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        outcome = await self._run(board_id, commands.list_columns)
+        return self._json({"items": outcome.value or [], "next_cursor": None}, outcome)
+
+    async def create_column(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name", "position", "id"})
+        name = required_text(body, "name", self.limits.max_name_chars)
+        position = text(body, "position", 200, required=False)
+        column_id = an_id(body.get("id", uuid.uuid4().hex), "a column id")
+        outcome = await self._run(
+            board_id,
+            partial(commands.create_column, column_id=column_id, name=name, position=position),
+            caller=caller,
+        )
+        column = self._value(outcome)
+        response = self._json(column, outcome, status=201, etag=True)
+        response.headers["Location"] = f"/v1/boards/{board_id}/columns/{column_id}"
+        return response
+
+    async def update_column(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        column_id = an_id(request.match_info["column_id"], "a column id")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"name", "position"})
+        changes: dict[str, Any] = {}
+        name = text(body, "name", self.limits.max_name_chars, required=False)
+        if name is not None:
+            changes["name"] = name
+        position = text(body, "position", 200, required=False)
+        if position is not None:
+            changes["position"] = position
+        outcome = await self._run(
+            board_id,
+            partial(
+                commands.update_column,
+                column_id=column_id,
+                changes=changes,
+                if_match=self._if_match(request),
+            ),
+            caller=caller,
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def delete_column(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        column_id = an_id(request.match_info["column_id"], "a column id")
+        move_to = request.query.get("move_tasks_to")
+        outcome = await self._run(
+            board_id,
+            partial(
+                commands.delete_column,
+                column_id=column_id,
+                move_tasks_to=an_id(move_to, "move_tasks_to") if move_to else None,
+                if_match=self._if_match(request),
+            ),
+            caller=caller,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        limit, after = self._page(request)
+        if after is not None and not (
+            isinstance(after, list) and len(after) == 3 and all(isinstance(a, str) for a in after)
+        ):
+            raise Problem("bad-request", "the cursor is not one this list gave")
+        query = TaskQuery(
+            column=request.query.get("column"),
+            assignee=request.query.get("assignee"),
+            label=request.query.get("label"),
+            after=(after[0], after[1], after[2]) if after is not None else None,
+            limit=limit,
+        )
+        outcome = await self._run(board_id, partial(commands.list_tasks, query=query))
+        page = outcome.value or {"items": [], "after": None}
+        body = {
+            "items": page["items"],
+            "next_cursor": _write_cursor(page["after"]) if page["after"] else None,
+        }
+        return self._json(body, outcome)
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        outcome = await self._run(board_id, partial(commands.get_task, task_id=task_id))
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def create_task(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        body = an_object(await read_json(request, self.limits))
+        spec = task_fields(body, self.limits, "the task", creating=True)
+        key = self._key(request)
+        task_id = commands.derived_id(f"task/{key}", 0) if key else uuid.uuid4().hex
+        outcome = await self._run(
+            board_id,
+            partial(commands.create_task, task_id=task_id, spec=spec),
+            caller=caller,
+            key=f"task/{key}" if key else None,
+        )
+        if not outcome.applied:
+            outcome = await self._run(board_id, partial(commands.get_task, task_id=task_id))
+        task = self._value(outcome)
+        response = self._json(task, outcome, status=201, etag=True)
+        response.headers["Location"] = f"/v1/boards/{board_id}/tasks/{task_id}"
+        return response
+
+    async def update_task(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        body = an_object(await read_json(request, self.limits))
+        changes = task_fields(body, self.limits, "the task", creating=False)
+        changes.pop("id", None)
+        outcome = await self._run(
+            board_id,
+            partial(
+                commands.update_task,
+                task_id=task_id,
+                changes=changes,
+                if_match=self._if_match(request),
+            ),
+            caller=caller,
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def delete_task(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        outcome = await self._run(
+            board_id,
+            partial(commands.delete_task, task_id=task_id, if_match=self._if_match(request)),
+            caller=caller,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
+    async def bulk_tasks(self, request: web.Request) -> web.Response:
+        """Create, update, move and delete tasks in one transaction (one update)."""
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"tasks", "update", "move", "delete"})
+        limits = self.limits
+        groups: dict[str, list[Any]] = {}
+        for name in ("tasks", "update", "move", "delete"):
+            value = body.get(name, [])
+            if not isinstance(value, list):
+                raise Problem("validation", f"{name!r} must be a list")
+            groups[name] = value
+        count = sum(len(items) for items in groups.values())
+        if count == 0:
+            raise Problem("validation", "nothing to do: give 'tasks', 'update', 'move' or 'delete'")
+        if count > limits.max_bulk_items:
+            raise Problem(
+                "too-many-items",
+                f"{count} items in one request; at most {limits.max_bulk_items}",
+                limit=limits.max_bulk_items,
+            )
+        create = [
+            task_fields(an_object(item, f"tasks[{i}]"), limits, f"tasks[{i}]", creating=True)
+            for i, item in enumerate(groups["tasks"])
+        ]
+        update = []
+        for i, item in enumerate(groups["update"]):
+            entry = an_object(item, f"update[{i}]")
+            fields = task_fields(entry, limits, f"update[{i}]", creating=False)
+            if "column" in fields or "position" in fields:
+                raise Problem("validation", f"update[{i}]: 'move' changes column and position")
+            fields["id"] = an_id(entry.get("id"), f"update[{i}].id")
+            update.append(fields)
+        move = []
+        for i, item in enumerate(groups["move"]):
+            entry = an_object(item, f"move[{i}]")
+            only_keys(entry, {"id", "column", "position"}, f"move[{i}]")
+            moved: dict[str, Any] = {
+                "id": an_id(entry.get("id"), f"move[{i}].id"),
+                "column": text(entry, "column", 200, where=f"move[{i}]"),
+            }
+            position = text(entry, "position", 200, where=f"move[{i}]", required=False)
+            if position is not None:
+                moved["position"] = position
+            move.append(moved)
+        delete = [an_id(item, f"delete[{i}]") for i, item in enumerate(groups["delete"])]
+        key = self._key(request)
+        request_bulk = Bulk(
+            create=create,
+            update=update,
+            move=move,
+            delete=delete,
+            seed=f"bulk/{key}" if key else uuid.uuid4().hex,
+            title=board_id,
+        )
+        outcome = await self._run(
+            board_id,
+            partial(commands.bulk, request=request_bulk),
+            caller=caller,
+            key=f"bulk/{key}" if key else None,
+        )
+        if outcome.applied:
+            result = self._value(outcome)
+        else:
+            # A replay: the first call's ids derive from the same key.
+            result = {
+                "created": [commands.derived_id(request_bulk.seed, i) for i in range(len(create))],
+                "updated": len(update),
+                "moved": len(move),
+                "deleted": len(delete),
+            }
+        return self._json({**result, "version": outcome.version}, outcome)
+
+    # -- the Yjs document --------------------------------------------------------
+
+    async def get_ydoc(self, request: web.Request) -> web.Response:
+        """The board as one Yjs update (``application/octet-stream``), or as JSON."""
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        accept = request.headers.get("Accept", YJS_MEDIA_TYPE)
+        wants_json = "application/json" in accept and YJS_MEDIA_TYPE not in accept
+        if not wants_json and not any(
+            kind in accept for kind in (YJS_MEDIA_TYPE, "*/*", "application/*")
+        ):
+            raise Problem("not-acceptable", "ask for application/octet-stream or application/json")
+        if wants_json:
+            outcome = await self._run(board_id, commands.whole_board)
+            return self._json(outcome.value, outcome)
+        update_outcome = await self._run(board_id, commands.board_update)
+        return web.Response(
+            body=update_outcome.value or b"",
+            content_type=YJS_MEDIA_TYPE,
+            headers={VERSION_HEADER: str(update_outcome.version)},
+        )
+
+    async def post_ydoc(self, request: web.Request) -> web.Response:
+        """Apply one Yjs update, checked exactly as a WebSocket client's would be."""
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        if request.content_type != YJS_MEDIA_TYPE:
+            raise Problem("unsupported-media-type", f"send {YJS_MEDIA_TYPE} (one Yjs update)")
+        limits = RestLimits(max_body_bytes=min(self.limits.max_body_bytes, self.max_update_bytes))
+        update = await read_body(request, limits)
+        if not update:
+            raise Problem("validation", "the body is empty; send one Yjs update")
+        session = DirectConnection(self.cluster, board_id, origin=caller.identity)
+        try:
+            await session.open(timeout=self.call_timeout)
+            session.send_update(update)
+            await session.persisted(timeout=self.call_timeout)
+        except DirectConnectionClosed as closed:
+            raise problem_for_close_code(closed.code, str(closed)) from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise Problem("unavailable", f"board {board_id!r} is unavailable: {exc}") from None
+        finally:
+            await session.close()
+        return web.json_response({"applied": True}, status=200)
+
+
+def _paged(items: list[dict[str, Any]], limit: int, after: Any) -> dict[str, Any]:
+    """A page of ``items`` (ordered, each with an ``id``) after the cursor's id."""
+    if after is not None:
+        if not isinstance(after, str):
+            raise Problem("bad-request", "the cursor is not one this list gave")
+        ids = [item["id"] for item in items]
+        start = ids.index(after) + 1 if after in ids else len(items)
+        items = items[start:]
+    page = items[:limit]
+    more = len(items) > limit
+    return {"items": page, "next_cursor": _write_cursor(page[-1]["id"]) if more else None}
+
+
+def _write_cursor(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> Any:
+    if len(cursor) > 1024:
+        raise Problem("bad-request", "the cursor is not one this list gave")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise Problem("bad-request", "the cursor is not one this list gave") from None
