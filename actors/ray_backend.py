@@ -42,6 +42,7 @@ from actors.board import BoardPhase
 from actors.cluster import Cluster
 from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
 from actors.host import BoardHost, HostSettings
+from actors.transactions import Outcome
 from crdt.board import Board
 from persistence.factory import open_store
 from persistence.history import parse_history_policy
@@ -239,6 +240,17 @@ class HostActor:
         """See :meth:`BoardHost.transact`."""
         host = await self._running()
         return await host.transact(board_id, change, idempotency_key=idempotency_key)
+
+    async def run(
+        self,
+        board_id: str,
+        function: Callable[[Board], Any],
+        idempotency_key: str | None,
+        origin: str | None,
+    ) -> Outcome[Any]:
+        """See :meth:`BoardHost.run`."""
+        host = await self._running()
+        return await host.run(board_id, function, idempotency_key=idempotency_key, origin=origin)
 
     async def release(self, board_id: str) -> bool:
         """Passivate one board now, if idle."""
@@ -627,6 +639,21 @@ class RayCluster(Cluster):
         host_name = await self.locate(board_id)
         version = await self._handle(host_name).transact.remote(board_id, change, idempotency_key)
         return int(version)
+
+    async def run(
+        self,
+        board_id: str,
+        function: Callable[[Board], T],
+        *,
+        idempotency_key: str | None = None,
+        origin: str | None = None,
+    ) -> Outcome[T]:
+        """See :meth:`Cluster.run`."""
+        host_name = await self.locate(board_id)
+        outcome: Outcome[T] = await self._handle(host_name).run.remote(
+            board_id, function, idempotency_key, origin
+        )
+        return outcome
 
     async def stats(self) -> list[dict[str, Any]]:
         """See :meth:`Cluster.stats`: every member host, and this node's own."""
