@@ -63,6 +63,8 @@ class Settings:
     max_queued_sessions: int = 10_000  # session registrations waiting for shared state
     max_queued_hooks: int = 10_000  # extension calls waiting in a host
     max_remembered_transactions: int = 10_000  # idempotency keys a host keeps
+    rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
+    rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
     # Where board hosts listen for gateway streams: "auto" is 127.0.0.1 on a Ray cluster this
     # process started and the node's Ray IP on one it joined (--address); "node" is always

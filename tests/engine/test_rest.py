@@ -384,3 +384,22 @@ async def test_rest_callers_get_the_same_decision_as_a_socket(
         async with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
             entries = (await store.load("guarded")).updates
         assert {entry.origin for entry in entries} == {"ann"}
+
+
+async def test_rest_writes_and_reads_reach_the_board_wherever_it_lives(
+    backend: str, tmp_path: Path, cluster_name: str
+) -> None:
+    async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            project = await new_project(http, "Everywhere")
+            board = await new_board(http, project["id"], "On any host")
+            tasks = [{"title": f"t{n}", "column": "Backlog"} for n in range(50)]
+            async with http.post(
+                f"/v1/boards/{board['id']}/tasks/bulk", json={"tasks": tasks}
+            ) as response:
+                assert response.status == 200, await response.text()
+                version = (await response.json())["version"]
+            async with http.get(f"/v1/boards/{board['id']}") as response:
+                summary = await response.json()
+                assert int(response.headers["Boardcast-Version"]) >= version
+            assert summary["task_count"] == 50 and summary["name"] == "On any host"
