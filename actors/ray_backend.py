@@ -55,6 +55,8 @@ HEAD_RESOURCE = "node:__internal_head__"
 # How long one control call may take before the caller gives up on it.
 CALL_TIMEOUT_S = 5.0
 WATCH_TIMEOUT_S = 5.0
+# How long a live actor may take to answer a ping while the deployment stops.
+PING_TIMEOUT_S = 1.0
 
 T = TypeVar("T")
 
@@ -72,6 +74,16 @@ def node_host_names(cluster_name: str, node_id: str, count: int) -> list[str]:
 def _node_ip() -> str:
     """The Ray IP of the node this process runs on."""
     return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _bounded(call: Awaitable[T], timeout: float) -> T:
@@ -485,6 +497,9 @@ class RayCluster(Cluster):
         self._watching: asyncio.Task[None] | None = None
         self._closed = False
         self._membership_changed = asyncio.Event()
+        self._pids: dict[Any, int] = {}  # own hosts' process ids, once they answered
+        #: Set by :meth:`close` when the directory did not answer: Ray is going down.
+        self.ray_lost = False
 
     @classmethod
     async def launch(
@@ -678,20 +693,58 @@ class RayCluster(Cluster):
         others = set(self._membership.placement()) - set(self._own_hosts)
         if not self._own_hosts or not others:
             return 0
+        alive = await self._answering(list(self._own_hosts.values()))
         results = await asyncio.gather(
-            *(_bounded(h.drain.remote(), timeout) for h in self._own_hosts.values()),
+            *(self._while_alive(h, h.drain.remote(), timeout) for h in alive),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
-                log.warning("a host did not drain: %s", result)
+                log.warning("a host did not drain: %r", result)
         return sum(result for result in results if isinstance(result, int))
+
+    async def _answering(self, handles: list[Any]) -> list[Any]:
+        """The hosts that answer within a second.
+
+        When every process of the deployment got SIGTERM at once, this node's
+        hosts are gone already (Ray's workers exit on SIGTERM) and calls to them
+        would be retried until Ray gives up: only live ones are asked to stop.
+        """
+        answers = await asyncio.gather(
+            *(_bounded(h.stats.remote(), PING_TIMEOUT_S) for h in handles),
+            return_exceptions=True,
+        )
+        alive = []
+        for handle, answer in zip(handles, answers, strict=True):
+            if isinstance(answer, dict):
+                alive.append(handle)
+                if answer.get("node_ip") == _node_ip():
+                    self._pids[handle] = int(answer["pid"])
+        if len(alive) < len(handles):
+            log.warning("%d of this node's hosts do not answer", len(handles) - len(alive))
+        return alive
+
+    async def _while_alive(self, handle: Any, call: Awaitable[T], timeout: float) -> T:
+        """``call`` on ``handle``, abandoned if the host's process (on this node) exits."""
+        pid = self._pids.get(handle)
+        task = asyncio.ensure_future(call)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not task.done():
+            if pid is not None and not _process_alive(pid):
+                task.cancel()
+                raise ProcessLookupError(f"board host process {pid} exited")
+            if asyncio.get_running_loop().time() > deadline:
+                task.cancel()
+                raise TimeoutError
+            await asyncio.wait({task}, timeout=0.1)
+        return task.result()
 
     async def close(self, timeout: float = 10.0) -> None:
         """Stop this node's hosts (each flushes and snapshots); the last node stops the rest.
 
-        Every Ray call is bounded by ``timeout``: when Ray itself is going down
-        (every process of the deployment got SIGTERM) this returns anyway.
+        Every Ray call is bounded: when Ray itself is going down (every process
+        of the deployment got SIGTERM) this returns within seconds, and
+        :attr:`ray_lost` says so.
         """
         if self._closed:
             return
@@ -701,29 +754,32 @@ class RayCluster(Cluster):
             await asyncio.gather(self._watching, return_exceptions=True)
         if not self._own_hosts:
             return
-        await self._stop_hosts(list(self._own_hosts.values()), timeout)
+        alive = await self._answering(list(self._own_hosts.values()))
+        await self._stop_hosts(alive, timeout)
         try:
             membership: Membership = await _bounded(
-                self._directory.membership.remote(), CALL_TIMEOUT_S
+                self._directory.membership.remote(), PING_TIMEOUT_S
             )
         except Exception as exc:
-            log.warning("directory unreachable while stopping: %s", exc)
+            # The directory lives on the head node: Ray is going down, or the head is gone.
+            log.warning("directory unreachable while stopping: %r", exc)
+            self.ray_lost = True
             return
+        self._own_hosts.clear()
         if any(host.shared for host in membership.hosts):
             return  # other nodes still serve: the directory stays for them
         dedicated = []
         for host in membership.hosts:
             with contextlib.suppress(Exception):
                 dedicated.append(ray.get_actor(host.name, namespace=NAMESPACE))
-        await self._stop_hosts(dedicated, timeout)
+        await self._stop_hosts(await self._answering(dedicated), timeout)
         with contextlib.suppress(Exception):
             ray.kill(self._directory, no_restart=True)
-        self._own_hosts.clear()
         self._handles.clear()
 
     async def _stop_hosts(self, handles: list[Any], timeout: float) -> None:
         results = await asyncio.gather(
-            *(_bounded(handle.stop.remote(), timeout) for handle in handles),
+            *(self._while_alive(handle, handle.stop.remote(), timeout) for handle in handles),
             return_exceptions=True,
         )
         for handle, result in zip(handles, results, strict=True):

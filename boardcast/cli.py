@@ -125,6 +125,11 @@ async def run(command: str, settings: Settings) -> None:
         await asyncio.wait_for(_stop(runner, cluster), settings.stop_timeout_seconds)
     except TimeoutError:
         log.error("stop not done after %.0f s; exiting anyway", settings.stop_timeout_seconds)
+    if getattr(cluster, "ray_lost", False):
+        # Ray's processes are gone (every process of the deployment got SIGTERM at once):
+        # ray.shutdown() would wait for them; what had to be saved is saved by now.
+        print(f"Boardcast stopped in {time.monotonic() - started:.1f} s (Ray gone)", flush=True)
+        os._exit(0)
     if ray_address is not None and not _disconnect_ray(timeout=5.0):
         # Ray's own shutdown hangs when its processes are already gone (every process of
         # the deployment got SIGTERM at once): what had to be saved is saved by now.
