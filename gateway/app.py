@@ -12,6 +12,7 @@ from aiohttp import web
 
 from actors.cluster import Cluster
 from crdt.close_codes import REASONS, CloseCode
+from gateway.metrics import metrics_handler
 from gateway.rest import add_rest_api
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
@@ -68,6 +69,7 @@ def create_app(
     app.router.add_get("/ws/{board_id}", socket_route)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(ROUTER, CLUSTER, SOCKETS))
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
     add_web_app(app)
     add_rest_api(app, cluster, settings)
