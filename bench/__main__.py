@@ -3,7 +3,7 @@
 Commands: ``run`` (a scenario on one or more targets it starts itself),
 ``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
 server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost of the
-board room's integrity checks per update).
+board room's integrity checks per update), ``rest`` (REST bulk writes and queries).
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ def _room(argv: Sequence[str]) -> int:
     return room.main(argv)
 
 
+def _rest(argv: Sequence[str]) -> int:
+    from bench import rest
+
+    return rest.main(argv)
+
+
 def _hops(argv: Sequence[str]) -> int:
     # Imported on demand: it starts Ray.
     from bench import hops
@@ -49,6 +55,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "fanout": _fanout,
     "hops": _hops,
     "room": _room,
+    "rest": _rest,
 }
 
 

@@ -1,0 +1,152 @@
+"""REST bulk writes and queries against a real server: ``python -m bench rest``.
+
+Starts ``boardcast serve`` (the ``boardcast`` target: Ray board hosts, the embedded
+SQLite store) on a free loopback port and reports, as JSON:
+
+- ``bulk``: ``POST /v1/boards/{id}/tasks/bulk`` of ``--tasks`` tasks (10,000 by
+  default) to a fresh board with a WebSocket client connected: seconds until the
+  response (the change is durable), and until the client holds every task (it
+  arrives as one update, counted);
+- ``query``: ``GET /v1/boards/{id}/tasks?assignee=...`` over ``--boards`` boards of
+  ``--board-tasks`` tasks each (100 x 1,000 by default): latency p50/p99 in
+  milliseconds, each query answered by the board's actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pycrdt import Map
+
+from bench.targets import TARGETS, ServerProcess
+from clients.provider import BoardClient
+
+PEOPLE = [f"user{n}" for n in range(20)]
+
+
+def _tasks(count: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "title": f"task {n}",
+            "column": ("Backlog", "Next", "Doing", "Done")[n % 4],
+            "assignees": [rng.choice(PEOPLE)],
+            "labels": [rng.choice(("bug", "feature", "chore"))],
+        }
+        for n in range(count)
+    ]
+
+
+async def _bulk(http: aiohttp.ClientSession, url: str, board: str, tasks: int) -> dict[str, Any]:
+    updates: list[int] = []
+    async with BoardClient(url, board, ack=False) as watcher:
+        await watcher.synced()
+        watcher.doc.observe(lambda event: updates.append(len(event.update)))
+        body = {"tasks": _tasks(tasks, 1)}
+        started = time.perf_counter()
+        async with http.post(f"/v1/boards/{board}/tasks/bulk", json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(f"bulk failed: {response.status} {await response.text()}")
+        responded = time.perf_counter() - started
+        stored = watcher.doc.get("tasks", type=Map)
+        while len(stored) < tasks:
+            if time.perf_counter() - started > 300:
+                raise RuntimeError("the client never saw every task")
+            await asyncio.sleep(0.005)
+        seen = time.perf_counter() - started
+    return {
+        "tasks": tasks,
+        "response_s": round(responded, 3),
+        "client_has_all_s": round(seen, 3),
+        "updates_received": len(updates),
+        "update_bytes": sum(updates),
+    }
+
+
+async def _query(
+    http: aiohttp.ClientSession, boards: int, per_board: int, queries: int
+) -> dict[str, Any]:
+    names = [f"query-{n}" for n in range(boards)]
+    for index, board in enumerate(names):
+        body = {"tasks": _tasks(per_board, index)}
+        async with http.post(f"/v1/boards/{board}/tasks/bulk", json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(f"bulk failed: {response.status} {await response.text()}")
+    rng = random.Random(7)
+    latencies: list[float] = []
+    for _ in range(queries):
+        board = rng.choice(names)
+        params = {"assignee": rng.choice(PEOPLE), "limit": "50"}
+        started = time.perf_counter()
+        async with http.get(f"/v1/boards/{board}/tasks", params=params) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"query failed: {response.status}")
+        latencies.append((time.perf_counter() - started) * 1000)
+    latencies.sort()
+    return {
+        "boards": boards,
+        "tasks": boards * per_board,
+        "queries": queries,
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+        "cache": False,
+    }
+
+
+async def measure(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any]:
+    async with aiohttp.ClientSession(
+        server.http_url, timeout=aiohttp.ClientTimeout(total=600)
+    ) as http:
+        bulk = [await _bulk(http, server.url, f"bulk-{n}", args.tasks) for n in range(args.repeat)]
+        query = await _query(http, args.boards, args.board_tasks, args.queries)
+    return {
+        "target": server.target.name,
+        "bulk": bulk,
+        "bulk_median": {
+            key: statistics.median(run[key] for run in bulk)
+            for key in ("response_s", "client_has_all_s")
+        },
+        "query": query,
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench rest", description=__doc__)
+    parser.add_argument("--target", choices=["boardcast", "boardcast-memory"], default="boardcast")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--boards", type=int, default=100)
+    parser.add_argument("--board-tasks", type=int, default=1_000)
+    parser.add_argument("--queries", type=int, default=1_000)
+    parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
+    args = parser.parse_args(argv)
+    log = Path(tempfile.mkdtemp(prefix="bench-rest-")) / "server.log"
+    server = ServerProcess(TARGETS[args.target], log)
+    server.start()
+    try:
+        report = asyncio.run(measure(args, server))
+    finally:
+        server.stop()
+        server.cleanup()
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
