@@ -112,6 +112,8 @@ class Membership:
 
     epoch: int = 0
     hosts: tuple[HostRecord, ...] = ()
+    # False while a (re)started directory may not have heard from every live host yet.
+    settled: bool = True
 
     def placement(self) -> list[str]:
         """The hosts shared boards are placed over: shared and not draining."""
@@ -148,12 +150,18 @@ class HostRegistry:
         self._last_beat: dict[str, float] = {}
         self._epoch = 0
         self._changed = asyncio.Event()
+        self._started = clock()
+
+    @property
+    def settled(self) -> bool:
+        """True once every live host has had time to register (one timeout after start)."""
+        return self._clock() - self._started >= self._timeout
 
     @property
     def membership(self) -> Membership:
         """The current members, sorted by name."""
         hosts = tuple(self._hosts[name] for name in sorted(self._hosts))
-        return Membership(self._epoch, hosts)
+        return Membership(self._epoch, hosts, self.settled)
 
     def _bump(self) -> None:
         self._epoch += 1

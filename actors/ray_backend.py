@@ -162,16 +162,17 @@ class HostActor:
         while True:
             await asyncio.sleep(self._timings.heartbeat_seconds)
             try:
-                alive, epoch = await _bounded(
+                alive, epoch, settled = await _bounded(
                     directory.heartbeat.remote(self._name), self._timings.host_timeout_seconds
                 )
                 if not alive and self._record is not None and not self._draining:
-                    # Declared dead while alive (a pause, a partition): others may hold
-                    # our boards now, so give them up before joining again.
-                    log.warning("host %s was dropped from the membership; rejoining", self._name)
-                    await self._hand_over(self._board_ids())
+                    # Declared dead while alive (a pause, a partition), or the directory
+                    # restarted: join again. Boards others took meanwhile come back here
+                    # by the placement, and the hosts holding them hand them over.
+                    log.warning("host %s is not in the membership; registering again", self._name)
                     self._membership = await directory.register.remote(self._record)
-                elif epoch != self._membership.epoch:
+                    self._checked.clear()
+                elif epoch != self._membership.epoch or settled != self._membership.settled:
                     self._membership = await directory.membership.remote()
                     self._checked.clear()
                 await self._reconcile()
@@ -192,7 +193,12 @@ class HostActor:
 
     async def _reconcile(self) -> None:
         """Hand over the boards the membership places on another host."""
-        if not self._shared or self._draining or not self._membership.placement():
+        membership = self._membership
+        if not self._shared or self._draining or not membership.settled:
+            # A restarted directory hears from the hosts one by one: moving boards over
+            # a partial membership would move them twice.
+            return
+        if not membership.placement():
             return
         misplaced = []
         for board_id in self._board_ids():
@@ -372,11 +378,12 @@ class DirectoryActor:
             log.info("host %s joined at %s:%d", record.name, *record.endpoint)
         return self._changed() if known != record else membership
 
-    async def heartbeat(self, name: str) -> tuple[bool, int]:
-        """A host is alive; answers whether it is a member, and the epoch."""
+    async def heartbeat(self, name: str) -> tuple[bool, int, bool]:
+        """A host is alive; answers whether it is a member, the epoch, and if settled."""
         if self._sweeper is None:
             self._changed()
-        return self._registry.heartbeat(name), self._registry.membership.epoch
+        membership = self._registry.membership
+        return self._registry.heartbeat(name), membership.epoch, membership.settled
 
     async def membership(self) -> Membership:
         """The members now."""

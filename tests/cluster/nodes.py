@@ -5,7 +5,9 @@ plus a `boardcast serve --address HEAD --node-ip IP` whose gateway listens on th
 and whose board hosts are pinned to that node. A board host that advertised an address
 only its own node can reach (127.0.0.1) would be caught: every other node's gateway dials
 a different loopback address. Ray runs with token authentication and a token of its own.
-Nodes are stopped by their pids, never with `ray stop`.
+The Boardcast processes get the token only (RAY_AUTH_TOKEN), not RAY_AUTH_MODE, as an
+operator who set the token would start them. Nodes are stopped by their pids, never with
+`ray stop`.
 """
 
 from __future__ import annotations
@@ -139,7 +141,8 @@ class NodeProcess(BoardcastProcess):
     def __init__(self, command: str, ip: str, env: dict[str, str], args: list[str]) -> None:
         super().__init__(command, port=free_port(), extra_args=["--host", ip, *args])
         self.ip = ip
-        self.env = env
+        # Only the token: Boardcast must turn Ray's token mode on by itself.
+        self.env = {name: value for name, value in env.items() if name != "RAY_AUTH_MODE"}
 
     @property
     def url(self) -> str:
