@@ -96,7 +96,7 @@ def text(
         raise Problem("validation", f"{where}: {key!r} must be a string")
     if len(value) > max_chars:
         raise Problem("validation", f"{where}: {key!r} is over {max_chars} characters")
-    if not allow_empty and not value.strip():
+    if not allow_empty and not value.strip(" \t\n\r"):
         raise Problem("validation", f"{where}: {key!r} must not be empty")
     if any(ord(char) < 32 and char not in "\n\t\r" for char in value):
         raise Problem("validation", f"{where}: {key!r} holds control characters")
@@ -132,7 +132,7 @@ def strings(body: Mapping[str, Any], key: str, limits: RestLimits, where: str) -
     return value
 
 
-DUE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DUE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def task_fields(

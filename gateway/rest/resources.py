@@ -33,6 +33,7 @@ from crdt.projects import DIRECTORY_BOARD
 from gateway.rest import commands
 from gateway.rest.access import Caller, caller_for
 from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
+from gateway.rest.explorer import PAGE
 from gateway.rest.inputs import (
     RestLimits,
     an_id,
@@ -44,6 +45,7 @@ from gateway.rest.inputs import (
     task_fields,
     text,
 )
+from gateway.rest.openapi import openapi_document
 from gateway.rest.problems import Problem, problem_for_close_code
 
 T = TypeVar("T")
@@ -95,7 +97,17 @@ class Api:
             web.delete("/v1/boards/{board_id}/tasks/{task_id}", self.delete_task),
             web.get("/v1/boards/{board_id}/ydoc", self.get_ydoc),
             web.post("/v1/boards/{board_id}/ydoc", self.post_ydoc),
+            web.get("/v1/openapi.json", self.openapi),
+            web.get("/v1/docs", self.explorer),
         ]
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The OpenAPI 3.1 description of this API."""
+        return web.json_response(openapi_document(self.limits))
+
+    async def explorer(self, request: web.Request) -> web.Response:
+        """A page to read the API and try it."""
+        return web.Response(text=PAGE, content_type="text/html")
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -503,8 +515,6 @@ class Api:
                 raise Problem("validation", f"{name!r} must be a list")
             groups[name] = value
         count = sum(len(items) for items in groups.values())
-        if count == 0:
-            raise Problem("validation", "nothing to do: give 'tasks', 'update', 'move' or 'delete'")
         if count > limits.max_bulk_items:
             raise Problem(
                 "too-many-items",
