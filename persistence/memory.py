@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
+from persistence.read_model import MemoryTaskIndex, TaskIndex
 from persistence.store import (
     Batches,
     BoardStore,
@@ -62,6 +63,7 @@ class MemoryStore(BoardStore):
         self._history = history
         self._clock = clock
         self._closed = False
+        self._index = MemoryTaskIndex()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -104,6 +106,10 @@ class MemoryStore(BoardStore):
                 )
             last_seqs[board_id] = board.last_seq
         return last_seqs
+
+    def task_index(self) -> TaskIndex:
+        """The read model, in memory like the boards (shared by every handle on this store)."""
+        return self._index
 
     async def find_key(self, board_id: str, key: str) -> int | None:
         """The seq of the update appended with idempotency ``key``, in the log or history."""

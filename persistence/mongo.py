@@ -46,6 +46,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
+from persistence.read_model import TaskIndex
 from persistence.store import (
     Batches,
     BoardStore,
@@ -314,6 +315,17 @@ class MongoStore(BoardStore):
             document.get("key"),
             events,
         )
+
+    async def database(self) -> Any:
+        """The database the store's collections live in (set up on first use)."""
+        await self._ready()
+        return self._client.get_database(self.database_name, write_concern=self._write_concern)
+
+    def task_index(self) -> TaskIndex:
+        """The read model, in the ``task_index`` collection of the same database."""
+        from persistence.mongo_read_model import MongoTaskIndex
+
+        return MongoTaskIndex(self)
 
     async def find_key(self, board_id: str, key: str) -> int | None:
         """The seq of the update appended with idempotency ``key``, in the log or history."""

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
+from persistence.read_model import SqliteTaskIndex, TaskIndex
 from persistence.store import (
     Batches,
     BoardStore,
@@ -36,6 +37,9 @@ from persistence.store import (
 )
 
 T = TypeVar("T")
+
+#: The read model's file, beside the store's.
+READ_MODEL_FILENAME = "readmodel.sqlite3"
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS updates (
@@ -225,6 +229,11 @@ class SqliteStore(BoardStore):
             return last_seqs
 
         return await self._run(lambda c: _in_transaction(c, write))
+
+    def task_index(self) -> TaskIndex:
+        """The read model, in ``readmodel.sqlite3`` beside the store's file."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        return SqliteTaskIndex(os.path.join(directory, READ_MODEL_FILENAME))
 
     async def find_key(self, board_id: str, key: str) -> int | None:
         """The seq of the update appended with idempotency ``key``, if still retained."""

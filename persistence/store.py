@@ -24,6 +24,7 @@ from persistence.history import (
     merge_state,
     plan_thinning,
 )
+from persistence.read_model import TaskIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,13 @@ class BoardStore(abc.ABC):
     @abc.abstractmethod
     async def delete_board(self, board_id: str) -> None:
         """Forget the board's snapshot, log and history; a later append starts again at seq 1."""
+
+    def task_index(self) -> TaskIndex:
+        """A new handle on the read model kept beside these boards (persistence/read_model.py).
+
+        The caller closes it. Stores without one raise NotImplementedError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no read model")
 
     @property
     @abc.abstractmethod
