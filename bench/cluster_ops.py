@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
+import math
 import os
 import platform
 import signal
@@ -56,7 +58,8 @@ def boards_on(server: NodeProcess, ip: str, count: int, prefix: str) -> list[str
     seen = hosts(server)
     names = [h["name"] for h in seen]
     target = next(h["name"] for h in seen if h["node_ip"] == ip)
-    found, index = [], 0
+    found: list[str] = []
+    index = 0
     while len(found) < count:
         board = f"{prefix}-{index}"
         if rendezvous_host(board, names) == target:
@@ -65,72 +68,124 @@ def boards_on(server: NodeProcess, ip: str, count: int, prefix: str) -> list[str
     return found
 
 
-async def writable_after(url: str, board: str, since: float) -> float:
-    """Seconds from ``since`` until a fresh client gets an update on ``board`` acknowledged."""
-    deadline = since + PROBE_TIMEOUT_S
-    attempt = 0
-    while time.monotonic() < deadline:
-        attempt += 1
-        try:
-            async with BoardClient(url, board) as client:
-                await client.synced(timeout=5)
-                client.doc.get("tasks", type=Map)[f"probe-{attempt}"] = attempt
-                await client.persisted(timeout=5)
-                return time.monotonic() - since
-        except Exception:
-            await asyncio.sleep(0.05)
-    return float("nan")
+class Writer:
+    """Writes to one board every 50 ms through one gateway, reconnecting when cut off.
+
+    Records when each acknowledgement arrived and on which connection, so a trial can
+    tell when the board took durable writes again after an event.
+    """
+
+    def __init__(self, url: str, board: str) -> None:
+        self.url = url
+        self.board = board
+        self.acks: list[tuple[int, float]] = []  # (connection number, time)
+        self.connections = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write until ``stop``."""
+        index = 0
+        while not stop.is_set():
+            try:
+                async with BoardClient(self.url, self.board) as client:
+                    await client.synced(timeout=5)
+                    self.connections += 1
+                    seen = client.persisted_seq
+                    while not stop.is_set() and client.connected:
+                        client.doc.get("tasks", type=Map)[f"load-{index}"] = index
+                        index += 1
+                        await asyncio.sleep(0.05)
+                        if client.persisted_seq > seen:
+                            seen = client.persisted_seq
+                            self.acks.append((self.connections, time.monotonic()))
+            except Exception:
+                await asyncio.sleep(0.05)
+
+    def back_after(self, event: float, connection: int) -> float:
+        """Seconds from ``event`` to the first acknowledgement on a later connection."""
+        later = [at for number, at in self.acks if number > connection and at > event]
+        return min(later) - event if later else float("nan")
+
+    def longest_gap(self, since: float) -> float:
+        """The longest time without an acknowledgement, from just before ``since``."""
+        times = [at for _, at in self.acks if at >= since - 1.0]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        return max(gaps) if gaps else float("nan")
 
 
-async def keep_writing(url: str, board: str, stop: asyncio.Event) -> None:
-    """Load on the board until ``stop``: one write every 50 ms, reconnecting as needed."""
-    index = 0
-    while not stop.is_set():
-        try:
-            async with BoardClient(url, board) as client:
-                await client.synced(timeout=5)
-                while not stop.is_set() and client.connected:
-                    client.doc.get("tasks", type=Map)[f"load-{index}"] = index
-                    index += 1
-                    await asyncio.sleep(0.05)
-        except Exception:
+async def through(
+    writers: list[Writer], event: Any, settle_s: float = 2.0
+) -> tuple[float, list[int]]:
+    """Run ``event()`` while the writers write; its start time and their connection numbers."""
+    await asyncio.sleep(settle_s)
+    connections = [w.connections for w in writers]
+    started = time.monotonic()
+    await event()
+    return started, connections
+
+
+async def moved_boards(
+    cluster: LocalCluster, survivor: NodeProcess, ip: str, prefix: str, event: Any
+) -> dict[str, Any]:
+    """Write to two of node ``ip``'s boards through the survivor across ``event()``."""
+    boards = boards_on(survivor, ip, 2, f"{prefix}-{uuid.uuid4().hex[:6]}")
+    writers = [Writer(survivor.url, board) for board in boards]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in writers]
+    try:
+        started, connections = await through(writers, event)
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+
+        def waiting() -> bool:
+            pairs = zip(writers, connections, strict=True)
+            return any(math.isnan(w.back_after(started, c)) for w, c in pairs)
+
+        while time.monotonic() < deadline and waiting():
             await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "serving_again_s": [
+            w.back_after(started, c) for w, c in zip(writers, connections, strict=True)
+        ],
+        "longest_gap_s": [w.longest_gap(started) for w in writers],
+    }
 
 
 async def failover_trial(cluster: LocalCluster, survivor: NodeProcess) -> dict[str, Any]:
     """Kill one worker node while its boards are written; time until they serve again."""
     victim = next(ip for ip in sorted(cluster.servers) if ip != survivor.ip)
-    boards = boards_on(survivor, victim, 2, f"failover-{uuid.uuid4().hex[:6]}")
-    stop = asyncio.Event()
-    load = [asyncio.create_task(keep_writing(survivor.url, b, stop)) for b in boards]
-    await asyncio.sleep(2.0)
-    killed_at = time.monotonic()
-    processes = cluster.kill_node(victim)
-    times = await asyncio.gather(*(writable_after(survivor.url, b, killed_at) for b in boards))
-    stop.set()
-    await asyncio.gather(*load, return_exceptions=True)
+    killed: list[int] = []
+
+    async def kill() -> None:
+        killed.append(cluster.kill_node(victim))
+
+    result = await moved_boards(cluster, survivor, victim, "failover", kill)
     await asyncio.to_thread(cluster.add_node)
-    return {"processes_killed": processes, "serving_again_s": list(times)}
+    return {"processes_killed": killed[0], **result}
 
 
 async def drain_trial(cluster: LocalCluster, survivor: NodeProcess) -> dict[str, Any]:
     """SIGTERM one worker node's serve while its boards are written."""
     leaving_ip = next(ip for ip in sorted(cluster.servers) if ip != survivor.ip)
-    leaving = cluster.servers.pop(leaving_ip)
-    boards = boards_on(survivor, leaving_ip, 2, f"drain-{uuid.uuid4().hex[:6]}")
-    stop = asyncio.Event()
-    load = [asyncio.create_task(keep_writing(survivor.url, b, stop)) for b in boards]
-    await asyncio.sleep(2.0)
-    started = time.monotonic()
-    exited = asyncio.create_task(asyncio.to_thread(leaving.stop))
-    times = await asyncio.gather(*(writable_after(survivor.url, b, started) for b in boards))
-    code = await exited
-    exit_s = time.monotonic() - started
-    stop.set()
-    await asyncio.gather(*load, return_exceptions=True)
+    leaving = cluster.servers[leaving_ip]
+    stopping: list[asyncio.Task[tuple[int | None, float]]] = []
+
+    async def stop_and_time() -> tuple[int | None, float]:
+        started = time.monotonic()
+        code = await asyncio.to_thread(leaving.stop)
+        return code, time.monotonic() - started
+
+    async def drain() -> None:
+        stopping.append(asyncio.create_task(stop_and_time()))
+
+    result = await moved_boards(cluster, survivor, leaving_ip, "drain", drain)
+    code, exit_s = await stopping[0]
+    cluster.servers.pop(leaving_ip)
     cluster.kill_node(leaving_ip)
     await asyncio.to_thread(cluster.add_node)
-    return {"exit_code": code, "exit_s": exit_s, "serving_again_s": list(times)}
+    return {"exit_code": code, "exit_s": exit_s, **result}
 
 
 def stop_trial(mode: str) -> dict[str, Any]:
@@ -155,14 +210,20 @@ def stop_trial(mode: str) -> dict[str, Any]:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.send_signal(signal.SIGTERM)
         try:
-            process.communicate(timeout=60)
+            output, _ = process.communicate(timeout=60)
             exit_s = time.monotonic() - started
         except subprocess.TimeoutExpired:
-            exit_s = float("nan")
+            output, exit_s = "", float("nan")
         # Whatever is left of it (a hung stop) goes, by pid.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        return {"mode": mode, "exit_code": process.returncode, "exit_s": exit_s}
+        said = [line for line in output.splitlines() if "boardcast" in line.lower()]
+        return {
+            "mode": mode,
+            "exit_code": process.returncode,
+            "exit_s": exit_s,
+            "log_tail": said[-4:],
+        }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -205,12 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_stop:
         report["stop"] = [stop_trial(mode) for mode in ("one", "all") for _ in range(args.trials)]
     report["summary"] = {
-        "failover_serving_again_s": summary(
-            [t for trial in report["failover"] for t in trial["serving_again_s"]]
-        ),
-        "drain_serving_again_s": summary(
-            [t for trial in report["drain"] for t in trial["serving_again_s"]]
-        ),
+        **{
+            f"{kind}_{key}": summary([t for trial in report[kind] for t in trial[key]])
+            for kind in ("failover", "drain")
+            for key in ("serving_again_s", "longest_gap_s")
+        },
         "drain_exit_s": summary([trial["exit_s"] for trial in report["drain"]]),
         **{
             f"stop_{mode}_exit_s": summary(
