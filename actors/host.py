@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
 from actors.extensions import Change, Extensions
+from actors.indexing import index_write, whole_board
 from actors.messages import (
     PROTOCOL_VERSION,
     Close,
@@ -42,6 +43,7 @@ from crdt.events import DomainEvent, decode_events, encode_events
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
+from persistence.read_model import IndexWrite, TaskIndex
 from persistence.store import BoardStore, Record, StoredBoard
 
 log = logging.getLogger("boardcast.host")
@@ -76,6 +78,7 @@ class HostSettings:
     extensions: tuple[str, ...] = ()  # ``module:factory`` specs whose host hooks run here
     max_queued_hooks: int = 10_000  # extension calls waiting; past it one is logged and skipped
     max_remembered_transactions: int = 10_000  # idempotency keys kept (oldest forgotten)
+    read_model: bool = True  # keep the store's task index current (persistence/read_model.py)
 
 
 @dataclass(slots=True)
@@ -135,7 +138,15 @@ class BoardHost:
         self.store = store
         self.settings = settings or HostSettings()
         self.extensions = Extensions.from_specs(self.settings.extensions)
-        self._derive_events = event_sink is not None or self.extensions.defines("on_change")
+        self._index: TaskIndex | None = None
+        if self.settings.read_model:
+            with contextlib.suppress(NotImplementedError):
+                self._index = store.task_index()
+        self._derive_events = (
+            event_sink is not None
+            or self.extensions.defines("on_change")
+            or self._index is not None
+        )
         # Committed changes for the extensions' on_change, in commit order.
         # Extension hooks waiting to run (on_load, on_change, on_store), in order.
         self._hooks: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(
@@ -206,6 +217,9 @@ class BoardHost:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._index is not None:
+            with contextlib.suppress(Exception):
+                await self._index.close()
         await self.store.close()
 
     def stats(self) -> dict[str, Any]:
@@ -400,6 +414,7 @@ class BoardHost:
             board.load(stored)
             if self.extensions:
                 self._hook(partial(self.extensions.on_load, board.board_id))
+            await self._catch_up_index(board, stored)
             if self._derive_events:
                 await self._redeliver(board, stored)
         except Exception:
@@ -582,6 +597,8 @@ class BoardHost:
                     continue
                 board.persisted_seq = seq
                 board.log_since_snapshot += len(batch[board_id])
+            if self._index is not None:
+                await self._update_index(batch, seqs)
             if self._derive_events:
                 for board_id, entries in batch.items():
                     first = seqs[board_id] - len(entries) + 1
@@ -595,6 +612,43 @@ class BoardHost:
                     >= self.settings.snapshot_every_bytes
                 ):
                     await self._snapshot(board)
+
+    # -- the read model ------------------------------------------------------------
+
+    async def _update_index(self, batch: dict[str, list[_Unsaved]], seqs: dict[str, int]) -> None:
+        """Write the tasks a group commit's events touched to the read model, in one batch.
+
+        A failure is logged, not retried: those rows are rewritten by the next
+        change of their tasks, when the board next loads, or by ``boardcast reindex``.
+        """
+        assert self._index is not None
+        writes: list[IndexWrite] = []
+        for board_id, entries in batch.items():
+            board = self._boards.get(board_id)
+            events = [event for unsaved in entries for event in unsaved.events]
+            if board is None or not events:
+                continue
+            write = index_write(board_id, Board(board.room.doc), seqs[board_id], events)
+            if write is not None:
+                writes.append(write)
+        if not writes:
+            return
+        try:
+            await asyncio.wait_for(self._index.write(writes), self.settings.store_timeout_seconds)
+        except Exception as exc:
+            log.warning("the read model was not updated for %d boards: %s", len(writes), exc)
+
+    async def _catch_up_index(self, board: BoardActor, stored: StoredBoard) -> None:
+        """Rewrite a loaded board's rows if the read model is behind what the store holds."""
+        if self._index is None:
+            return
+        try:
+            if await self._index.board_version(board.board_id) >= stored.last_seq:
+                return
+            rows = whole_board(board.board_id, Board(board.room.doc), stored.last_seq)
+            await asyncio.wait_for(self._index.write([rows]), self.settings.store_timeout_seconds)
+        except Exception as exc:
+            log.warning("board %s: the read model could not catch up: %s", board.board_id, exc)
 
     # -- domain events and on_change, at least once ------------------------------
 

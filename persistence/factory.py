@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy
 from persistence.memory import MemoryStore
+from persistence.read_model import MemoryTaskIndex
 from persistence.sqlite import SqliteStore
 from persistence.store import BoardStore
 
@@ -20,6 +21,9 @@ STORE_SETTING = "BOARDCAST_STORE"
 
 #: The file the embedded store uses inside the data directory.
 SQLITE_FILENAME = "boardcast.sqlite3"
+
+# Memory stores opened for one data dir in this process, and the read model they share.
+_MEMORY_READ_MODELS: dict[str, MemoryTaskIndex] = {}
 
 
 def open_store(
@@ -42,7 +46,9 @@ def open_store(
     policy = history if history is not None else DEFAULT_HISTORY
     url = url.strip()
     if url == "memory":
-        return MemoryStore(history=policy, clock=clock)
+        # The stores of one process (its board hosts and its gateway) share a read model.
+        shared = _MEMORY_READ_MODELS.setdefault(os.path.abspath(data_dir), MemoryTaskIndex())
+        return MemoryStore(history=policy, clock=clock, read_model=shared)
     if url == "sqlite":
         return SqliteStore(os.path.join(data_dir, SQLITE_FILENAME), history=policy, clock=clock)
     if url.startswith("sqlite://"):

@@ -58,12 +58,13 @@ class MemoryStore(BoardStore):
         *,
         history: HistoryPolicy = DEFAULT_HISTORY,
         clock: Callable[[], float] = time.time,
+        read_model: MemoryTaskIndex | None = None,
     ) -> None:
         self._boards: dict[str, _Board] = {}
         self._history = history
         self._clock = clock
         self._closed = False
-        self._index = MemoryTaskIndex()
+        self._index = read_model if read_model is not None else MemoryTaskIndex()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -108,7 +109,7 @@ class MemoryStore(BoardStore):
         return last_seqs
 
     def task_index(self) -> TaskIndex:
-        """The read model, in memory like the boards (shared by every handle on this store)."""
+        """The read model, in memory like the boards (``read_model`` if one was given)."""
         return self._index
 
     async def find_key(self, board_id: str, key: str) -> int | None:

@@ -10,6 +10,8 @@ from gateway.rest.problems import problem_middleware
 from gateway.rest.resources import Api
 from gateway.settings import Settings
 from gateway.ws import gateway_extensions
+from persistence.factory import open_store
+from persistence.read_model import TaskIndex
 
 
 def rest_limits(settings: Settings) -> RestLimits:
@@ -23,12 +25,26 @@ def rest_limits(settings: Settings) -> RestLimits:
 
 def add_rest_api(app: web.Application, cluster: Cluster, settings: Settings) -> None:
     """Serve the REST API on ``app``; errors under ``/v1`` become problem documents."""
+    # Queries read the read model beside the boards; opening it connects to nothing yet.
+    store = open_store(settings.store, data_dir=settings.data_dir)
+    try:
+        index: TaskIndex | None = store.task_index()
+    except NotImplementedError:
+        index = None
     api = Api(
         cluster,
         gateway_extensions(settings),
         rest_limits(settings),
         call_timeout=settings.store_timeout_seconds,
         max_update_bytes=settings.max_update_bytes,
+        index=index,
     )
     app.middlewares.append(problem_middleware)
     app.add_routes(api.routes())
+
+    async def close_index(app: web.Application) -> None:
+        if index is not None:
+            await index.close()
+        await store.close()
+
+    app.on_cleanup.append(close_index)

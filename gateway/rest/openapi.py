@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, problem_type
+from persistence.read_model import SORTS
 
 _ID_PATTERN = r"^[A-Za-z0-9._~-]{1,200}$"
 _POSITION = {
@@ -260,6 +261,25 @@ def _schemas(limits: RestLimits) -> dict[str, Any]:
                 "delete": {"type": "array", "items": {"type": "string", "pattern": _ID_PATTERN}},
             },
         },
+        "IndexedTask": {
+            "type": "object",
+            "required": ["board_id", "task_id", "project", "title", "column", "version"],
+            "properties": {
+                "board_id": {"type": "string"},
+                "task_id": {"type": "string"},
+                "project": {"type": "string"},
+                "title": {"type": "string"},
+                "column": {"type": "string"},
+                "position": {"type": "string"},
+                "description": {"type": "string"},
+                "assignees": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "array", "items": {"type": "string"}},
+                "due": {"type": ["string", "null"]},
+                "created_at": {"type": "string"},
+                "updated_at": {"type": "string"},
+                "version": {"type": "integer"},
+            },
+        },
         "BulkResult": {
             "type": "object",
             "required": ["created", "updated", "moved", "deleted", "version"],
@@ -296,6 +316,24 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
     column = _id_parameter("column_id", "column")
     task = _id_parameter("task_id", "task")
     no_content = {"204": {"description": "done", "headers": _VERSION}, **_PROBLEMS}
+    query_parameters: list[dict[str, Any]] = [
+        *_PAGE_PARAMETERS,
+        *(
+            {"name": name, "in": "query", "schema": {"type": "string", "maxLength": 200}}
+            for name in ("board", "column", "assignee", "label")
+        ),
+        {"name": "due_from", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "due_to", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {
+            "name": "q",
+            "in": "query",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(SORTS)}},
+        {"name": "min_version", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
+    ]
+    query_answer = _answer("200", _page_of("IndexedTask"), "a page of tasks, from the read model")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -305,6 +343,23 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
             " the Yjs document over HTTP. See docs/rest.md.",
         },
         "paths": {
+            "/v1/tasks": {
+                "get": _operation(
+                    "Tasks across every board, from the read model",
+                    query_answer,
+                    parameters=[
+                        {"name": "project", "in": "query", "schema": {"type": "string"}},
+                        *query_parameters,
+                    ],
+                )
+            },
+            "/v1/projects/{project_id}/tasks": {
+                "get": _operation(
+                    "The project's tasks, from the read model",
+                    query_answer,
+                    parameters=[project, *query_parameters],
+                )
+            },
             "/v1/projects": {
                 "get": _operation(
                     "List projects",

@@ -35,6 +35,7 @@ from gateway.rest.access import Caller, caller_for
 from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
 from gateway.rest.explorer import PAGE
 from gateway.rest.inputs import (
+    DUE,
     RestLimits,
     an_id,
     an_object,
@@ -47,6 +48,7 @@ from gateway.rest.inputs import (
 )
 from gateway.rest.openapi import openapi_document
 from gateway.rest.problems import Problem, problem_for_close_code
+from persistence.read_model import SORTS, TaskFilter, TaskIndex
 
 T = TypeVar("T")
 
@@ -66,8 +68,10 @@ class Api:
         *,
         call_timeout: float = 30.0,
         max_update_bytes: int = 16 * 1024 * 1024,
+        index: TaskIndex | None = None,
     ) -> None:
         self.cluster = cluster
+        self.index = index
         self.extensions = extensions
         self.limits = limits
         self.call_timeout = call_timeout
@@ -97,6 +101,8 @@ class Api:
             web.delete("/v1/boards/{board_id}/tasks/{task_id}", self.delete_task),
             web.get("/v1/boards/{board_id}/ydoc", self.get_ydoc),
             web.post("/v1/boards/{board_id}/ydoc", self.post_ydoc),
+            web.get("/v1/tasks", self.query_tasks),
+            web.get("/v1/projects/{project_id}/tasks", self.query_tasks),
             web.get("/v1/openapi.json", self.openapi),
             web.get("/v1/docs", self.explorer),
         ]
@@ -572,6 +578,84 @@ class Api:
                 "deleted": len(delete),
             }
         return self._json({**result, "version": outcome.version}, outcome)
+
+    # -- queries over every board (the read model) -----------------------------
+
+    async def query_tasks(self, request: web.Request) -> web.Response:
+        """Tasks across boards from the read model, filtered, sorted and paged.
+
+        The read model follows each commit (docs/rest.md, *Queries*); with
+        ``board`` and ``min_version`` (a version a write answered) the query waits,
+        at most ``wait`` seconds (default 5, at most 30), until the model has it.
+        """
+        if self.index is None:
+            raise Problem("unavailable", "this store keeps no read model")
+        project = request.match_info.get("project_id")
+        target = project if project is not None else request.query.get("board")
+        await self._caller(request, DIRECTORY_BOARD if target is None else target)
+        limit, after = self._page(request)
+        if after is not None and not (
+            isinstance(after, list) and len(after) == 3 and all(isinstance(a, str) for a in after)
+        ):
+            raise Problem("bad-request", "the cursor is not one this list gave")
+        query = request.query
+        sort = query.get("sort", "due")
+        if sort not in SORTS:
+            raise Problem("bad-request", f"sort must be one of {', '.join(SORTS)}")
+        dates = {}
+        for name in ("due_from", "due_to"):
+            value = query.get(name)
+            if value is not None and not DUE.match(value):
+                raise Problem("bad-request", f"{name} must be YYYY-MM-DD")
+            dates[name] = value
+        text = query.get("q")
+        if text is not None and not 1 <= len(text) <= 200:
+            raise Problem("bad-request", "q must be 1-200 characters")
+        found = TaskFilter(
+            project=an_id(project, "a project id") if project is not None else query.get("project"),
+            board=query.get("board"),
+            column=query.get("column"),
+            assignee=query.get("assignee"),
+            label=query.get("label"),
+            due_from=dates["due_from"],
+            due_to=dates["due_to"],
+            text=text,
+            sort=sort,
+            after=(after[0], after[1], after[2]) if after is not None else None,
+            limit=limit,
+        )
+        await self._wait_for_index(request)
+        rows, next_after = await self.index.query(found)
+        body = {
+            "items": [row.to_json() for row in rows],
+            "next_cursor": _write_cursor(list(next_after)) if next_after else None,
+        }
+        return web.json_response(body)
+
+    async def _wait_for_index(self, request: web.Request) -> None:
+        raw = request.query.get("min_version")
+        if raw is None:
+            return
+        board_id = request.query.get("board")
+        if board_id is None:
+            raise Problem("bad-request", "min_version needs board: a version is a board's")
+        try:
+            wanted = int(raw)
+            wait = float(request.query.get("wait", "5"))
+        except ValueError:
+            raise Problem("bad-request", "min_version is an integer, wait a number") from None
+        if not 0 <= wait <= 30:
+            raise Problem("bad-request", "wait must be 0-30 seconds")
+        assert self.index is not None
+        deadline = asyncio.get_running_loop().time() + wait
+        while await self.index.board_version(board_id) < wanted:
+            if asyncio.get_running_loop().time() >= deadline:
+                problem = Problem(
+                    "unavailable", f"the read model has not reached version {wanted} yet"
+                )
+                problem.headers["Retry-After"] = "1"
+                raise problem
+            await asyncio.sleep(0.02)
 
     # -- the Yjs document --------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""The read model through a real server: it follows WebSocket edits and REST writes, answers
+queries across boards, catches up after it was lost, and rebuilds to the same answers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from actors.indexing import reindex
+from clients.provider import BoardClient
+from crdt.board import Board
+from persistence.factory import open_store
+from persistence.sqlite import READ_MODEL_FILENAME
+from tests.conftest import serve, wait_until
+
+PEOPLE = ["ann", "bob", "cy"]
+
+
+async def query(http: aiohttp.ClientSession, **params: str) -> list[dict[str, Any]]:
+    """Every page of ``GET /v1/tasks`` for ``params``."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page_params = {**params, "limit": "7", **({"cursor": cursor} if cursor else {})}
+        async with http.get("/v1/tasks", params=page_params) as response:
+            assert response.status == 200, await response.text()
+            page = await response.json()
+        found += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def held_by(clients: dict[str, BoardClient], assignee: str) -> set[tuple[str, str]]:
+    """What the boards themselves say ``assignee`` holds."""
+    return {
+        (board_id, task.id)
+        for board_id, client in clients.items()
+        for task in Board(client.doc).tasks()
+        if assignee in task.assignees
+    }
+
+
+async def test_the_read_model_follows_a_burst_of_live_edits_and_rebuilds_the_same(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            clients = {
+                board_id: BoardClient(server.url, board_id) for board_id in ("alpha", "beta")
+            }
+            for client in clients.values():
+                await client.connect()
+                await client.synced()
+            boards = {board_id: Board(client.doc) for board_id, client in clients.items()}
+            for board in boards.values():
+                board.add_column("To do", column_id="todo")
+                board.add_column("Done", column_id="done")
+            made: dict[str, list[str]] = {board_id: [] for board_id in boards}
+            for step in range(150):
+                board_id = rng.choice(list(boards))
+                board, ids = boards[board_id], made[board_id]
+                action = rng.random()
+                if action < 0.5 or not ids:
+                    ids.append(
+                        board.add_task(
+                            f"task {step}",
+                            "todo",
+                            assignees=[rng.choice(PEOPLE)],
+                            due=f"2026-12-{rng.randint(1, 28):02d}",
+                        )
+                    )
+                elif action < 0.7:
+                    board.update_task(rng.choice(ids), assignees=[rng.choice(PEOPLE)])
+                elif action < 0.85:
+                    board.move_task(rng.choice(ids), "done")
+                else:
+                    board.delete_task(ids.pop(rng.randrange(len(ids))))
+                if step % 10 == 0:
+                    await asyncio.sleep(0)
+            for client in clients.values():
+                await client.persisted()
+
+            async def converged() -> bool:
+                for person in PEOPLE:
+                    rows = await query(http, assignee=person)
+                    if {(r["board_id"], r["task_id"]) for r in rows} != held_by(clients, person):
+                        return False
+                return True
+
+            for _ in range(200):
+                if await converged():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the read model never matched the boards")
+            before = {person: await query(http, assignee=person) for person in PEOPLE}
+            # Ordered by due date, then board and task id.
+            for rows in before.values():
+                keys = [(r["due"] or "~", r["board_id"], r["task_id"]) for r in rows]
+                assert keys == sorted(keys)
+            done = await query(http, column="done")
+            assert {(r["board_id"], r["task_id"]) for r in done} == {
+                (board_id, task.id)
+                for board_id, board in boards.items()
+                for task in board.tasks()
+                if task.column == "done"
+            }
+            for client in clients.values():
+                await client.close()
+
+    # Lose the read model entirely, rebuild it from the boards: the same answers.
+    os.remove(tmp_path / READ_MODEL_FILENAME)
+    store = open_store("sqlite", data_dir=str(tmp_path))
+    try:
+        counts = await reindex(store)
+    finally:
+        await store.close()
+    assert set(counts) >= {"alpha", "beta"}
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            after = {person: await query(http, assignee=person) for person in PEOPLE}
+    strip = {
+        person: [{k: v for k, v in r.items() if k != "version"} for r in rows]
+        for person, rows in before.items()
+    }
+    assert {
+        person: [{k: v for k, v in r.items() if k != "version"} for r in rows]
+        for person, rows in after.items()
+    } == strip
+
+
+async def test_a_query_can_wait_for_the_version_a_write_returned(tmp_path: Path) -> None:
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            tasks = [{"title": f"t{n}", "column": "c", "assignees": ["ann"]} for n in range(20)]
+            async with http.post("/v1/boards/ryw/tasks/bulk", json={"tasks": tasks}) as response:
+                version = (await response.json())["version"]
+            params = {"board": "ryw", "min_version": str(version), "assignee": "ann"}
+            assert len(await query(http, **params)) == 20
+            async with http.get(
+                "/v1/tasks", params={"board": "ryw", "min_version": "999999", "wait": "0.2"}
+            ) as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "1"
+
+
+async def test_a_board_whose_rows_were_lost_catches_up_when_it_loads(tmp_path: Path) -> None:
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            tasks = [{"title": f"t{n}", "column": "c", "labels": ["ops"]} for n in range(5)]
+            async with http.post("/v1/boards/lost/tasks/bulk", json={"tasks": tasks}):
+                pass
+            assert len(await query(http, label="ops")) == 5
+    os.remove(tmp_path / READ_MODEL_FILENAME)
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+            assert await query(http, label="ops") == []
+            # Opening the board (any read or client) brings its rows back.
+            async with http.get("/v1/boards/lost"):
+                pass
+            await wait_until(lambda: True)
+            assert len(await query(http, label="ops")) == 5
