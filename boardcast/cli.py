@@ -121,11 +121,13 @@ async def run(command: str, settings: Settings) -> None:
     await stop.wait()
     started = time.monotonic()
     log.info("shutting down: draining, closing sockets, flushing boards")
+    timed_out = False
     try:
         await asyncio.wait_for(_stop(runner, cluster), settings.stop_timeout_seconds)
     except TimeoutError:
         log.error("stop not done after %.0f s; exiting anyway", settings.stop_timeout_seconds)
-    if getattr(cluster, "ray_lost", False):
+        timed_out = True
+    if timed_out or getattr(cluster, "ray_lost", False):
         # Ray's processes are gone (every process of the deployment got SIGTERM at once):
         # ray.shutdown() would wait for them; what had to be saved is saved by now.
         print(f"Boardcast stopped in {time.monotonic() - started:.1f} s (Ray gone)", flush=True)
