@@ -63,6 +63,7 @@ class Settings:
     max_queued_sessions: int = 10_000  # session registrations waiting for shared state
     max_queued_hooks: int = 10_000  # extension calls waiting in a host
     max_remembered_transactions: int = 10_000  # idempotency keys a host keeps
+    read_model: bool = True  # hosts keep the task read model current (REST queries)
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
@@ -106,6 +107,7 @@ class Settings:
             extensions=self.extensions,
             max_queued_hooks=self.max_queued_hooks,
             max_remembered_transactions=self.max_remembered_transactions,
+            read_model=self.read_model,
         )
 
     @property
