@@ -402,3 +402,39 @@ async def test_rest_writes_and_reads_reach_the_board_wherever_it_lives(
                 summary = await response.json()
                 assert int(response.headers["Boardcast-Version"]) >= version
             assert summary["task_count"] == 50 and summary["name"] == "On any host"
+
+
+async def test_the_python_rest_client_does_an_import_and_a_query(
+    server: RunningServer,
+) -> None:
+    from clients.rest import ApiError, RestClient
+
+    async with RestClient(f"http://127.0.0.1:{server.port}") as api:
+        project = await api.create_project("Imports")
+        board = await api.create_board(project["id"], "From the old tool")
+        result = await api.bulk(
+            board["id"],
+            create=[
+                {"title": f"card {n}", "column": "Inbox", "assignees": ["ann" if n % 2 else "bob"]}
+                for n in range(30)
+            ],
+            idempotency_key="old-tool-1",
+        )
+        assert len(result["created"]) == 30
+        mine = [
+            task
+            async for task in api.tasks(
+                project=project["id"], assignee="ann", min_version=(board["id"], result["version"])
+            )
+        ]
+        assert len(mine) == 15 and {task["board_id"] for task in mine} == {board["id"]}
+        task, etag = await api.task(board["id"], result["created"][0])
+        await api.update_task(board["id"], task["id"], title="renamed", if_match=etag)
+        try:
+            await api.update_task(board["id"], task["id"], title="again", if_match=etag)
+        except ApiError as error:
+            assert error.status == 412 and error.name == "precondition-failed"
+        else:
+            pytest.fail("a stale ETag was accepted")
+        assert [p["name"] async for p in api.projects()] == ["Imports"]
+        assert [b["name"] async for b in api.boards(project["id"])] == ["From the old tool"]
