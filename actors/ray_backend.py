@@ -761,8 +761,14 @@ class RayCluster(Cluster):
             await asyncio.gather(self._watching, return_exceptions=True)
         if not self._own_hosts:
             return
+        started = asyncio.get_running_loop().time()
         alive = await self._answering(list(self._own_hosts.values()))
         await self._stop_hosts(alive, timeout)
+        log.info(
+            "%d board hosts flushed and stopped in %.1f s",
+            len(alive),
+            asyncio.get_running_loop().time() - started,
+        )
         try:
             membership: Membership = await _bounded(
                 self._directory.membership.remote(), PING_TIMEOUT_S

@@ -144,7 +144,9 @@ async def _stop(runner: web.AppRunner, cluster: Cluster) -> None:
     moved = await cluster.drain()
     if moved:
         log.info("handed %d boards over to the other nodes", moved)
+    started = time.monotonic()
     await runner.cleanup()
+    log.info("gateway and hosts stopped in %.1f s", time.monotonic() - started)
     await cluster.close()  # done already if the app owned it; a gateway stops its watch
 
 
