@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pycrdt import Array, Map
+
 from crdt.board import Board
 from crdt.board_values import TASK_FIELDS, Column, Task
 from crdt.positions import is_valid_position, position_between
@@ -175,8 +177,16 @@ def unlist_board(board: Board, board_id: str) -> None:
 # -- a board -------------------------------------------------------------------
 
 
+#: The columns a new board starts with, as the board app creates them.
+DEFAULT_COLUMNS = ("To do", "Doing", "Done")
+
+
 def init_board(board: Board, title: str, project_id: str) -> None:
+    """A new board's title and project, and the usual columns if it has none."""
     board.set_meta(title=title, project=project_id)
+    if not board.columns():
+        for name in DEFAULT_COLUMNS:
+            board.add_column(name)
 
 
 def board_json(board: Board) -> dict[str, Any]:
@@ -458,4 +468,66 @@ def bulk(board: Board, request: Bulk) -> dict[str, Any] | Refusal:
         "updated": len(request.update),
         "moved": len(request.move),
         "deleted": len(request.delete),
+    }
+
+
+# -- imports -------------------------------------------------------------------
+
+
+def import_plan(
+    board: Board, plan: Mapping[str, Any], seed: str, project_id: str
+) -> dict[str, int]:
+    """Build a board from an import plan (``gateway.rest.trello``) in one transaction.
+
+    Checklists and comments use the board app's shape: ``checklist`` and
+    ``comments`` arrays of maps on the task (``{id, text, done}``, ``{id, author,
+    text, created_at}``).
+    """
+    board.set_meta(title=plan["name"], project=project_id)
+    columns: dict[str, str] = {}
+    last: str | None = None
+    for index, (source_id, name) in enumerate(plan["columns"]):
+        last = position_between(last, None)
+        columns[source_id] = board.add_column(
+            name, column_id=derived_id(f"{seed}/column", index), position=last
+        )
+    ends: dict[str, str | None] = {}
+    items = notes = 0
+    for index, spec in enumerate(plan["tasks"]):
+        column = columns[spec["column"]]
+        position = position_between(ends.get(column), None)
+        ends[column] = position
+        task_id = derived_id(f"{seed}/task", index)
+        board.add_task(
+            spec["title"],
+            column,
+            task_id=task_id,
+            position=position,
+            description=spec["description"],
+            due=spec["due"],
+            labels=spec["labels"],
+            assignees=spec["assignees"],
+        )
+        task = board.doc.get("tasks", type=Map)[task_id]
+        if spec["checklist"]:
+            task["checklist"] = Array(
+                [
+                    Map({"id": f"c{n}", "text": text, "done": "true" if done else "false"})
+                    for n, (text, done) in enumerate(spec["checklist"])
+                ]
+            )
+            items += len(spec["checklist"])
+        if spec["comments"]:
+            task["comments"] = Array(
+                [
+                    Map({"id": f"m{n}", "author": author, "text": text, "created_at": date})
+                    for n, (author, text, date) in enumerate(spec["comments"])
+                ]
+            )
+            notes += len(spec["comments"])
+    return {
+        "columns": len(columns),
+        "tasks": len(plan["tasks"]),
+        "checklist_items": items,
+        "comments": notes,
     }

@@ -402,6 +402,43 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     body=_json_body(_name_body(limits)),
                 ),
             },
+            "/v1/projects/{project_id}/imports/trello": {
+                "post": _operation(
+                    "Import a Trello board export as a new board of the project",
+                    _answer(
+                        "201",
+                        {
+                            "type": "object",
+                            "required": ["board", "imported", "skipped"],
+                            "properties": {
+                                "board": _ref("BoardEntry"),
+                                "imported": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                                "skipped": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                            },
+                        },
+                        "the new board, what was imported and what was not",
+                    ),
+                    parameters=[project, _IDEMPOTENCY_KEY],
+                    body=_json_body(
+                        {
+                            "type": "object",
+                            "required": ["lists"],
+                            "description": "the JSON of Trello's Export as JSON",
+                            "properties": {
+                                "name": {"type": "string"},
+                                "lists": {"type": "array", "items": {"type": "object"}},
+                                "cards": {"type": "array", "items": {"type": "object"}},
+                            },
+                        }
+                    ),
+                )
+            },
             "/v1/boards/{board_id}": {
                 "get": _operation(
                     "A board: name, project, columns, task count",

@@ -48,6 +48,7 @@ from gateway.rest.inputs import (
 )
 from gateway.rest.openapi import openapi_document
 from gateway.rest.problems import Problem, problem_for_close_code
+from gateway.rest.trello import plan_trello_import
 from persistence.read_model import SORTS, TaskFilter, TaskIndex
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ class Api:
             web.delete("/v1/projects/{project_id}", self.delete_project),
             web.get("/v1/projects/{project_id}/boards", self.list_boards),
             web.post("/v1/projects/{project_id}/boards", self.create_board),
+            web.post("/v1/projects/{project_id}/imports/trello", self.import_trello),
             web.get("/v1/boards/{board_id}", self.get_board),
             web.patch("/v1/boards/{board_id}", self.update_board),
             web.get("/v1/boards/{board_id}/columns", self.list_columns),
@@ -314,6 +316,41 @@ class Api:
         )
         board = self._value(outcome)
         response = self._json(board, outcome, status=201, etag=True)
+        response.headers["Location"] = f"/v1/boards/{board_id}"
+        return response
+
+    async def import_trello(self, request: web.Request) -> web.Response:
+        """A Trello board export becomes a new board of the project, in one transaction."""
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        plan = plan_trello_import(await read_json(request, self.limits), self.limits)
+        self._value(
+            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
+        )
+        key = self._key(request)
+        seed = f"trello/{key}" if key else uuid.uuid4().hex
+        board_id = commands.derived_id(seed, 0)
+        outcome = await self._run(
+            board_id,
+            partial(commands.import_plan, plan=plan.plain(), seed=seed, project_id=project_id),
+            caller=caller,
+            key=seed if key else None,
+        )
+        listed = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.list_board_entry, board_id=board_id, title=plan.name, project_id=project_id
+            ),
+            caller=caller,
+        )
+        imported = outcome.value or {
+            "columns": len(plan.columns),
+            "tasks": len(plan.tasks),
+            "checklist_items": sum(len(task.checklist) for task in plan.tasks),
+            "comments": sum(len(task.comments) for task in plan.tasks),
+        }
+        body = {"board": self._value(listed), "imported": imported, "skipped": plan.skipped}
+        response = self._json(body, outcome, status=201)
         response.headers["Location"] = f"/v1/boards/{board_id}"
         return response
 
