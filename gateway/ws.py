@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 
 from actors.extensions import ConnectRequest, Extensions, Refused, Session
 from crdt.close_codes import REASONS, CloseCode
+from crdt.projects import DIRECTORY_BOARD
 from gateway.connection import ClientConnection
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
@@ -49,6 +50,9 @@ async def board_socket(
     board_id = request.match_info["board_id"]
     if not BOARD_ID.match(board_id):
         return problem(400, "Invalid board id", "a board id is 1-200 characters, no '/'")
+    if board_id.startswith("boardcast.") and board_id != DIRECTORY_BOARD:
+        # The server's own documents (calendar feeds, ...) are never served to clients.
+        return problem(403, "Reserved board id", f"{board_id!r} is the server's own document")
     extensions = gateway_extensions(settings)
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_seconds,

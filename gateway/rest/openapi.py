@@ -280,6 +280,17 @@ def _schemas(limits: RestLimits) -> dict[str, Any]:
                 "version": {"type": "integer"},
             },
         },
+        "Feed": {
+            "type": "object",
+            "required": ["id", "scope", "target", "url", "created_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "scope": {"type": "string", "enum": ["project", "user"]},
+                "target": {"type": "string"},
+                "url": {"type": "string"},
+                "created_at": {"type": "string"},
+            },
+        },
         "BulkResult": {
             "type": "object",
             "required": ["created", "updated", "moved", "deleted", "version"],
@@ -437,6 +448,54 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                             },
                         }
                     ),
+                )
+            },
+            "/v1/projects/{project_id}/feeds": {
+                "post": _operation(
+                    "A secret calendar URL for the project's due dates",
+                    _answer("201", _ref("Feed"), "the feed and its URL"),
+                    parameters=[project],
+                )
+            },
+            "/v1/users/{user}/feeds": {
+                "post": _operation(
+                    "A secret calendar URL for one person's assignments",
+                    _answer("201", _ref("Feed"), "the feed and its URL"),
+                    parameters=[
+                        {
+                            "name": "user",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": _ID_PATTERN},
+                        }
+                    ],
+                )
+            },
+            "/v1/feeds/{feed_id}": {
+                "delete": _operation(
+                    "Revoke a calendar feed",
+                    {"204": {"description": "revoked"}, **_PROBLEMS},
+                    parameters=[_id_parameter("feed_id", "feed")],
+                )
+            },
+            "/v1/feeds/{token}.ics": {
+                "get": _operation(
+                    "A calendar feed (iCalendar, RFC 5545); the URL is the credential",
+                    {
+                        "200": {
+                            "description": "the calendar",
+                            "content": {"text/calendar": {"schema": {"type": "string"}}},
+                        },
+                        **_PROBLEMS,
+                    },
+                    parameters=[
+                        {
+                            "name": "token",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{20,100}$"},
+                        }
+                    ],
                 )
             },
             "/v1/boards/{board_id}": {

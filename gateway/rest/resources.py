@@ -17,6 +17,8 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,8 +32,10 @@ from actors.transactions import Outcome
 from crdt.board import Board
 from crdt.errors import BoardcastError, BoardFull, LimitExceeded, TransactionFailed
 from crdt.projects import DIRECTORY_BOARD
+from gateway.rest import calendar as calendar_feeds
 from gateway.rest import commands
 from gateway.rest.access import Caller, caller_for
+from gateway.rest.calendar import FEEDS_BOARD, calendar, new_token, token_hash
 from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
 from gateway.rest.explorer import PAGE
 from gateway.rest.inputs import (
@@ -49,9 +53,12 @@ from gateway.rest.inputs import (
 from gateway.rest.openapi import openapi_document
 from gateway.rest.problems import Problem, problem_for_close_code
 from gateway.rest.trello import plan_trello_import
-from persistence.read_model import SORTS, TaskFilter, TaskIndex
+from persistence.read_model import SORTS, TaskFilter, TaskIndex, TaskRow
 
 T = TypeVar("T")
+
+#: The most events one calendar feed holds (the soonest due first).
+MAX_FEED_EVENTS = 5_000
 
 VERSION_HEADER = "Boardcast-Version"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -105,6 +112,10 @@ class Api:
             web.post("/v1/boards/{board_id}/ydoc", self.post_ydoc),
             web.get("/v1/tasks", self.query_tasks),
             web.get("/v1/projects/{project_id}/tasks", self.query_tasks),
+            web.post("/v1/projects/{project_id}/feeds", self.create_project_feed),
+            web.post("/v1/users/{user}/feeds", self.create_user_feed),
+            web.delete("/v1/feeds/{feed_id}", self.revoke_feed),
+            web.get("/v1/feeds/{token}.ics", self.get_feed),
             web.get("/v1/openapi.json", self.openapi),
             web.get("/v1/docs", self.explorer),
         ]
@@ -166,8 +177,8 @@ class Api:
 
     def _board_id(self, request: web.Request) -> str:
         board_id = request.match_info["board_id"]
-        if board_id == DIRECTORY_BOARD:
-            raise Problem("forbidden", "the project directory is changed through /v1/projects")
+        if board_id.startswith("boardcast."):
+            raise Problem("forbidden", f"{board_id!r} is the server's own document")
         return an_id(board_id, "a board id")
 
     @staticmethod
@@ -693,6 +704,94 @@ class Api:
                 problem.headers["Retry-After"] = "1"
                 raise problem
             await asyncio.sleep(0.02)
+
+    # -- calendar feeds ----------------------------------------------------------
+
+    async def create_project_feed(self, request: web.Request) -> web.Response:
+        """A secret iCalendar URL for the project's tasks with due dates."""
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        self._value(
+            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
+        )
+        return await self._new_feed(caller, "project", project_id)
+
+    async def create_user_feed(self, request: web.Request) -> web.Response:
+        """A secret iCalendar URL for one person's assignments, on every board."""
+        user = request.match_info["user"]
+        if not 1 <= len(user) <= 200 or not user.isprintable():
+            raise Problem("validation", "a user is 1-200 printable characters")
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        if self.extensions and caller.identity != user:
+            raise Problem("forbidden", "a person's feed is made by that person")
+        return await self._new_feed(caller, "user", user)
+
+    async def _new_feed(self, caller: Caller, scope: str, target: str) -> web.Response:
+        token = new_token()
+        feed_id = uuid.uuid4().hex
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        outcome = await self._run(
+            FEEDS_BOARD,
+            partial(
+                calendar_feeds.add_feed,
+                feed_id=feed_id,
+                digest=token_hash(token),
+                scope=scope,
+                target=target,
+                now=now,
+            ),
+            caller=caller,
+        )
+        url = f"/v1/feeds/{token}.ics"
+        body = {"id": feed_id, "scope": scope, "target": target, "url": url, "created_at": now}
+        response = self._json(body, outcome, status=201)
+        response.headers["Location"] = url
+        return response
+
+    async def revoke_feed(self, request: web.Request) -> web.Response:
+        """Revoke a feed by its id: its URL answers 404 from now on."""
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        feed_id = an_id(request.match_info["feed_id"], "a feed id")
+        outcome = await self._run(
+            FEEDS_BOARD, partial(calendar_feeds.revoke_feed, feed_id=feed_id), caller=caller
+        )
+        if not outcome.value:
+            raise Problem("not-found", f"no feed {feed_id!r}")
+        return web.Response(status=204)
+
+    async def get_feed(self, request: web.Request) -> web.Response:
+        """The feed as ``text/calendar``; the token in the URL is the only credential."""
+        token = request.match_info["token"]
+        if not 20 <= len(token) <= 100:
+            raise Problem("not-found", "no such feed")
+        outcome = await self._run(
+            FEEDS_BOARD, partial(calendar_feeds.find_feed, digest=token_hash(token))
+        )
+        feed = outcome.value
+        if not isinstance(feed, dict):
+            raise Problem("not-found", "no such feed (or it was revoked)")
+        if self.index is None:
+            raise Problem("unavailable", "this store keeps no read model")
+        scope, target = feed["scope"], feed["target"]
+        rows: list[TaskRow] = []
+        query = TaskFilter(
+            project=target if scope == "project" else None,
+            assignee=target if scope == "user" else None,
+            due_from="0000-01-01",
+            limit=self.limits.max_page,
+        )
+        while len(rows) < MAX_FEED_EVENTS:
+            page, after = await self.index.query(query)
+            rows += page
+            if after is None:
+                break
+            query = replace(query, after=after)
+        name = f"Boardcast: {scope} {target}"
+        return web.Response(
+            text=calendar(name, rows[:MAX_FEED_EVENTS]),
+            content_type="text/calendar",
+            headers={"Cache-Control": "private, max-age=300"},
+        )
 
     # -- the Yjs document --------------------------------------------------------
 
