@@ -312,8 +312,10 @@ export class BoardView {
       node.remove()
       node = next
     }
-    entry.count.textContent = String(list.length)
-    entry.count.setAttribute('aria-label', `${list.length} cards`)
+    if (entry.count.textContent !== String(list.length)) {
+      entry.count.textContent = String(list.length)
+      entry.count.setAttribute('aria-label', `${list.length} cards`)
+    }
   }
 
   makeCard (id) {
@@ -345,6 +347,11 @@ export class BoardView {
   }
 
   fillCard (el, card) {
+    // Most changes (typing in a description, updated_at) change nothing the card shows: on a
+    // big board, leaving its DOM alone spares the browser a style and layout pass.
+    const signature = JSON.stringify(card)
+    if (el.signature === signature) return
+    el.signature = signature
     const parts = [h('span', { class: 'card-title' }, card.title || 'Untitled')]
     const meta = []
     for (const label of card.labels) meta.push(h('span', { class: 'label' }, label))
@@ -470,6 +477,11 @@ export class BoardView {
       }
     }
     people.sort((a, b) => (a.you === b.you ? a.name.localeCompare(b.name) : a.you ? -1 : 1))
+    // Redrawn only when who is where changed (titles of the cards they are on included).
+    const signature = JSON.stringify([people, [...onCards], people.map((p) => p.card && this.model.card(p.card)?.title),
+      [...onCards.keys()].map((id) => this.cardEls.get(id)?.isConnected)])
+    if (signature === this.presenceSignature) return
+    this.presenceSignature = signature
     list.replaceChildren(...people.map((p) => {
       const cardTitle = p.card ? this.model.card(p.card)?.title : null
       const where = cardTitle ? `on card “${cardTitle}”` : 'on the board'

@@ -27,6 +27,7 @@ export class CardDialog {
     if (!this.el.open) this.el.showModal()
     this.titleInput.focus()
     this.view.updatePresence(id)
+    this.view.presenceSignature = null
     this.view.renderPresence()
   }
 
@@ -42,9 +43,11 @@ export class CardDialog {
     this.unbindText?.()
     this.unbindText = null
     this.el.replaceChildren()
-    this.view.updatePresence(null)
     const card = this.view.cardEls.get(id)
     ;(card?.button ?? this.returnFocus)?.focus?.()
+    // Closing a modal dialog gives the focus back before this runs, so no focus event says
+    // where the user is now: the card they return to, if it is still there.
+    this.view.updatePresence(card && document.activeElement === card.button ? id : null)
   }
 
   task () {

@@ -92,7 +92,7 @@ function openBoard (boardId) {
     session,
     onTitle: (title) => {
       document.title = `${title} · Boardcast`
-      crumbs.replaceChildren(h('ol', {}, h('li', {}, h('a', { href: '#/' }, 'Boards')), h('li', {}, h('span', { 'aria-current': 'page' }, title))))
+      crumbs.replaceChildren(h('ol', {}, h('li', {}, h('a', { href: '#/' }, 'Boards')), h('li', { class: 'crumb-next' }, h('span', { 'aria-current': 'page' }, title))))
     },
     onNotice: showNotice
   })
@@ -112,6 +112,7 @@ route()
 // For tests and the bench: the live documents of the page.
 window.boardcast = {
   get board () { return current?.view.model },
+  get view () { return current?.view },
   get connection () { return current?.connection },
   directory,
   session
