@@ -72,7 +72,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_handler(ROUTER, CLUSTER, SOCKETS))
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
     add_web_app(app)
-    add_rest_api(app, cluster, settings)
+    add_rest_api(app, cluster, settings, shared_state)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions

@@ -66,6 +66,7 @@ class Settings:
     read_model: bool = True  # hosts keep the task read model current (REST queries)
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
+    rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache
     history: str = str(DEFAULT_HISTORY)  # retention tiers, e.g. "1h:all,1d:10m,30d:1h"
     # Where board hosts listen for gateway streams: "auto" is 127.0.0.1 on a Ray cluster this
     # process started and the node's Ray IP on one it joined (--address); "node" is always

@@ -18,6 +18,8 @@ from persistence.read_model import IndexWrite, TaskFilter, TaskIndex, TaskRow, m
 if TYPE_CHECKING:
     from persistence.mongo import MongoStore
 
+# The document of task_index_boards that counts writes (no board has this id).
+_GENERATION = "\x00generation"
 _SORT_FIELD = {"due": "due_key", "updated_at": "updated_at", "title": "title_key", "board": None}
 
 
@@ -88,6 +90,7 @@ class MongoTaskIndex(TaskIndex):
                 {"$max": {"version": write.version}},
                 upsert=True,
             )
+        await boards.update_one({"board_id": _GENERATION}, {"$inc": {"version": 1}}, upsert=True)
 
     async def rows(self, query: TaskFilter) -> list[TaskRow]:
         rows, _ = await self._collections()
@@ -134,6 +137,9 @@ class MongoTaskIndex(TaskIndex):
         _, boards = await self._collections()
         found = await boards.find_one({"board_id": board_id})
         return int(found["version"]) if found is not None else 0
+
+    async def generation(self) -> int:
+        return await self.board_version(_GENERATION)
 
     async def close(self) -> None:
         return None

@@ -139,6 +139,10 @@ class TaskIndex(abc.ABC):
         """The newest board version written for ``board_id`` (0 if none)."""
 
     @abc.abstractmethod
+    async def generation(self) -> int:
+        """A number that changes with every write (a cached answer is good while it holds)."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release resources; idempotent."""
 
@@ -156,8 +160,10 @@ class MemoryTaskIndex(TaskIndex):
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], TaskRow] = {}
         self._versions: dict[str, int] = {}
+        self._generation = 0
 
     async def write(self, writes: Sequence[IndexWrite]) -> None:
+        self._generation += 1
         for write in writes:
             _apply_in_memory(self._rows, write)
             self._versions[write.board_id] = max(
@@ -174,6 +180,9 @@ class MemoryTaskIndex(TaskIndex):
 
     async def board_version(self, board_id: str) -> int:
         return self._versions.get(board_id, 0)
+
+    async def generation(self) -> int:
+        return self._generation
 
     async def close(self) -> None:
         return None
@@ -224,6 +233,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS boards (
         board_id TEXT PRIMARY KEY, version INTEGER NOT NULL
     )""",
+    "CREATE TABLE IF NOT EXISTS generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER)",
+    "INSERT OR IGNORE INTO generation (id, value) VALUES (1, 0)",
 )
 
 _COLUMNS = (
@@ -281,6 +292,7 @@ class SqliteTaskIndex(TaskIndex):
             try:
                 for write in writes:
                     _write_sqlite(connection, write)
+                connection.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -344,6 +356,13 @@ class SqliteTaskIndex(TaskIndex):
             row = connection.execute(
                 "SELECT version FROM boards WHERE board_id = ?", (board_id,)
             ).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._run(read)
+
+    async def generation(self) -> int:
+        def read(connection: sqlite3.Connection) -> int:
+            row = connection.execute("SELECT value FROM generation WHERE id = 1").fetchone()
             return int(row[0]) if row is not None else 0
 
         return await self._run(read)

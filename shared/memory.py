@@ -22,6 +22,10 @@ from shared.state import (
 )
 
 
+#: Cached values one process keeps at most (oldest dropped first).
+MAX_CACHED_VALUES = 10_000
+
+
 @dataclass
 class _StoredGateway:
     expires_at: float
@@ -42,6 +46,7 @@ class MemoryData:
         self.hosts: dict[str, tuple[bytes, float]] = {}
         self.counters: dict[str, tuple[int, float]] = {}
         self.tokens: dict[str, tuple[bytes, float]] = {}
+        self.cache: dict[str, tuple[bytes, float]] = {}
         self.revoked: dict[str, float] = {}
         self.revocations_since = time.time()
         self._writes = 0
@@ -74,7 +79,7 @@ class MemoryData:
         if self._writes % 1024:
             return
         now = time.monotonic()
-        for table in (self.hosts, self.counters, self.tokens):
+        for table in (self.hosts, self.counters, self.tokens, self.cache):
             for key in [key for key, (_, until) in table.items() if until <= now]:
                 del table[key]
         for key in [key for key, until in self.revoked.items() if until <= now]:
@@ -143,6 +148,19 @@ class MemorySharedState(SharedState):
         self.data.counters[key] = (count, until)
         self.data.wrote()
         return RateDecision(count <= limit, max(0, limit - count), until - now)
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        require_positive("ttl_s", ttl_s)
+        cache = self.data.cache
+        cache.pop(key, None)
+        cache[key] = (bytes(value), time.monotonic() + ttl_s)
+        while len(cache) > MAX_CACHED_VALUES:
+            del cache[next(iter(cache))]  # the oldest written
+        self.data.wrote()
+
+    async def cache_get(self, key: str) -> bytes | None:
+        value = _fresh(self.data.cache.get(key))
+        return value if isinstance(value, bytes) else None
 
     async def put_token(self, token_id: str, data: Mapping[str, Any], ttl_s: float) -> None:
         require_positive("ttl_s", ttl_s)

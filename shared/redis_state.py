@@ -354,6 +354,19 @@ class RedisSharedState(SharedState):
             )
         return RateDecision(count <= limit, max(0, limit - count), left_ms / 1000)
 
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_s`` seconds."""
+        require_positive("ttl_s", ttl_s)
+        with _translate_errors():
+            await self.redis.set(self._key("cache", key), bytes(value), px=_ms(ttl_s))
+
+    async def cache_get(self, key: str) -> bytes | None:
+        """The cached value, or None if unknown or expired."""
+        with _translate_errors():
+            value = await self.redis.get(self._key("cache", key))
+        # The client is built without decode_responses: values arrive as bytes.
+        return value if isinstance(value, bytes) else None
+
     async def put_token(self, token_id: str, data: Mapping[str, Any], ttl_s: float) -> None:
         """Store ``data`` under ``token_id`` for ``ttl_s`` seconds."""
         require_positive("ttl_s", ttl_s)

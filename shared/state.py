@@ -239,6 +239,16 @@ class SharedState(abc.ABC):
         lost its revocation.
         """
 
+    # -- response cache ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_s`` seconds (a cache: it may go sooner)."""
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str) -> bytes | None:
+        """The cached value, or None if unknown or expired."""
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections; stored state stays for other processes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from actors.cluster import Cluster
+from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import problem_middleware
 from gateway.rest.resources import Api
@@ -12,6 +13,7 @@ from gateway.settings import Settings
 from gateway.ws import gateway_extensions
 from persistence.factory import open_store
 from persistence.read_model import TaskIndex
+from shared.state import SharedState
 
 
 def rest_limits(settings: Settings) -> RestLimits:
@@ -23,8 +25,17 @@ def rest_limits(settings: Settings) -> RestLimits:
     )
 
 
-def add_rest_api(app: web.Application, cluster: Cluster, settings: Settings) -> None:
-    """Serve the REST API on ``app``; errors under ``/v1`` become problem documents."""
+def add_rest_api(
+    app: web.Application,
+    cluster: Cluster,
+    settings: Settings,
+    shared: SharedState | None = None,
+) -> None:
+    """Serve the REST API on ``app``; errors under ``/v1`` become problem documents.
+
+    ``shared`` (the gateways' shared state) holds the query cache, if given and
+    ``rest_cache_ttl_seconds`` is above 0.
+    """
     # Queries read the read model beside the boards; opening it connects to nothing yet.
     store = open_store(settings.store, data_dir=settings.data_dir)
     try:
@@ -38,6 +49,11 @@ def add_rest_api(app: web.Application, cluster: Cluster, settings: Settings) -> 
         call_timeout=settings.store_timeout_seconds,
         max_update_bytes=settings.max_update_bytes,
         index=index,
+        cache=(
+            QueryCache(shared, index, ttl=settings.rest_cache_ttl_seconds)
+            if shared is not None and index is not None and settings.rest_cache_ttl_seconds > 0
+            else None
+        ),
     )
     app.middlewares.append(problem_middleware)
     app.add_routes(api.routes())

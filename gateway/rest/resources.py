@@ -17,7 +17,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import astuple, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from crdt.projects import DIRECTORY_BOARD
 from gateway.rest import calendar as calendar_feeds
 from gateway.rest import commands
 from gateway.rest.access import Caller, caller_for
+from gateway.rest.cache import QueryCache
 from gateway.rest.calendar import FEEDS_BOARD, calendar, new_token, token_hash
 from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
 from gateway.rest.explorer import PAGE
@@ -77,9 +78,11 @@ class Api:
         call_timeout: float = 30.0,
         max_update_bytes: int = 16 * 1024 * 1024,
         index: TaskIndex | None = None,
+        cache: QueryCache | None = None,
     ) -> None:
         self.cluster = cluster
         self.index = index
+        self.cache = cache
         self.extensions = extensions
         self.limits = limits
         self.call_timeout = call_timeout
@@ -673,12 +676,27 @@ class Api:
             limit=limit,
         )
         await self._wait_for_index(request)
-        rows, next_after = await self.index.query(found)
-        body = {
-            "items": [row.to_json() for row in rows],
-            "next_cursor": _write_cursor(list(next_after)) if next_after else None,
-        }
-        return web.json_response(body)
+        index = self.index
+
+        async def compute() -> bytes:
+            rows, next_after = await index.query(found)
+            body = {
+                "items": [row.to_json() for row in rows],
+                "next_cursor": _write_cursor(list(next_after)) if next_after else None,
+            }
+            return json.dumps(body).encode()
+
+        if self.cache is None:
+            return web.Response(body=await compute(), content_type="application/json")
+        # Answers do not depend on who asks (every caller who may query sees every
+        # row); the key is the query alone, waiting parameters left out.
+        key = json.dumps([request.path, astuple(found)])
+        body, hit = await self.cache.answer(key, compute)
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={"Boardcast-Cache": "hit" if hit else "miss"},
+        )
 
     async def _wait_for_index(self, request: web.Request) -> None:
         raw = request.query.get("min_version")

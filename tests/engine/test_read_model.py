@@ -168,3 +168,39 @@ async def test_a_board_whose_rows_were_lost_catches_up_when_it_loads(tmp_path: P
                 pass
             await wait_until(lambda: True)
             assert len(await query(http, label="ops")) == 5
+
+
+async def test_cached_answers_are_never_older_than_the_read_model(tmp_path: Path) -> None:
+    async with serve("local", tmp_path) as server:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+
+            async def ask() -> tuple[str, list[str]]:
+                params = {"label": "hot", "limit": "200"}
+                async with http.get("/v1/tasks", params=params) as response:
+                    assert response.status == 200
+                    titles = [row["title"] for row in (await response.json())["items"]]
+                    return response.headers["Boardcast-Cache"], titles
+
+            async with http.post(
+                "/v1/boards/cached/tasks/bulk",
+                json={"tasks": [{"title": "one", "column": "c", "labels": ["hot"]}]},
+            ) as response:
+                version = (await response.json())["version"]
+            await query(http, board="cached", min_version=str(version))
+            assert await ask() == ("miss", ["one"])
+            assert await ask() == ("hit", ["one"])
+            # A write, through a live client: the cached answer is not served again.
+            async with BoardClient(server.url, "cached") as client:
+                await client.synced()
+                board = Board(client.doc)
+                board.add_task("two", board.columns()[0].id, labels=["hot"])
+                await client.persisted()
+            for _ in range(200):
+                state, titles = await ask()
+                assert state == "miss" or titles == ["one"], "a stale answer after a write"
+                if sorted(titles) == ["one", "two"]:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("the new task never showed")
+            assert (await ask())[0] == "hit"

@@ -492,3 +492,14 @@ async def test_shared_state_recovers_by_itself_after_a_redis_restart(tmp_path: P
         await gateway.close()
         await reader.close()
         server.stop()
+
+
+async def test_cached_values_are_shared_and_expire(deployment: Deployment) -> None:
+    writer, reader = deployment.connect(), deployment.connect()
+    await writer.cache_put("query-1", b"\x00answer", LONG_TTL)
+    assert await reader.cache_get("query-1") == b"\x00answer"
+    assert await reader.cache_get("query-2") is None
+    await writer.cache_put("query-1", b"newer", LONG_TTL)
+    assert await reader.cache_get("query-1") == b"newer"
+    await writer.cache_put("short", b"x", SHORT_TTL)
+    await eventually(lambda: reader.cache_get("short"), lambda value: value is None)

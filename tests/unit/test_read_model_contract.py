@@ -184,3 +184,11 @@ async def test_every_query_matches_the_reference(
 
 def _retag(found: TaskRow, tag: str) -> TaskRow:
     return replace(found, board_id=f"{found.board_id}-{tag}")
+
+
+async def test_the_generation_moves_with_every_write(index: TaskIndex) -> None:
+    first = await index.generation()
+    await index.write([IndexWrite("g", 1, upserts=[row("g", "t")])])
+    second = await index.generation()
+    await index.write([IndexWrite("g", 2, deletes=["t"])])
+    assert first != second != await index.generation()
