@@ -11,7 +11,10 @@ SQLite store) on a free loopback port and reports, as JSON:
   ``--board-tasks`` tasks each (100 x 1,000 by default): latency p50/p99 in
   milliseconds, each query answered by the board's actor;
 - ``read_model``: ``GET /v1/tasks?assignee=...&due_from=...&due_to=...`` across all
-  of those boards at once, answered by the read model (the page of 50 soonest due).
+  of those boards at once, answered by the read model (the page of 50 soonest due),
+  drawn from 40 distinct queries so that answers repeat: with the query cache on
+  (the server's default) and off (``BOARDCAST_REST_CACHE_TTL_SECONDS=0``), each
+  quiet and while a client edits a board every 20 ms, with the cache's hit rate.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ async def _bulk(http: aiohttp.ClientSession, url: str, board: str, tasks: int) -
 
 
 async def _query(
-    http: aiohttp.ClientSession, boards: int, per_board: int, queries: int
+    http: aiohttp.ClientSession, url: str, boards: int, per_board: int, queries: int
 ) -> dict[str, Any]:
     names = [f"query-{n}" for n in range(boards)]
     for index, board in enumerate(names):
@@ -92,20 +95,57 @@ async def _query(
         board = rng.choice(names)
         params = {"assignee": rng.choice(PEOPLE), "limit": "50"}
         per_board_ms.append(await _timed(http, f"/v1/boards/{board}/tasks", params))
-    across_ms: list[float] = []
-    for _ in range(queries):
-        params = {"assignee": rng.choice(PEOPLE), "limit": "50"}
-        if rng.random() < 0.5:
-            params.update(due_from="2026-12-01", due_to="2026-12-07")
-        across_ms.append(await _timed(http, "/v1/tasks", params))
     return {
         "boards": boards,
         "tasks": boards * per_board,
         "queries": queries,
         "board_actor": _percentiles(per_board_ms),
-        "read_model": _percentiles(across_ms),
-        "cache": False,
+        "read_model": {
+            "quiet": await _across(http, queries, rng, None),
+            "while_editing": await _across(http, queries, rng, url),
+        },
     }
+
+
+async def _across(
+    http: aiohttp.ClientSession, queries: int, rng: random.Random, editing: str | None
+) -> dict[str, Any]:
+    pool = [
+        {"assignee": person, "limit": "50", **dates}
+        for person in PEOPLE
+        for dates in ({}, {"due_from": "2026-12-01", "due_to": "2026-12-07"})
+    ]
+    stop = asyncio.Event()
+    editor = asyncio.create_task(_edit(editing, stop)) if editing else None
+    latencies: list[float] = []
+    hits = 0
+    try:
+        for _ in range(queries):
+            started = time.perf_counter()
+            async with http.get("/v1/tasks", params=rng.choice(pool)) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"query failed: {response.status}")
+                hits += response.headers.get("Boardcast-Cache") == "hit"
+            latencies.append((time.perf_counter() - started) * 1000)
+    finally:
+        stop.set()
+        if editor is not None:
+            await editor
+    return {**_percentiles(latencies), "cache_hit_rate": round(hits / queries, 3)}
+
+
+async def _edit(url: str, stop: asyncio.Event) -> None:
+    """Retitle tasks of one board every 20 ms until ``stop``."""
+    async with BoardClient(url, "query-0", ack=False) as client:
+        await client.synced()
+        tasks = client.doc.get("tasks", type=Map)
+        ids = list(tasks.keys())[:50]
+        n = 0
+        while not stop.is_set():
+            tasks[ids[n % len(ids)]]["title"] = f"edited {n}"
+            n += 1
+            await asyncio.sleep(0.02)
 
 
 async def _timed(http: aiohttp.ClientSession, path: str, params: dict[str, str]) -> float:
@@ -130,7 +170,7 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict[str, 
         server.http_url, timeout=aiohttp.ClientTimeout(total=600)
     ) as http:
         bulk = [await _bulk(http, server.url, f"bulk-{n}", args.tasks) for n in range(args.repeat)]
-        query = await _query(http, args.boards, args.board_tasks, args.queries)
+        query = await _query(http, server.url, args.boards, args.board_tasks, args.queries)
     return {
         "target": server.target.name,
         "bulk": bulk,
@@ -140,6 +180,19 @@ async def measure(args: argparse.Namespace, server: ServerProcess) -> dict[str, 
         },
         "query": query,
     }
+
+
+def _serve_and_measure(args: argparse.Namespace, cache_ttl: str) -> dict[str, Any]:
+    log = Path(tempfile.mkdtemp(prefix="bench-rest-")) / "server.log"
+    server = ServerProcess(
+        TARGETS[args.target], log, extra_env={"BOARDCAST_REST_CACHE_TTL_SECONDS": cache_ttl}
+    )
+    server.start()
+    try:
+        return asyncio.run(measure(args, server))
+    finally:
+        server.stop()
+        server.cleanup()
 
 
 def main(argv: Sequence[str]) -> int:
@@ -152,14 +205,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
     args = parser.parse_args(argv)
-    log = Path(tempfile.mkdtemp(prefix="bench-rest-")) / "server.log"
-    server = ServerProcess(TARGETS[args.target], log)
-    server.start()
-    try:
-        report = asyncio.run(measure(args, server))
-    finally:
-        server.stop()
-        server.cleanup()
+    report = {
+        "command": "python -m bench rest " + " ".join(argv),
+        "with_cache": _serve_and_measure(args, "30"),
+        "without_cache": _serve_and_measure(args, "0"),
+    }
     text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
