@@ -1,4 +1,4 @@
-"""Offline board commands: ``boardcast history``, ``export`` and ``import``.
+"""Offline board commands: ``boardcast history``, ``export``, ``import`` and ``reindex``.
 
 They open the store directly, so they work with the server stopped. The store, data directory
 and history retention come from the same :class:`Settings` as ``boardcast serve`` (flags, then
@@ -15,6 +15,7 @@ import datetime
 import sys
 from pathlib import Path
 
+from actors.indexing import reindex
 from gateway.settings import Settings
 from persistence.factory import open_store
 from persistence.history import parse_history_policy
@@ -39,6 +40,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _store_flags(export)
 
+    rebuild = commands.add_parser(
+        "reindex", help="rebuild the task read model (REST queries) from the stored boards"
+    )
+    _store_flags(rebuild)
+
     restore = commands.add_parser("import", help="load a board file (or a directory of them)")
     restore.add_argument("path", help="a .boardcast file, or a directory written by export --all")
     restore.add_argument("--board", help="import under this board id instead of the file's")
@@ -46,7 +52,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 #: Commands that only read: they must not create the store they were pointed at.
-READING_COMMANDS = frozenset({"history", "export"})
+READING_COMMANDS = frozenset({"history", "export", "reindex"})
 
 
 def _store_flags(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +103,10 @@ async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _dispatch(store: BoardStore, args: argparse.Namespace) -> int:
+    if args.command == "reindex":
+        counts = await reindex(store)
+        print(f"reindexed {sum(counts.values())} tasks of {len(counts)} boards in {store.location}")
+        return 0
     if args.command == "history":
         versions = await store.versions(args.board)
         if not versions:

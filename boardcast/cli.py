@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``boardcast`` command."""
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
-    if args.command in {"history", "export", "import"}:
+    if args.command in {"history", "export", "import", "reindex"}:
         sys.exit(asyncio.run(run_admin(args, settings)))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
