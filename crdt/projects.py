@@ -112,6 +112,37 @@ class Directory:
             raise KeyError(project_id)
         del self._projects[project_id]
 
+    # -- members ---------------------------------------------------------------
+
+    def members(self, project_id: str) -> dict[str, str]:
+        """The project's members and their roles; ``KeyError`` if there is no such project."""
+        value = _entry(self._projects, project_id)
+        if value is None:
+            raise KeyError(project_id)
+        members = value.get("members")
+        if not isinstance(members, dict):
+            return {}
+        return {user: role for user, role in members.items() if isinstance(role, str)}
+
+    def set_member(self, project_id: str, user: str, role: str) -> None:
+        """Give ``user`` ``role`` in the project; ``KeyError`` if there is no such project."""
+        project = self._editable(self._projects, project_id)
+        members = project.get("members")
+        if not isinstance(members, Map):
+            members = Map()
+            project["members"] = members
+        if members.get(user) != role:
+            members[user] = role
+
+    def remove_member(self, project_id: str, user: str) -> bool:
+        """Take ``user`` out of the project; False if they were not in it."""
+        project = self._editable(self._projects, project_id)
+        members = project.get("members")
+        if not isinstance(members, Map) or user not in members:
+            return False
+        del members[user]
+        return True
+
     # -- boards ----------------------------------------------------------------
 
     def boards(self, project_id: str | None = None) -> list[BoardEntry]:

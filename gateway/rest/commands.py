@@ -531,3 +531,90 @@ def import_plan(
         "checklist_items": items,
         "comments": notes,
     }
+
+
+# -- members -------------------------------------------------------------------
+
+#: What a project member may be (enforced by the security layer's policy).
+ROLES = ("viewer", "editor", "admin")
+
+
+def list_members(board: Board, project_id: str) -> list[dict[str, str]] | Refusal:
+    try:
+        members = Directory(board.doc).members(project_id)
+    except KeyError:
+        return Refusal("not-found", f"no project {project_id!r}")
+    return [{"id": user, "user": user, "role": members[user]} for user in sorted(members)]
+
+
+def set_member(board: Board, project_id: str, user: str, role: str) -> dict[str, str] | Refusal:
+    directory = Directory(board.doc)
+    if directory.get_project(project_id) is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    directory.set_member(project_id, user, role)
+    return {"id": user, "user": user, "role": role}
+
+
+def remove_member(board: Board, project_id: str, user: str) -> Refusal | None:
+    directory = Directory(board.doc)
+    if directory.get_project(project_id) is None:
+        return Refusal("not-found", f"no project {project_id!r}")
+    if not directory.remove_member(project_id, user):
+        return Refusal("not-found", f"{user!r} is not a member")
+    return None
+
+
+# -- comments (the board app's shape: a ``comments`` array of maps on the task) ----
+
+
+def _comment_json(task_id: str, value: Any) -> dict[str, Any] | None:
+    plain = value.to_py() if isinstance(value, Map) else value
+    if not isinstance(plain, dict) or not isinstance(plain.get("id"), str):
+        return None
+    return {
+        "id": plain["id"],
+        "task_id": task_id,
+        "author": str(plain.get("author", "")),
+        "text": str(plain.get("text", "")),
+        "created_at": str(plain.get("created_at", "")),
+    }
+
+
+def list_comments(board: Board, task_id: str) -> list[dict[str, Any]] | Refusal:
+    if not board.has_task(task_id):
+        return Refusal("not-found", f"no task {task_id!r}")
+    task = board.doc.get("tasks", type=Map).get(task_id)
+    comments = task.get("comments") if isinstance(task, Map) else None
+    if not isinstance(comments, Array):
+        return []
+    found = [_comment_json(task_id, value) for value in comments]
+    return [comment for comment in found if comment is not None]
+
+
+def add_comment(
+    board: Board, task_id: str, comment_id: str, author: str, text: str, now: str
+) -> dict[str, Any] | Refusal:
+    if not board.has_task(task_id):
+        return Refusal("not-found", f"no task {task_id!r}")
+    task = board.doc.get("tasks", type=Map).get(task_id)
+    if not isinstance(task, Map):
+        return Refusal("conflict", f"task {task_id!r} is a plain object: it cannot be edited")
+    comments = task.get("comments")
+    if not isinstance(comments, Array):
+        comments = Array()
+        task["comments"] = comments
+    entry = {"id": comment_id, "author": author, "text": text, "created_at": now}
+    comments.append(Map(entry))
+    return {**entry, "task_id": task_id}
+
+
+def delete_comment(board: Board, task_id: str, comment_id: str) -> Refusal | None:
+    task = board.doc.get("tasks", type=Map).get(task_id)
+    comments = task.get("comments") if isinstance(task, Map) else None
+    if isinstance(comments, Array):
+        for index, value in enumerate(comments):
+            found = _comment_json(task_id, value)
+            if found is not None and found["id"] == comment_id:
+                del comments[index]
+                return None
+    return Refusal("not-found", f"no comment {comment_id!r} on task {task_id!r}")

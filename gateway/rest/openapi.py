@@ -280,6 +280,26 @@ def _schemas(limits: RestLimits) -> dict[str, Any]:
                 "version": {"type": "integer"},
             },
         },
+        "Member": {
+            "type": "object",
+            "required": ["id", "user", "role"],
+            "properties": {
+                "id": {"type": "string"},
+                "user": {"type": "string"},
+                "role": {"type": "string", "enum": ["viewer", "editor", "admin"]},
+            },
+        },
+        "Comment": {
+            "type": "object",
+            "required": ["id", "task_id", "author", "text", "created_at"],
+            "properties": {
+                "id": {"type": "string"},
+                "task_id": {"type": "string"},
+                "author": {"type": "string"},
+                "text": {"type": "string"},
+                "created_at": {"type": "string"},
+            },
+        },
         "Feed": {
             "type": "object",
             "required": ["id", "scope", "target", "url", "created_at"],
@@ -496,6 +516,62 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{20,100}$"},
                         }
                     ],
+                )
+            },
+            "/v1/projects/{project_id}/members": {
+                "get": _operation(
+                    "The project's members and their roles",
+                    _answer("200", _page_of("Member"), "the members"),
+                    parameters=[project],
+                )
+            },
+            "/v1/projects/{project_id}/members/{user}": {
+                "put": _operation(
+                    "Add a member or change their role",
+                    _answer("200", _ref("Member"), "the member"),
+                    parameters=[project, _id_parameter("user", "user")],
+                    body=_json_body(
+                        {
+                            "type": "object",
+                            "required": ["role"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "role": {"type": "string", "enum": ["viewer", "editor", "admin"]}
+                            },
+                        }
+                    ),
+                ),
+                "delete": _operation(
+                    "Take a member out of the project",
+                    no_content,
+                    parameters=[project, _id_parameter("user", "user")],
+                ),
+            },
+            "/v1/boards/{board_id}/tasks/{task_id}/comments": {
+                "get": _operation(
+                    "A task's comments, oldest first",
+                    _answer("200", _page_of("Comment"), "the comments"),
+                    parameters=[board, task],
+                ),
+                "post": _operation(
+                    "Comment on a task (the caller is the author)",
+                    _answer("201", _ref("Comment"), "the comment"),
+                    parameters=[board, task],
+                    body=_json_body(
+                        {
+                            "type": "object",
+                            "required": ["text"],
+                            "additionalProperties": False,
+                            "properties": {"text": _name(limits)},
+                        }
+                    ),
+                ),
+            },
+            "/v1/boards/{board_id}/tasks/{task_id}/comments/{comment_id}": {
+                "delete": _operation(
+                    "Delete a comment",
+                    no_content,
+                    parameters=[board, task, _id_parameter("comment_id", "comment")],
                 )
             },
             "/v1/boards/{board_id}": {

@@ -99,6 +99,9 @@ class Api:
             web.get("/v1/projects/{project_id}/boards", self.list_boards),
             web.post("/v1/projects/{project_id}/boards", self.create_board),
             web.post("/v1/projects/{project_id}/imports/trello", self.import_trello),
+            web.get("/v1/projects/{project_id}/members", self.list_members),
+            web.put("/v1/projects/{project_id}/members/{user}", self.put_member),
+            web.delete("/v1/projects/{project_id}/members/{user}", self.delete_member),
             web.get("/v1/boards/{board_id}", self.get_board),
             web.patch("/v1/boards/{board_id}", self.update_board),
             web.get("/v1/boards/{board_id}/columns", self.list_columns),
@@ -111,6 +114,11 @@ class Api:
             web.get("/v1/boards/{board_id}/tasks/{task_id}", self.get_task),
             web.patch("/v1/boards/{board_id}/tasks/{task_id}", self.update_task),
             web.delete("/v1/boards/{board_id}/tasks/{task_id}", self.delete_task),
+            web.get("/v1/boards/{board_id}/tasks/{task_id}/comments", self.list_comments),
+            web.post("/v1/boards/{board_id}/tasks/{task_id}/comments", self.add_comment),
+            web.delete(
+                "/v1/boards/{board_id}/tasks/{task_id}/comments/{comment_id}", self.delete_comment
+            ),
             web.get("/v1/boards/{board_id}/ydoc", self.get_ydoc),
             web.post("/v1/boards/{board_id}/ydoc", self.post_ydoc),
             web.get("/v1/tasks", self.query_tasks),
@@ -722,6 +730,92 @@ class Api:
                 problem.headers["Retry-After"] = "1"
                 raise problem
             await asyncio.sleep(0.02)
+
+    # -- members -------------------------------------------------------------------
+
+    async def list_members(self, request: web.Request) -> web.Response:
+        await self._caller(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        outcome = await self._run(
+            DIRECTORY_BOARD, partial(commands.list_members, project_id=project_id)
+        )
+        return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
+
+    async def put_member(self, request: web.Request) -> web.Response:
+        """Add a member, or change their role: ``{"role": "viewer" | "editor" | "admin"}``."""
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        user = an_id(request.match_info["user"], "a user")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"role"})
+        role = body.get("role")
+        if role not in commands.ROLES:
+            raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(commands.set_member, project_id=project_id, user=user, role=role),
+            caller=caller,
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def delete_member(self, request: web.Request) -> web.Response:
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        user = an_id(request.match_info["user"], "a user")
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(commands.remove_member, project_id=project_id, user=user),
+            caller=caller,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
+    # -- comments ------------------------------------------------------------------
+
+    async def list_comments(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        outcome = await self._run(board_id, partial(commands.list_comments, task_id=task_id))
+        return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
+
+    async def add_comment(self, request: web.Request) -> web.Response:
+        """A comment on a task, by the caller: ``{"text": ...}``."""
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"text"})
+        text_value = required_text(body, "text", self.limits.max_description_chars)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        outcome = await self._run(
+            board_id,
+            partial(
+                commands.add_comment,
+                task_id=task_id,
+                comment_id=uuid.uuid4().hex[:16],
+                author=caller.identity,
+                text=text_value,
+                now=now,
+            ),
+            caller=caller,
+        )
+        return self._json(self._value(outcome), outcome, status=201)
+
+    async def delete_comment(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        task_id = an_id(request.match_info["task_id"], "a task id")
+        comment_id = an_id(request.match_info["comment_id"], "a comment id")
+        outcome = await self._run(
+            board_id,
+            partial(commands.delete_comment, task_id=task_id, comment_id=comment_id),
+            caller=caller,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
 
     # -- calendar feeds ----------------------------------------------------------
 

@@ -438,3 +438,50 @@ async def test_the_python_rest_client_does_an_import_and_a_query(
             pytest.fail("a stale ETag was accepted")
         assert [p["name"] async for p in api.projects()] == ["Imports"]
         assert [b["name"] async for b in api.boards(project["id"])] == ["From the old tool"]
+
+
+async def test_members_and_comments(http: aiohttp.ClientSession, server: RunningServer) -> None:
+    project = await new_project(http, "Team")
+    base = f"/v1/projects/{project['id']}/members"
+    async with http.put(f"{base}/ann", json={"role": "editor"}) as response:
+        assert response.status == 200 and (await response.json())["role"] == "editor"
+    async with http.put(f"{base}/bob", json={"role": "viewer"}) as response:
+        assert response.status == 200
+    async with http.put(f"{base}/ann", json={"role": "admin"}) as response:
+        assert response.status == 200
+    async with http.put(f"{base}/cy", json={"role": "owner"}) as response:
+        await problem_of(response, 422, "validation")
+    async with http.get(base) as response:
+        members = (await response.json())["items"]
+    assert [(m["user"], m["role"]) for m in members] == [("ann", "admin"), ("bob", "viewer")]
+    async with http.delete(f"{base}/bob") as response:
+        assert response.status == 204
+    async with http.delete(f"{base}/bob") as response:
+        await problem_of(response, 404, "not-found")
+
+    async with http.post("/v1/boards/talk/tasks", json={"title": "t", "column": "c"}) as response:
+        task = await response.json()
+    comments = f"/v1/boards/talk/tasks/{task['id']}/comments"
+    async with BoardClient(server.url, "talk", ack=False) as watcher:
+        await watcher.synced()
+        async with http.post(comments, json={"text": "first!"}) as response:
+            assert response.status == 201
+            first = await response.json()
+        async with http.post(comments, json={"text": "second"}) as response:
+            assert response.status == 201
+        # The board app reads the same array of maps on the task.
+        raw: Any = watcher.doc.get("tasks", type=Map)
+        await wait_until(lambda: len(raw[task["id"]].get("comments") or []) == 2)
+        assert [c["text"] for c in raw[task["id"]]["comments"]] == ["first!", "second"]
+    async with http.get(comments) as response:
+        listed = (await response.json())["items"]
+    assert [(c["author"], c["text"]) for c in listed] == [
+        ("local-admin", "first!"),
+        ("local-admin", "second"),
+    ]
+    async with http.delete(f"{comments}/{first['id']}") as response:
+        assert response.status == 204
+    async with http.get(comments) as response:
+        assert [c["text"] for c in (await response.json())["items"]] == ["second"]
+    async with http.get("/v1/boards/talk/tasks/nope/comments") as response:
+        await problem_of(response, 404, "not-found")
