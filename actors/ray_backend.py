@@ -44,8 +44,11 @@ from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry
 from actors.host import BoardHost, HostSettings
 from actors.transactions import Outcome
 from crdt.board import Board
+from crdt.updates import build_document, missing_from
 from persistence.factory import open_store
 from persistence.history import parse_history_policy
+from persistence.read_model import TaskIndex
+from persistence.store import Batches, BoardStore, StoredBoard, Version
 
 log = logging.getLogger("boardcast.ray")
 
@@ -102,6 +105,91 @@ def resolve_addresses(settings: HostSettings, node_ip: str) -> HostSettings:
     return dataclasses.replace(settings, bind_host=bind, advertise_host=advertise)
 
 
+class HandOverSafeStore(BoardStore):
+    """A store whose snapshots never trim log entries they do not hold.
+
+    While a board moves between hosts (a node joined, or a host was dropped while
+    alive) two hosts can hold it for a moment, and both append to its log. A
+    snapshot written by one would trim the other's interleaved entries below its
+    seq. So before a snapshot replaces the log up to ``upto_seq``, every entry it
+    would trim is checked to be inside it; if one is not, the snapshot is skipped
+    and the log stays whole (the board's next load replays it).
+    """
+
+    def __init__(self, inner: BoardStore) -> None:
+        self.inner = inner
+        self.skipped = 0  # snapshots refused because they missed another host's entries
+
+    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+        """See :meth:`BoardStore.write_snapshot`; skipped if it does not cover the log."""
+        stored = await self.inner.load(board_id)
+        trimmed = [entry.update for entry in stored.updates if entry.seq <= upto_seq]
+        if trimmed and not await asyncio.to_thread(_holds_all, state, trimmed):
+            self.skipped += 1
+            log.warning(
+                "board %s: a snapshot up to %d misses log entries written by another host;"
+                " the log is kept",
+                board_id,
+                upto_seq,
+            )
+            return
+        await self.inner.write_snapshot(board_id, state, upto_seq)
+
+    async def load(self, board_id: str) -> StoredBoard:
+        """See :meth:`BoardStore.load`."""
+        return await self.inner.load(board_id)
+
+    async def append(self, batches: Batches) -> dict[str, int]:
+        """See :meth:`BoardStore.append`."""
+        return await self.inner.append(batches)
+
+    async def find_key(self, board_id: str, key: str) -> int | None:
+        """See :meth:`BoardStore.find_key`."""
+        return await self.inner.find_key(board_id, key)
+
+    async def versions(self, board_id: str) -> list[Version]:
+        """See :meth:`BoardStore.versions`."""
+        return await self.inner.versions(board_id)
+
+    async def load_at(self, board_id: str, at: float) -> StoredBoard:
+        """See :meth:`BoardStore.load_at`."""
+        return await self.inner.load_at(board_id, at)
+
+    async def list_boards(self) -> list[str]:
+        """See :meth:`BoardStore.list_boards`."""
+        return await self.inner.list_boards()
+
+    async def delete_board(self, board_id: str) -> None:
+        """See :meth:`BoardStore.delete_board`."""
+        await self.inner.delete_board(board_id)
+
+    def task_index(self) -> TaskIndex:
+        """See :meth:`BoardStore.task_index`."""
+        return self.inner.task_index()
+
+    @property
+    def location(self) -> str:
+        """See :attr:`BoardStore.location`."""
+        return self.inner.location
+
+    async def exists(self) -> bool:
+        """See :meth:`BoardStore.exists`."""
+        return await self.inner.exists()
+
+    async def close(self) -> None:
+        """See :meth:`BoardStore.close`."""
+        await self.inner.close()
+
+
+def _holds_all(state: bytes, updates: list[bytes]) -> bool:
+    """True if a document loaded from ``state`` holds every insert of each update."""
+    try:
+        doc = build_document(state, ())
+        return all(missing_from(doc, update) is None for update in updates)
+    except Exception:
+        return False
+
+
 class HostActor:
     """A :class:`BoardHost` living in a Ray actor; started lazily on first use.
 
@@ -138,10 +226,12 @@ class HostActor:
     async def _running(self) -> BoardHost:
         async with self._lock:
             if self._host is None:
-                store = open_store(
-                    self._store_url,
-                    data_dir=self._data_dir,
-                    history=parse_history_policy(self._settings.history),
+                store = HandOverSafeStore(
+                    open_store(
+                        self._store_url,
+                        data_dir=self._data_dir,
+                        history=parse_history_policy(self._settings.history),
+                    )
                 )
                 settings = resolve_addresses(self._settings, _node_ip())
                 self._host = BoardHost(self._name, store, settings)

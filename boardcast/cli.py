@@ -111,13 +111,14 @@ async def run(command: str, settings: Settings) -> None:
     server = getattr(site, "_server", None)
     if server is not None and server.sockets:
         port = server.sockets[0].getsockname()[1]
-    suffix = f" (ray {ray_address})" if ray_address else ""
-    print(f"Boardcast {command} ready: ws://{settings.host}:{port}/ws{suffix}", flush=True)
-
+    # Before the ready line: whoever waits for it may send SIGTERM at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    suffix = f" (ray {ray_address})" if ray_address else ""
+    print(f"Boardcast {command} ready: ws://{settings.host}:{port}/ws{suffix}", flush=True)
+
     await stop.wait()
     started = time.monotonic()
     log.info("shutting down: draining, closing sockets, flushing boards")

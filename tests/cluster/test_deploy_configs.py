@@ -20,6 +20,10 @@ import jsonschema
 import pytest
 import yaml
 
+# Ray reads its auth mode once, when first imported: importing ray_backend first lets it
+# set the mode, or every later ray.init in this test process starts a cluster it cannot join.
+from actors import ray_backend  # noqa: F401
+
 ROOT = Path(__file__).parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 RAYCLUSTER = ROOT / "deploy" / "kuberay" / "raycluster.yaml"

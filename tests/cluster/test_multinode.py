@@ -4,8 +4,9 @@ One Ray cluster for the module (tests/cluster/nodes.py): a head and two worker n
 their own loopback addresses, each running `boardcast serve --address HEAD` with one board
 host pinned to it and a gateway on the node's address. The tests run in file order and
 share it: boards spread over the nodes; a node added takes boards; a node drained with
-SIGTERM hands its boards over; a node killed with SIGKILL while clients write has its
-boards served again by the others, with nothing acknowledged lost.
+SIGTERM hands its boards over; the worker nodes restarted one after the other under load
+lose nothing; a node killed with SIGKILL while clients write has its boards served again by
+the others, with nothing acknowledged lost.
 """
 
 from __future__ import annotations
@@ -207,6 +208,27 @@ async def test_a_drained_node_hands_its_boards_over_without_loss(cluster: LocalC
     await assert_boards_kept_everything(cluster, writers, survivor.url)
     assert all(h["name"] != leaving_host for h in hosts(survivor))
     assert any("handed" in line for line in leaving.output), leaving.output_tail()
+
+
+async def test_a_rolling_restart_of_the_worker_nodes_loses_nothing(cluster: LocalCluster) -> None:
+    head = cluster.head
+    assert head is not None
+    survivor = cluster.servers[head.ip]
+    workers = [ip for ip in sorted(cluster.servers) if ip != head.ip]
+    names = [h["name"] for h in hosts(survivor)]
+    # One board on each worker node's host.
+    boards = [boards_owned_by(host_on(survivor, ip), names, 1, f"rolled-{ip}")[0] for ip in workers]
+
+    async def roll() -> None:
+        for ip in workers:
+            server = cluster.servers[ip]
+            code = await asyncio.to_thread(server.stop)
+            assert code == 0, server.output_tail()
+            await asyncio.to_thread(server.start)
+
+    writers, _ = await writers_through_a_crash(cluster, boards, survivor, roll)
+    await assert_boards_kept_everything(cluster, writers, survivor.url)
+    assert sorted(h["node_ip"] for h in hosts(survivor)) == sorted(cluster.servers)
 
 
 async def test_a_killed_node_boards_serve_again_and_nothing_acknowledged_is_lost(
