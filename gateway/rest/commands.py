@@ -618,3 +618,29 @@ def delete_comment(board: Board, task_id: str, comment_id: str) -> Refusal | Non
                 del comments[index]
                 return None
     return Refusal("not-found", f"no comment {comment_id!r} on task {task_id!r}")
+
+
+def empty_board(board: Board) -> Refusal | None:
+    """Delete every task and column of the board, in one transaction (its history stays)."""
+    current = board_meta(board)
+    if isinstance(current, Refusal):
+        return current
+    for task in board.tasks():
+        board.delete_task(task.id)
+    for column in board.columns():
+        board.delete_column(column.id)
+    return None
+
+
+def import_export(
+    board: Board, data: Mapping[str, Any], project_id: str | None, title: str | None
+) -> dict[str, int] | Refusal:
+    """Fill an empty board from ``Board.to_dict`` output (the export format)."""
+    if board.doc.get_state() != b"\x00":
+        return Refusal("conflict", "the board is not empty")
+    try:
+        Board.from_dict(data, doc=board.doc)
+    except (ValueError, KeyError, TypeError) as exc:
+        return Refusal("validation", f"not a board export: {exc}"[:300])
+    board.set_meta(title=title, project=project_id)
+    return {"columns": len(board.columns()), "tasks": len(board.tasks())}

@@ -580,12 +580,40 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     _answer("200", _ref("Board"), "the board"),
                     parameters=[board],
                 ),
+                "delete": _operation(
+                    "Unlist a board and empty it (its history stays)",
+                    no_content,
+                    parameters=[board, _IF_MATCH],
+                ),
                 "patch": _operation(
                     "Rename a board",
                     _answer("200", _ref("Board"), "the renamed board"),
                     parameters=[board, _IF_MATCH],
                     body=_json_body(_name_body(limits)),
                 ),
+            },
+            "/v1/boards/{board_id}/export": {
+                "get": _operation(
+                    "The board in the export format, which /imports/board reads back",
+                    _answer("200", {"type": "object"}, "the board"),
+                    parameters=[board],
+                )
+            },
+            "/v1/projects/{project_id}/imports/board": {
+                "post": _operation(
+                    "A board export becomes a new board of the project",
+                    _answer(
+                        "201",
+                        {
+                            "type": "object",
+                            "required": ["board", "imported"],
+                            "properties": {"board": _ref("BoardEntry"), "imported": {}},
+                        },
+                        "the new board",
+                    ),
+                    parameters=[project, _IDEMPOTENCY_KEY],
+                    body=_json_body({"type": "object"}),
+                )
             },
             "/v1/boards/{board_id}/columns": {
                 "get": _operation(

@@ -104,6 +104,9 @@ class Api:
             web.delete("/v1/projects/{project_id}/members/{user}", self.delete_member),
             web.get("/v1/boards/{board_id}", self.get_board),
             web.patch("/v1/boards/{board_id}", self.update_board),
+            web.delete("/v1/boards/{board_id}", self.delete_board),
+            web.get("/v1/boards/{board_id}/export", self.export_board),
+            web.post("/v1/projects/{project_id}/imports/board", self.import_board),
             web.get("/v1/boards/{board_id}/columns", self.list_columns),
             web.post("/v1/boards/{board_id}/columns", self.create_column),
             web.patch("/v1/boards/{board_id}/columns/{column_id}", self.update_column),
@@ -411,6 +414,74 @@ class Api:
             caller=caller,
         )
         return self._json(board, outcome, etag=True)
+
+    async def delete_board(self, request: web.Request) -> web.Response:
+        """Unlist the board and empty it, in one transaction each; its history stays.
+
+        What it held can still be read as it was before (``boardcast export --at``)
+        for as long as the history retains it.
+        """
+        board_id = self._board_id(request)
+        caller = await self._writer(request, board_id)
+        if_match = self._if_match(request)
+        if if_match is not None:
+            current = await self._run(board_id, commands.board_meta)
+            shown: dict[str, Any] = self._value(current)
+            seen = {"id": board_id, **shown}
+            if etag_of(seen) not in {tag.strip() for tag in if_match.split(",")} | {"*"}:
+                problem = Problem("precondition-failed", "the board changed since it was read")
+                problem.headers["ETag"] = etag_of(seen)
+                raise problem
+        outcome = await self._run(
+            board_id, commands.empty_board, caller=caller
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        await self._run(
+            DIRECTORY_BOARD, partial(commands.unlist_board, board_id=board_id), caller=caller
+        )
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
+    async def export_board(self, request: web.Request) -> web.Response:
+        """The board in the export format (``Board.to_dict``), which import reads back."""
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        outcome = await self._run(board_id, commands.whole_board)
+        return self._json(outcome.value, outcome)
+
+    async def import_board(self, request: web.Request) -> web.Response:
+        """A board export becomes a new board of the project, exactly as exported."""
+        caller = await self._writer(request, DIRECTORY_BOARD)
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        data = an_object(await read_json(request, self.limits))
+        self._value(
+            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
+        )
+        found_meta = data.get("meta")
+        meta: dict[str, Any] = found_meta if isinstance(found_meta, dict) else {}
+        title = text(meta, "title", self.limits.max_name_chars, required=False) or "Imported"
+        key = self._key(request)
+        seed = f"board-import/{key}" if key else uuid.uuid4().hex
+        board_id = commands.derived_id(seed, 0)
+        outcome = await self._run(
+            board_id,
+            partial(commands.import_export, data=data, project_id=project_id, title=title),
+            caller=caller,
+            key=seed if key else None,
+        )
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+        listed = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.list_board_entry, board_id=board_id, title=title, project_id=project_id
+            ),
+            caller=caller,
+        )
+        body = {"board": self._value(listed), "imported": outcome.value}
+        response = self._json(body, outcome, status=201)
+        response.headers["Location"] = f"/v1/boards/{board_id}"
+        return response
 
     # -- columns -----------------------------------------------------------------
 

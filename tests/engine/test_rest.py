@@ -485,3 +485,37 @@ async def test_members_and_comments(http: aiohttp.ClientSession, server: Running
         assert [c["text"] for c in (await response.json())["items"]] == ["second"]
     async with http.get("/v1/boards/talk/tasks/nope/comments") as response:
         await problem_of(response, 404, "not-found")
+
+
+async def test_a_board_exports_and_imports_exactly_and_deletes(
+    http: aiohttp.ClientSession, server: RunningServer
+) -> None:
+    project = await new_project(http, "Moves")
+    board = await new_board(http, project["id"], "Original")
+    tasks = [
+        {"title": "a", "column": "To do", "labels": ["x"], "due": "2026-12-02"},
+        {"title": "b", "column": "Doing", "assignees": ["ann"], "description": "line\nline"},
+    ]
+    async with http.post(f"/v1/boards/{board['id']}/tasks/bulk", json={"tasks": tasks}):
+        pass
+    async with http.get(f"/v1/boards/{board['id']}/export") as response:
+        exported = await response.json()
+    async with http.post(f"/v1/projects/{project['id']}/imports/board", json=exported) as response:
+        assert response.status == 201, await response.text()
+        copy = (await response.json())["board"]
+    async with http.get(f"/v1/boards/{copy['id']}/export") as response:
+        again = await response.json()
+    assert again == exported, "an export imports back exactly"
+    async with http.post(
+        f"/v1/projects/{project['id']}/imports/board", json={"version": 99}
+    ) as response:
+        await problem_of(response, 422, "validation")
+
+    async with BoardClient(server.url, board["id"], ack=False) as watcher:
+        await watcher.synced()
+        assert len(Board(watcher.doc).tasks()) == 2
+        async with http.delete(f"/v1/boards/{board['id']}") as response:
+            assert response.status == 204
+        await wait_until(lambda: not Board(watcher.doc).tasks())
+    async with http.get(f"/v1/projects/{project['id']}/boards") as response:
+        assert [b["id"] for b in (await response.json())["items"]] == [copy["id"]]
