@@ -63,5 +63,5 @@ def test_main_pages_pass_axe(people: People) -> None:
     expect(ann.get_by_role("link", name="Audit")).to_be_visible()
     assert_accessible(ann, "board list")
     vera = people.open("Vera", f"/b/{board_id}", role="viewer")
-    expect(vera.get_by_text("View only")).to_be_visible()
+    expect(vera.get_by_text("View only: you can read this board")).to_be_visible()
     assert_accessible(vera, "viewer's board")

@@ -147,7 +147,7 @@ def test_a_viewer_cannot_edit(people: People, screenshot: Shot) -> None:
     add_card(ann, "To do", "Quarterly report")
     vera = people.open("Vera", f"/b/{board_id}", role="viewer")
     expect(card(vera, "To do", "Quarterly report")).to_be_visible()
-    expect(vera.get_by_text("View only")).to_be_visible()
+    expect(vera.get_by_text("View only: you can read this board")).to_be_visible()
     # No controls to edit with.
     expect(vera.get_by_role("button", name="Add card")).to_have_count(0)
     expect(vera.get_by_role("button", name="Add column")).to_have_count(0)

@@ -68,6 +68,16 @@ export class BoardConnection extends EventTarget {
       }
     }
     this.provider.on('status', ({ status }) => {
+      if (status === 'connected') {
+        // When our last socket closed, the server marked our presence removed with the next
+        // clock, and ignores the same state sent again at that clock: announce it with a
+        // higher one, or the others would not see us until the 15 s renewal.
+        const local = this.provider.awareness.getLocalState()
+        if (local !== null) {
+          this.provider.awareness.setLocalState({ ...local })
+          this.provider.awareness.setLocalState({ ...local })
+        }
+      }
       if (status === 'connected') this.state.status = 'connected'
       else if (status === 'connecting') this.state.status = this._wantOffline ? 'offline' : 'connecting'
       else this.state.status = this._wantOffline ? 'offline' : 'connecting'

@@ -1,7 +1,7 @@
-// Projects and boards. Boardcast has no REST API for them; the list lives in a shared Yjs
-// document of its own (room DIRECTORY_ROOM), so it syncs live, works offline and is stored
-// like any board:
-//   projects: Y.Map  project id -> Y.Map { name, position }
+// Projects and boards: the project directory, a shared Yjs document of its own (room
+// DIRECTORY_ROOM; the server's side is crdt/projects.py, which the REST API writes), so the
+// lists sync live, work offline and are stored like any board:
+//   projects: Y.Map  project id -> Y.Map { name, position, created_at }
 //   boards:   Y.Map  board id   -> Y.Map { title, project, position, created_at }
 // A board's own `meta` (title, project) is written too, so the server knows the same.
 
@@ -42,7 +42,11 @@ export class DirectoryModel {
     const id = randomId()
     const last = this.projectList().at(-1)?.position ?? null
     this.doc.transact(() => {
-      this.projects.set(id, new Y.Map([['name', name], ['position', generateKeyBetween(last, null)]]))
+      this.projects.set(id, new Y.Map([
+        ['name', name],
+        ['position', generateKeyBetween(last, null)],
+        ['created_at', new Date().toISOString()]
+      ]))
     }, LOCAL)
     return id
   }

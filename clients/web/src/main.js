@@ -35,12 +35,14 @@ function showStatus () {
     saving: 'Saving…',
     unsaved: 'Changes not saved yet: they are kept here and sync when you reconnect'
   }[state.saved]
+  // A viewer's edits are never stored, so there is nothing to say about saving.
+  const viewOnly = session.role === 'viewer' || state.denied !== null
   statusEl.dataset.connection = state.status
   statusEl.dataset.saved = state.saved
   statusEl.replaceChildren(
     h('span', { class: `dot dot-${state.status}`, 'aria-hidden': 'true' }),
     h('span', { class: 'connection' }, connection),
-    h('span', { class: 'saved' }, state.synced || state.saved !== 'saved' ? saved : '')
+    h('span', { class: 'saved' }, viewOnly ? 'View only' : state.synced || state.saved !== 'saved' ? saved : '')
   )
 }
 directoryConnection.addEventListener('change', showStatus)
