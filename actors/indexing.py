@@ -55,7 +55,7 @@ def index_write(
     """The rows the events of one change touch, as the board holds them now."""
     touched: set[str] = set()
     for event in events:
-        if isinstance(event, MetaUpdated):
+        if isinstance(event, MetaUpdated) and "project" in event.fields:
             # The project moved: every row says so.
             return whole_board(board_id, board, version)
         task_id = getattr(event, "task_id", None)
