@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from bench.targets import PEERS, ROOT
+from bench.paths import PEERS, ROOT
 
 
 def run(command: list[str], cwd: str) -> int:

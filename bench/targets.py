@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.paths import PEERS, ROOT
 from bench.processes import ServerTree
 
-ROOT = Path(__file__).resolve().parent.parent
-PEERS = Path(__file__).resolve().parent / "peers"
 READY_TIMEOUT_S = float(os.environ.get("BENCH_READY_TIMEOUT", "120"))
 STOP_TIMEOUT_S = 30.0
 
