@@ -63,6 +63,9 @@ class Settings:
     max_queued_sessions: int = 10_000  # session registrations waiting for shared state
     max_queued_hooks: int = 10_000  # extension calls waiting in a host
     max_remembered_transactions: int = 10_000  # idempotency keys a host keeps
+    # Web pages that may open board WebSockets, besides the gateway's own (same host and
+    # port); "*" allows any. Clients that send no Origin (not browsers) are not affected.
+    allowed_origins: tuple[str, ...] = ()
     read_model: bool = True  # hosts keep the task read model current (REST queries)
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413

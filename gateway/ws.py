@@ -11,6 +11,7 @@ import itertools
 import logging
 import re
 import weakref
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -39,6 +40,18 @@ def problem(status: int, title: str, detail: str) -> web.Response:
     )
 
 
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a browser page at ``origin`` may open a session on a gateway at ``host``.
+
+    The gateway's own pages (same host and port) always may; others only if listed
+    in ``allowed_origins`` (exact ``scheme://host[:port]``), or if it holds ``*``.
+    """
+    if "*" in allowed or origin in allowed:
+        return True
+    parsed = urlsplit(origin)
+    return parsed.scheme in {"http", "https"} and parsed.netloc.lower() == host.lower()
+
+
 async def board_socket(
     request: web.Request,
     router: Router,
@@ -50,6 +63,12 @@ async def board_socket(
     board_id = request.match_info["board_id"]
     if not BOARD_ID.match(board_id):
         return problem(400, "Invalid board id", "a board id is 1-200 characters, no '/'")
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, request.host, settings.allowed_origins):
+        # A page on another site would ride on the user's network position (and,
+        # with sessions, their cookies): browsers send Origin, so refuse it here.
+        log.info("refused a WebSocket for board %s from origin %s", board_id, origin[:200])
+        return problem(403, "Origin not allowed", "this origin may not open board sessions")
     if board_id.startswith("boardcast.") and board_id != DIRECTORY_BOARD:
         # The server's own documents (calendar feeds, ...) are never served to clients.
         return problem(403, "Reserved board id", f"{board_id!r} is the server's own document")
