@@ -5,9 +5,13 @@
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import * as decoding from 'lib0/decoding'
+import * as encoding from 'lib0/encoding'
+import * as syncProtocol from 'y-protocols/sync'
 
 const MESSAGE_AUTH = 2
 const MESSAGE_PERSISTED = 100
+// How long to wait for the server's answer to our sync step 1 before asking again.
+const SYNC_RETRY_MS = 2000
 
 export function socketBase () {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
@@ -84,6 +88,10 @@ export class BoardConnection extends EventTarget {
       if (status !== 'connected') this.state.synced = false
       this._refresh()
     })
+    this.provider.on('status', ({ status }) => {
+      clearTimeout(this._syncTimer)
+      if (status === 'connected') this._syncTimer = setTimeout(() => this._askAgain(), SYNC_RETRY_MS)
+    })
     this.provider.on('sync', (synced) => {
       this.state.synced = synced
       this._refresh()
@@ -99,6 +107,18 @@ export class BoardConnection extends EventTarget {
     window.addEventListener('offline', this._offline)
     if (navigator.onLine) this.provider.connect()
     else this.goOffline()
+  }
+
+  /** Connected but no answer to our sync step 1 yet: ask again (any time is allowed). */
+  _askAgain () {
+    const ws = this.provider.ws
+    if (this.state.synced || !ws || ws.readyState !== WebSocket.OPEN) return
+    console.warn(`Boardcast: no sync answer on ${this.room} after ${SYNC_RETRY_MS} ms; asking again`)
+    const encoder = encoding.createEncoder()
+    encoding.writeVarUint(encoder, 0)
+    syncProtocol.writeSyncStep1(encoder, this.doc)
+    ws.send(encoding.toUint8Array(encoder))
+    this._syncTimer = setTimeout(() => this._askAgain(), SYNC_RETRY_MS)
   }
 
   get awareness () {
@@ -141,6 +161,7 @@ export class BoardConnection extends EventTarget {
   }
 
   destroy () {
+    clearTimeout(this._syncTimer)
     window.removeEventListener('online', this._online)
     window.removeEventListener('offline', this._offline)
     this.provider.destroy()

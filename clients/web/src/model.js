@@ -26,6 +26,9 @@ export class BoardModel {
     this.tasks = doc.getMap('tasks')
     this.columns = doc.getMap('columns')
     this.meta = doc.getMap('meta')
+    // cardsByColumn() is asked several times per action: computed once per change.
+    this._byColumn = null
+    this.tasks.observeDeep(() => { this._byColumn = null })
     this.undo = new Y.UndoManager([this.tasks, this.columns, this.meta], {
       trackedOrigins: new Set([LOCAL]),
       captureTimeout: 400
@@ -78,8 +81,9 @@ export class BoardModel {
     }
   }
 
-  /** Task ids grouped by column id, each list in display order. */
+  /** Task ids grouped by column id, each list in display order (shared: do not modify). */
   cardsByColumn () {
+    if (this._byColumn !== null) return this._byColumn
     const columns = new Map()
     this.tasks.forEach((task, id) => {
       if (!(task instanceof Y.Map)) return
@@ -89,6 +93,7 @@ export class BoardModel {
       columns.get(column).push({ id, position })
     })
     for (const list of columns.values()) list.sort(byPosition)
+    this._byColumn = columns
     return columns
   }
 
