@@ -21,7 +21,6 @@ from shared.state import (
     unpack,
 )
 
-
 #: Cached values one process keeps at most (oldest dropped first).
 MAX_CACHED_VALUES = 10_000
 

@@ -432,9 +432,7 @@ class Api:
                 problem = Problem("precondition-failed", "the board changed since it was read")
                 problem.headers["ETag"] = etag_of(seen)
                 raise problem
-        outcome = await self._run(
-            board_id, commands.empty_board, caller=caller
-        )
+        outcome = await self._run(board_id, commands.empty_board, caller=caller)
         if isinstance(outcome.value, Refusal):
             self._value(outcome)
         await self._run(
