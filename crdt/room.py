@@ -353,7 +353,12 @@ class BoardRoom:
             peer = self._peers[connection] = _Peer()
         peer.received += 1
         if self.document.integrated(update):
-            # Nothing the board lacks (a reconnecting viewer's step 2): harmless.
+            # Nothing the board lacks (a reconnecting viewer's step 2): harmless, and
+            # as much in the document as it will ever be, so it is acknowledged, up
+            # to the first refused one.
+            if peer.integrated == peer.received - 1:
+                peer.integrated = peer.received
+                output.integrated[connection] = peer.received
             return
         if not peer.denied:
             peer.denied = True
