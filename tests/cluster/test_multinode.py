@@ -94,6 +94,15 @@ async def write_and_read(writer_url: str, reader_url: str, board: str, key: str)
         await wait_until(lambda: key in tasks, timeout=30, message=f"{key} seen on {reader_url}")
 
 
+async def write_and_read_on(cluster: LocalCluster, writer: str, reader: str, board: str) -> None:
+    """:func:`write_and_read`, with every node's output in the failure."""
+    try:
+        await write_and_read(writer, reader, board, f"{board}-key")
+    except Exception as exc:
+        tails = "\n".join(f"--- {ip}\n{s.output_tail(25)}" for ip, s in cluster.servers.items())
+        raise AssertionError(f"{board} through {writer} and {reader}: {exc!r}\n{tails}") from exc
+
+
 def first_server(cluster: LocalCluster) -> NodeProcess:
     """Any running gateway."""
     return next(iter(cluster.servers.values()))
@@ -115,7 +124,7 @@ async def test_hosts_advertise_their_node_and_boards_spread_over_the_nodes(
     boards = [f"spread-{index}" for index in range(9)]
     for index, board in enumerate(boards):
         writer, reader = servers[index % 3], servers[(index + 1) % 3]
-        await write_and_read(writer.url, reader.url, board, f"k{index}")
+        await write_and_read_on(cluster, writer.url, reader.url, board)
     placed = {h["name"]: set(h["board_ids"]) & set(boards) for h in hosts(server)}
     assert sum(len(b) for b in placed.values()) == len(boards), placed
     assert sum(1 for b in placed.values() if b) >= 2, f"boards did not spread: {placed}"
@@ -129,8 +138,8 @@ async def test_a_joining_node_takes_boards(cluster: LocalCluster) -> None:
     # Boards the new membership places on the new node open there, from any gateway.
     boards = boards_owned_by(new_host, names, 3, "joined")
     other = next(s for s in cluster.servers.values() if s is not server)
-    for index, board in enumerate(boards):
-        await write_and_read(other.url, server.url, board, f"j{index}")
+    for board in boards:
+        await write_and_read_on(cluster, other.url, server.url, board)
     on_new = next(h for h in hosts(other) if h["name"] == new_host)
     assert set(boards) <= set(on_new["board_ids"]), on_new
 
