@@ -412,11 +412,16 @@ class BoardHost:
                 self.store.load(board.board_id), self.settings.store_timeout_seconds
             )
             board.load(stored)
+            # Still loading for whoever sends meanwhile: their messages wait in the
+            # inbox, behind the ones already there (a client's Open before its frames).
+            board.phase = BoardPhase.LOADING
             if self.extensions:
                 self._hook(partial(self.extensions.on_load, board.board_id))
             await self._catch_up_index(board, stored)
             if self._derive_events:
+                # Before any new change of the board can be delivered.
                 await self._redeliver(board, stored)
+            board.phase = BoardPhase.ACTIVE
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
