@@ -257,10 +257,14 @@ INVALID_UTF8_STRING = [
 ]
 
 
+# Derandomized: the same 300 cases on every run, so the suite is reproducible. Random
+# exploration is tests/fuzz/room_fuzz.py's job; what it finds and what is still open
+# is in tests/corpus-candidates/README.md.
 @settings(
     max_examples=300,
     deadline=None,
     database=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(frames=st.lists(hostile_frames(), min_size=1, max_size=6), edit_after=st.integers(0, 63))
