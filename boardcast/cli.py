@@ -117,7 +117,12 @@ async def run(command: str, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     suffix = f" (ray {ray_address})" if ray_address else ""
-    print(f"Boardcast {command} ready: ws://{settings.host}:{port}/ws{suffix}", flush=True)
+    # The WebSocket base for Yjs clients, then the page a person opens.
+    print(
+        f"Boardcast {command} ready: ws://{settings.host}:{port}/ws,"
+        f" board app http://{settings.host}:{port}/{suffix}",
+        flush=True,
+    )
 
     await stop.wait()
     started = time.monotonic()
