@@ -50,6 +50,9 @@ log = logging.getLogger("boardcast.host")
 
 T = TypeVar("T")
 
+#: Read-model writes a host queues at most; past it the oldest are dropped.
+MAX_QUEUED_INDEX_WRITES = 100_000
+
 
 class BoardUnavailable(BoardcastError):
     """A board could not be loaded from the store (the store is failing)."""
@@ -142,6 +145,8 @@ class BoardHost:
         if self.settings.read_model:
             with contextlib.suppress(NotImplementedError):
                 self._index = store.task_index()
+        self._index_queue: list[IndexWrite] = []
+        self._index_ready = asyncio.Event()
         self._derive_events = (
             event_sink is not None
             or self.extensions.defines("on_change")
@@ -188,6 +193,8 @@ class BoardHost:
                 self._spawn(self._sweep_loop())
                 if self.extensions:
                     self._spawn(self._hook_loop())
+                if self._index is not None:
+                    self._spawn(self._index_loop())
                 log.info("board host %s serving frames on %s:%d", self.name, *self._endpoint)
             return self._endpoint
 
@@ -217,6 +224,13 @@ class BoardHost:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._index is not None and self._index_queue:
+            # What the last commits queued, written before the index closes (bounded).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._index.write(self._index_queue), self.settings.drain_seconds
+                )
+            self._index_queue = []
         if self._index is not None:
             with contextlib.suppress(Exception):
                 await self._index.close()
@@ -417,7 +431,7 @@ class BoardHost:
             board.phase = BoardPhase.LOADING
             if self.extensions:
                 self._hook(partial(self.extensions.on_load, board.board_id))
-            await self._catch_up_index(board, stored)
+            self._spawn(self._catch_up_index(board, stored))
             if self._derive_events:
                 # Before any new change of the board can be delivered.
                 await self._redeliver(board, stored)
@@ -636,24 +650,53 @@ class BoardHost:
             write = index_write(board_id, Board(board.room.doc), seqs[board_id], events)
             if write is not None:
                 writes.append(write)
-        if not writes:
-            return
-        try:
-            await asyncio.wait_for(self._index.write(writes), self.settings.store_timeout_seconds)
-        except Exception as exc:
-            log.warning("the read model was not updated for %d boards: %s", len(writes), exc)
+        if writes:
+            self._queue_index(writes)
+
+    def _queue_index(self, writes: list[IndexWrite]) -> None:
+        """Hand writes to the background index writer: commits never wait for the read model.
+
+        Rows are versioned, so their order does not matter. Past ``MAX_QUEUED_INDEX_WRITES``
+        the oldest are dropped (logged): their rows come back as above.
+        """
+        queue = self._index_queue
+        queue.extend(writes)
+        if len(queue) > MAX_QUEUED_INDEX_WRITES:
+            dropped = len(queue) - MAX_QUEUED_INDEX_WRITES
+            del queue[:dropped]
+            log.warning("the read model is %d writes behind: the oldest dropped", dropped)
+        self._index_ready.set()
+
+    async def _index_loop(self) -> None:
+        """Write what the commits queued for the read model, as few batches as it can."""
+        assert self._index is not None
+        while True:
+            await self._index_ready.wait()
+            self._index_ready.clear()
+            writes, self._index_queue = self._index_queue, []
+            if not writes:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self._index.write(writes), self.settings.store_timeout_seconds
+                )
+            except Exception as exc:
+                log.warning("the read model was not updated for %d writes: %s", len(writes), exc)
 
     async def _catch_up_index(self, board: BoardActor, stored: StoredBoard) -> None:
-        """Rewrite a loaded board's rows if the read model is behind what the store holds."""
+        """Rewrite a loaded board's rows if the read model is behind what the store holds.
+
+        Runs beside the board (spawned when it loads): the board serves meanwhile.
+        """
         if self._index is None:
             return
         try:
-            if await self._index.board_version(board.board_id) >= stored.last_seq:
-                return
-            rows = whole_board(board.board_id, Board(board.room.doc), stored.last_seq)
-            await asyncio.wait_for(self._index.write([rows]), self.settings.store_timeout_seconds)
+            behind = await self._index.board_version(board.board_id) < stored.last_seq
         except Exception as exc:
-            log.warning("board %s: the read model could not catch up: %s", board.board_id, exc)
+            log.warning("board %s: the read model could not be asked: %s", board.board_id, exc)
+            return
+        if behind and self._boards.get(board.board_id) is board:
+            self._queue_index([whole_board(board.board_id, Board(board.room.doc), stored.last_seq)])
 
     # -- domain events and on_change, at least once ------------------------------
 
