@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, get_update, merge_updates
 
@@ -257,16 +257,17 @@ INVALID_UTF8_STRING = [
 ]
 
 
-# Derandomized: the same 300 cases on every run, so the suite is reproducible. Random
+# A fixed seed: the same 300 cases on every run and in every checkout, so the suite is
+# reproducible (derandomize alone seeds from where the file is). Random
 # exploration is tests/fuzz/room_fuzz.py's job; what it finds and what is still open
 # is in tests/corpus-candidates/README.md.
 @settings(
     max_examples=300,
     deadline=None,
     database=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@seed(20261201)
 @given(frames=st.lists(hostile_frames(), min_size=1, max_size=6), edit_after=st.integers(0, 63))
 @example(frames=INVALID_UTF8_STRING, edit_after=0)
 def test_mutated_frames_leave_the_board_loadable_and_innocent_edits_intact(
