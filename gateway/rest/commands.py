@@ -198,24 +198,24 @@ def board_json(board: Board) -> dict[str, Any]:
     }
 
 
-def board_meta(board: Board) -> dict[str, Any] | Refusal:
+def board_meta(board: Board, board_id: str) -> dict[str, Any] | Refusal:
     """The board's representation, or not-found for a board nobody ever wrote."""
     if board.doc.get_state() == b"\x00":  # nothing was ever written
         return Refusal("not-found", "no such board")
-    out = board_json(board)
-    out["task_count"] = len(board.tasks())
-    return out
+    return {"id": board_id, **board_json(board), "task_count": len(board.tasks())}
 
 
-def rename_board(board: Board, name: str, if_match: str | None) -> dict[str, Any] | Refusal:
-    current = board_meta(board)
+def rename_board(
+    board: Board, board_id: str, name: str, if_match: str | None
+) -> dict[str, Any] | Refusal:
+    current = board_meta(board, board_id)
     if isinstance(current, Refusal):
         return current
     refused = _precondition(current, if_match)
     if refused is not None:
         return refused
     board.set_meta(title=name)
-    return board_meta(board)
+    return board_meta(board, board_id)
 
 
 def whole_board(board: Board) -> dict[str, Any]:
@@ -620,11 +620,14 @@ def delete_comment(board: Board, task_id: str, comment_id: str) -> Refusal | Non
     return Refusal("not-found", f"no comment {comment_id!r} on task {task_id!r}")
 
 
-def empty_board(board: Board) -> Refusal | None:
+def empty_board(board: Board, board_id: str, if_match: str | None) -> Refusal | None:
     """Delete every task and column of the board, in one transaction (its history stays)."""
-    current = board_meta(board)
+    current = board_meta(board, board_id)
     if isinstance(current, Refusal):
         return current
+    refused = _precondition(current, if_match)
+    if refused is not None:
+        return refused
     for task in board.tasks():
         board.delete_task(task.id)
     for column in board.columns():

@@ -181,6 +181,15 @@ class Api:
         assert value is not None
         return value
 
+    def _refused(self, outcome: Outcome[Any]) -> None:
+        """Raise the problem a board function refused with, if it did."""
+        if isinstance(outcome.value, Refusal):
+            self._value(outcome)
+
+    @staticmethod
+    def _no_content(outcome: Outcome[Any]) -> web.Response:
+        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+
     async def _caller(self, request: web.Request, board_id: str) -> Caller:
         return await caller_for(request, board_id, self.extensions)
 
@@ -297,9 +306,8 @@ class Api:
             ),
             caller=caller,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        self._refused(outcome)
+        return self._no_content(outcome)
 
     # -- boards ------------------------------------------------------------------
 
@@ -382,10 +390,8 @@ class Api:
     async def get_board(self, request: web.Request) -> web.Response:
         board_id = self._board_id(request)
         await self._caller(request, board_id)
-        outcome = await self._run(board_id, commands.board_meta)
-        found: dict[str, Any] = self._value(outcome)
-        board = {"id": board_id, **found}
-        return self._json(board, outcome, etag=True)
+        outcome = await self._run(board_id, partial(commands.board_meta, board_id=board_id))
+        return self._json(self._value(outcome), outcome, etag=True)
 
     async def update_board(self, request: web.Request) -> web.Response:
         board_id = self._board_id(request)
@@ -393,21 +399,17 @@ class Api:
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
-        if_match = self._if_match(request)
-        if if_match is not None:
-            # The ETag the client has is of the representation, id included.
-            current = await self._run(board_id, commands.board_meta)
-            shown: dict[str, Any] = self._value(current)
-            seen = {"id": board_id, **shown}
-            if etag_of(seen) not in {tag.strip() for tag in if_match.split(",")} | {"*"}:
-                problem = Problem("precondition-failed", "the board changed since it was read")
-                problem.headers["ETag"] = etag_of(seen)
-                raise problem
         outcome = await self._run(
-            board_id, partial(commands.rename_board, name=name, if_match=None), caller=caller
+            board_id,
+            partial(
+                commands.rename_board,
+                board_id=board_id,
+                name=name,
+                if_match=self._if_match(request),
+            ),
+            caller=caller,
         )
-        found: dict[str, Any] = self._value(outcome)
-        board = {"id": board_id, **found}
+        board = self._value(outcome)
         await self._run(
             DIRECTORY_BOARD,
             partial(commands.rename_board_entry, board_id=board_id, title=name),
@@ -423,22 +425,16 @@ class Api:
         """
         board_id = self._board_id(request)
         caller = await self._writer(request, board_id)
-        if_match = self._if_match(request)
-        if if_match is not None:
-            current = await self._run(board_id, commands.board_meta)
-            shown: dict[str, Any] = self._value(current)
-            seen = {"id": board_id, **shown}
-            if etag_of(seen) not in {tag.strip() for tag in if_match.split(",")} | {"*"}:
-                problem = Problem("precondition-failed", "the board changed since it was read")
-                problem.headers["ETag"] = etag_of(seen)
-                raise problem
-        outcome = await self._run(board_id, commands.empty_board, caller=caller)
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
+        outcome = await self._run(
+            board_id,
+            partial(commands.empty_board, board_id=board_id, if_match=self._if_match(request)),
+            caller=caller,
+        )
+        self._refused(outcome)
         await self._run(
             DIRECTORY_BOARD, partial(commands.unlist_board, board_id=board_id), caller=caller
         )
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        return self._no_content(outcome)
 
     async def export_board(self, request: web.Request) -> web.Response:
         """The board in the export format (``Board.to_dict``), which import reads back."""
@@ -467,8 +463,7 @@ class Api:
             caller=caller,
             key=seed if key else None,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
+        self._refused(outcome)
         listed = await self._run(
             DIRECTORY_BOARD,
             partial(
@@ -547,9 +542,8 @@ class Api:
             ),
             caller=caller,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        self._refused(outcome)
+        return self._no_content(outcome)
 
     # -- tasks -------------------------------------------------------------------
 
@@ -631,9 +625,8 @@ class Api:
             partial(commands.delete_task, task_id=task_id, if_match=self._if_match(request)),
             caller=caller,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        self._refused(outcome)
+        return self._no_content(outcome)
 
     async def bulk_tasks(self, request: web.Request) -> web.Response:
         """Create, update, move and delete tasks in one transaction (one update)."""
@@ -836,9 +829,8 @@ class Api:
             partial(commands.remove_member, project_id=project_id, user=user),
             caller=caller,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        self._refused(outcome)
+        return self._no_content(outcome)
 
     # -- comments ------------------------------------------------------------------
 
@@ -882,9 +874,8 @@ class Api:
             partial(commands.delete_comment, task_id=task_id, comment_id=comment_id),
             caller=caller,
         )
-        if isinstance(outcome.value, Refusal):
-            self._value(outcome)
-        return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
+        self._refused(outcome)
+        return self._no_content(outcome)
 
     # -- calendar feeds ----------------------------------------------------------
 

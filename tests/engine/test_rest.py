@@ -511,6 +511,19 @@ async def test_a_board_exports_and_imports_exactly_and_deletes(
     ) as response:
         await problem_of(response, 422, "validation")
 
+    # Renaming and deleting a board take If-Match, checked in the board's transaction.
+    async with http.get(f"/v1/boards/{board['id']}") as response:
+        stale = response.headers["ETag"]
+    async with http.patch(
+        f"/v1/boards/{board['id']}", json={"name": "Renamed"}, headers={"If-Match": stale}
+    ) as response:
+        assert response.status == 200 and (await response.json())["name"] == "Renamed"
+    for method, body in (("PATCH", {"name": "Again"}), ("DELETE", None)):
+        async with http.request(
+            method, f"/v1/boards/{board['id']}", json=body, headers={"If-Match": stale}
+        ) as response:
+            await problem_of(response, 412, "precondition-failed")
+
     async with BoardClient(server.url, board["id"], ack=False) as watcher:
         await watcher.synced()
         assert len(Board(watcher.doc).tasks()) == 2
