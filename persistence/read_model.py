@@ -21,11 +21,12 @@ import dataclasses
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from persistence.sqlite_files import enable_wal
 
 T = TypeVar("T")
 
@@ -274,7 +275,7 @@ class SqliteTaskIndex(TaskIndex):
                 self.path, timeout=self._busy_timeout, isolation_level=None
             )
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            self._enable_wal(connection)
+            enable_wal(connection, self._busy_timeout)
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
@@ -282,19 +283,6 @@ class SqliteTaskIndex(TaskIndex):
             connection.execute("COMMIT")
             self._connection = connection
         return work(self._connection)
-
-    def _enable_wal(self, connection: sqlite3.Connection) -> None:
-        # Switching a fresh file to WAL takes a lock SQLite does not wait for with the
-        # busy handler: several hosts opening the index at once retry here.
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                connection.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
 
     async def write(self, writes: Sequence[IndexWrite]) -> None:
         if not writes:

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.read_model import SqliteTaskIndex, TaskIndex
+from persistence.sqlite_files import enable_wal
 from persistence.store import (
     Batches,
     BoardStore,
@@ -142,7 +143,7 @@ class SqliteStore(BoardStore):
         connection = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         try:
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            mode = self._enable_wal(connection)
+            mode = enable_wal(connection, self._busy_timeout)
             if mode != "wal":
                 raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             # FULL fsyncs the WAL on every commit: an acknowledged append survives power loss.
@@ -152,18 +153,6 @@ class SqliteStore(BoardStore):
             connection.close()
             raise
         return connection
-
-    def _enable_wal(self, connection: sqlite3.Connection) -> str:
-        # Switching a fresh file to WAL takes a lock that SQLite does not wait for with the busy
-        # handler, so a second process opening the file at the same moment retries here.
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
 
     async def load(self, board_id: str) -> StoredBoard:
         """Return the board's snapshot and the log after it (an empty board if unknown)."""
