@@ -157,11 +157,6 @@ def list_board_entry(
     return board_entry_json(directory.add_board(board_id, title, project_id))
 
 
-def get_board_entry(board: Board, board_id: str) -> dict[str, Any] | None:
-    entry = Directory(board.doc).get_board(board_id)
-    return board_entry_json(entry) if entry is not None else None
-
-
 def rename_board_entry(board: Board, board_id: str, title: str) -> None:
     directory = Directory(board.doc)
     if directory.get_board(board_id) is not None:
@@ -410,7 +405,6 @@ class Bulk:
     delete: Sequence[str] = ()
     seed: str = ""  # new task ids derive from it (the idempotency key, or a fresh id)
     title: str | None = None  # the board's title, if the board is new
-    project_id: str | None = None
 
 
 def bulk(board: Board, request: Bulk) -> dict[str, Any] | Refusal:
@@ -427,7 +421,7 @@ def bulk(board: Board, request: Bulk) -> dict[str, Any] | Refusal:
         if position is not None and not is_valid_position(position):
             return Refusal("validation", f"position {position!r} is not a fractional-index key")
     if request.title is not None and not board.get_meta().title:
-        board.set_meta(title=request.title, project=request.project_id)
+        board.set_meta(title=request.title)
     made: dict[str, str] = {}
     ends: dict[str, str | None] = {}
     created: list[str] = []
