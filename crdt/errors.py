@@ -12,7 +12,8 @@
     │   └── OutOfSync            too many updates wait for what they depend on
     ├── WritesRefused            the store is down and its backlog is full
     ├── TransactionFailed        a server-side change raised; nothing of it was kept
-    └── BoardCorrupted           the live document cannot be rebuilt: reload the board
+    ├── BoardCorrupted           the live document cannot be rebuilt: reload the board
+    └── TokenRefused             a bearer token not accepted; ``reason`` says why in one word
 
 Each class that a client can cause names the WebSocket close code it earns
 (``close_code``, see :mod:`crdt.close_codes`); nothing here knows about sockets.
@@ -92,3 +93,20 @@ class BoardCorrupted(BoardcastError):
 
 class TransactionFailed(BoardcastError):
     """A server-side change raised part-way; the board is as it was before it."""
+
+
+class TokenRefused(BoardcastError):
+    """A token Boardcast does not accept (see docs/oidc.md for the reasons).
+
+    ``reason`` is a short machine-readable word (``expired``, ``bad-signature``...);
+    ``issuer-unavailable`` means the token could not be checked right now (answer 503).
+    """
+
+    close_code = CloseCode.UNAUTHORIZED
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        if reason == "issuer-unavailable":
+            self.close_code = CloseCode.TRY_AGAIN_LATER
