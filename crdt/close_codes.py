@@ -28,6 +28,7 @@ class CloseCode(IntEnum):
     UPDATE_TOO_LARGE = 4413  # one update over the size limit
     INVALID_UPDATE = 4422  # a well-framed Yjs update that cannot be applied
     AWARENESS_LIMIT = 4429  # presence over its size, entry or client-id limits
+    TOO_MANY_CONNECTIONS = 4430  # the user has the most sockets allowed open already
     STORE_UNAVAILABLE = 4503  # storage is down and the unsaved backlog is full: writes refused
     BOARD_FULL = 4507  # the update would take the board past its maximum size
 
@@ -48,6 +49,7 @@ REASONS: dict[CloseCode, str] = {
     CloseCode.UPDATE_TOO_LARGE: "update too large",
     CloseCode.INVALID_UPDATE: "invalid update",
     CloseCode.AWARENESS_LIMIT: "presence over its limits",
+    CloseCode.TOO_MANY_CONNECTIONS: "too many connections",
     CloseCode.STORE_UNAVAILABLE: "storage unavailable, writes refused, retry later",
     CloseCode.BOARD_FULL: "board at its maximum size",
 }

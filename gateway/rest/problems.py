@@ -40,6 +40,9 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-update": (422, "The Yjs update cannot be applied"),
     "board-full": (507, "The board is at its maximum size"),
     "unavailable": (503, "The board is unavailable; retry later"),
+    "rate-limited": (429, "Too many requests; retry after the time given"),
+    "too-many-connections": (429, "Too many open connections from this client"),
+    "request-timeout": (408, "The request was not received in time"),
     "internal": (500, "Internal error"),
 }
 
