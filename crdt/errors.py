@@ -110,3 +110,10 @@ class TokenRefused(BoardcastError):
         self.detail = detail
         if reason == "issuer-unavailable":
             self.close_code = CloseCode.TRY_AGAIN_LATER
+
+
+class DecryptionFailed(BoardcastError):
+    """A blob stored encrypted at rest that does not decrypt: a wrong or unknown key, or
+    bytes changed since they were written. Nothing of its plaintext is returned."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER

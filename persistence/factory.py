@@ -10,7 +10,9 @@ import os
 import time
 from collections.abc import Callable
 
-from persistence.history import DEFAULT_HISTORY, HistoryPolicy
+from persistence.encrypted import EncryptedStore, KeySource
+from persistence.history import DEFAULT_HISTORY, KEEP_EVERYTHING, HistoryPolicy
+from persistence.keyring import EncryptionSettings
 from persistence.memory import MemoryStore
 from persistence.read_model import MemoryTaskIndex
 from persistence.sqlite import SqliteStore
@@ -32,6 +34,7 @@ def open_store(
     data_dir: str,
     history: HistoryPolicy | None = None,
     clock: Callable[[], float] = time.time,
+    encryption: EncryptionSettings | None = None,
 ) -> BoardStore:
     """Open the store a URL names; nothing is created until the first write.
 
@@ -42,6 +45,9 @@ def open_store(
         data_dir: directory for the embedded store's file; created when the store is first used.
         history: which past snapshots to keep (see ``persistence/history.py``).
         clock: the source of the times stamped on updates and snapshots.
+        encryption: encryption at rest (``persistence/keyring.py``); None reads
+            ``BOARDCAST_ENCRYPTION`` and ``BOARDCAST_ENCRYPTION_KEY_FILE`` (on by default).
+            The memory store keeps nothing at rest and is never wrapped.
     """
     policy = history if history is not None else DEFAULT_HISTORY
     url = url.strip()
@@ -49,19 +55,33 @@ def open_store(
         # The stores of one process (its board hosts and its gateway) share a read model.
         shared = _MEMORY_READ_MODELS.setdefault(os.path.abspath(data_dir), MemoryTaskIndex())
         return MemoryStore(history=policy, clock=clock, read_model=shared)
+    settings = encryption if encryption is not None else EncryptionSettings.from_environment()
+    keys = KeySource(settings.key_path(data_dir), refresh_seconds=settings.refresh_seconds)
+    # Off, a store sealed before stays readable as long as its key file is there.
+    wrapped = settings.enabled or keys.exists()
+    inner_policy = KEEP_EVERYTHING if wrapped else policy
+    inner = _open_inner(url, data_dir=data_dir, history=inner_policy, clock=clock)
+    if not wrapped:
+        return inner
+    return EncryptedStore(inner, keys, encrypt=settings.enabled, history=policy, clock=clock)
+
+
+def _open_inner(
+    url: str, *, data_dir: str, history: HistoryPolicy, clock: Callable[[], float]
+) -> BoardStore:
     if url == "sqlite":
-        return SqliteStore(os.path.join(data_dir, SQLITE_FILENAME), history=policy, clock=clock)
+        return SqliteStore(os.path.join(data_dir, SQLITE_FILENAME), history=history, clock=clock)
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         if not path:
             raise ValueError(f"{STORE_SETTING}={url!r}: the sqlite URL names no file")
         # An absolute path ignores data_dir.
-        return SqliteStore(os.path.join(data_dir, path), history=policy, clock=clock)
+        return SqliteStore(os.path.join(data_dir, path), history=history, clock=clock)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         # pymongo is imported only by deployments that use MongoDB.
         from persistence.mongo import MongoStore
 
-        return MongoStore(url, history=policy, clock=clock)
+        return MongoStore(url, history=history, clock=clock)
     raise ValueError(
         f"{STORE_SETTING}={url!r} is not a store URL;"
         " expected 'sqlite', 'sqlite:///path', 'memory' or 'mongodb://host/database'"

@@ -24,6 +24,7 @@ import pytest
 from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore
 from persistence.factory import open_store
 from persistence.history import KEEP_EVERYTHING, KEEP_NOTHING, parse_history_policy
+from persistence.keyring import PLAINTEXT
 from persistence.mongo import MongoStore
 from persistence.store import HistoryUnavailable, Record, Version
 from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
@@ -597,19 +598,26 @@ async def test_a_store_names_its_location_without_secrets(tmp_path: Path) -> Non
 
 
 async def test_open_store_urls(tmp_path: Path) -> None:
+    # Unwrapped: tests/engine/test_encryption_at_rest.py covers the encrypting default.
     assert isinstance(open_store("memory", data_dir=str(tmp_path)), MemoryStore)
-    default = open_store("sqlite", data_dir=str(tmp_path / "d"))
+    default = open_store("sqlite", data_dir=str(tmp_path / "d"), encryption=PLAINTEXT)
     assert isinstance(default, SqliteStore)
     assert default.path == str(tmp_path / "d" / "boardcast.sqlite3")
-    absolute = open_store(f"sqlite://{tmp_path}/x/board.db", data_dir="/unused")
+    absolute = open_store(
+        f"sqlite://{tmp_path}/x/board.db", data_dir="/unused", encryption=PLAINTEXT
+    )
     assert isinstance(absolute, SqliteStore) and absolute.path == f"{tmp_path}/x/board.db"
-    relative = open_store("sqlite://rel.db", data_dir=str(tmp_path))
+    relative = open_store("sqlite://rel.db", data_dir=str(tmp_path), encryption=PLAINTEXT)
     assert isinstance(relative, SqliteStore) and relative.path == str(tmp_path / "rel.db")
 
     # Opening connects to nothing yet.
-    async with open_store("mongodb://127.0.0.1:1/boards?w=1", data_dir="/unused") as named:
+    async with open_store(
+        "mongodb://127.0.0.1:1/boards?w=1", data_dir="/unused", encryption=PLAINTEXT
+    ) as named:
         assert isinstance(named, MongoStore) and named.database_name == "boards"
-    async with open_store("mongodb://127.0.0.1:1", data_dir="/unused") as unnamed:
+    async with open_store(
+        "mongodb://127.0.0.1:1", data_dir="/unused", encryption=PLAINTEXT
+    ) as unnamed:
         assert isinstance(unnamed, MongoStore) and unnamed.database_name == "boardcast"
     with pytest.raises(ValueError, match="BOARDCAST_STORE"):
         open_store("postgres://x", data_dir=str(tmp_path))
