@@ -50,6 +50,11 @@ class Cluster(abc.ABC):
         return 0
 
     @property
+    def stream_secret(self) -> bytes:
+        """The cluster secret a frame stream to one of its hosts proves (actors/handshake.py)."""
+        raise NotImplementedError(f"{type(self).__name__} has no frame streams")
+
+    @property
     def placement_epoch(self) -> int:
         """Grows whenever the set of hosts boards are placed over changes."""
         return 0

@@ -36,7 +36,7 @@ from actors.messages import (
     Send,
     from_host,
 )
-from actors.stream import StreamLink
+from actors.stream import StreamLink, open_stream
 from crdt.protocol import sync_update
 from crdt.session import ClientProtocol
 
@@ -90,8 +90,13 @@ class DirectConnection:
     async def open(self, *, timeout: float = 10.0) -> None:
         """Join the board and return once the document is synced with it."""
         host, port = await self._cluster.endpoint(await self._cluster.locate(self.board_id))
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        link = self._link = StreamLink(reader, writer)
+        link = self._link = await open_stream(
+            host,
+            port,
+            secret=self._cluster.stream_secret,
+            connect_timeout=timeout,
+            handshake_timeout=timeout,
+        )
         link.send(Hello(PROTOCOL_VERSION, "gateway"))
         link.send(Open(self.board_id, self._conn, True, origin=self.origin))
         self._pump = asyncio.create_task(self._read(link))

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
 from actors.extensions import Change, Extensions
+from actors.handshake import new_cluster_secret
 from actors.indexing import index_write, whole_board
 from actors.messages import (
     PROTOCOL_VERSION,
@@ -34,7 +35,12 @@ from actors.messages import (
     from_gateway,
     reject,
 )
-from actors.stream import StreamLink
+from actors.stream import (
+    DEFAULT_HANDSHAKE_SECONDS,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    StreamGuard,
+    StreamLink,
+)
 from actors.transactions import Outcome
 from crdt.board import Board
 from crdt.close_codes import CloseCode
@@ -82,6 +88,12 @@ class HostSettings:
     max_queued_hooks: int = 10_000  # extension calls waiting; past it one is logged and skipped
     max_remembered_transactions: int = 10_000  # idempotency keys kept (oldest forgotten)
     read_model: bool = True  # keep the store's task index current (persistence/read_model.py)
+    # What gateways prove knowledge of when they open a frame stream (actors/handshake.py).
+    # None: this host makes up its own, and only whoever reads it from here can connect;
+    # the process that starts a cluster sets one and hands it to every host.
+    cluster_secret: bytes | None = field(default=None, repr=False)
+    handshake_timeout_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # a new stream proves itself
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES  # more waiting are dropped
 
 
 @dataclass(slots=True)
@@ -140,6 +152,14 @@ class BoardHost:
         self._event_sink = event_sink
         self.store = store
         self.settings = settings or HostSettings()
+        if self.settings.cluster_secret is None:
+            self.settings = replace(self.settings, cluster_secret=new_cluster_secret())
+        assert self.settings.cluster_secret is not None
+        self._guard = StreamGuard(
+            self.settings.cluster_secret,
+            timeout=self.settings.handshake_timeout_seconds,
+            max_pending=self.settings.max_pending_handshakes,
+        )
         self.extensions = Extensions.from_specs(self.settings.extensions)
         self._index: TaskIndex | None = None
         if self.settings.read_model:
@@ -245,6 +265,8 @@ class BoardHost:
             "gateways": len(self._links),
             "pending_updates": sum(len(u) for u in self._pending.values()),
             "unsaved_bytes": self._unsaved_bytes,
+            "handshakes_pending": self._guard.pending,
+            "handshakes_refused": self._guard.refused,
         }
 
     def board_ids(self) -> list[str]:
@@ -259,6 +281,12 @@ class BoardHost:
     # -- the frame stream ---------------------------------------------------
 
     async def _serve_link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Not one frame is read from a peer that has not proved it knows the cluster secret.
+        if not await self._guard.admit(reader, writer):
+            return
+        if self._server is None or not self._server.is_serving():
+            writer.transport.abort()  # the host stopped during the handshake
+            return
         link = HostLink(reader, writer)
         link.number = next(self._link_numbers)
         self._links.add(link)

@@ -7,11 +7,13 @@ paths are the same as on Ray; only the control plane is a direct call.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.directory import Directory
+from actors.handshake import new_cluster_secret
 from actors.host import BoardHost, HostSettings
 from actors.transactions import Outcome
 from crdt.board import Board
@@ -37,6 +39,9 @@ class LocalCluster(Cluster):
     ) -> None:
         self._store_factory = store_factory
         self._settings = settings or HostSettings()
+        if self._settings.cluster_secret is None:
+            # Made here, once: every host of this cluster, and its gateway, share it.
+            self._settings = replace(self._settings, cluster_secret=new_cluster_secret())
         self._event_sink = event_sink
         self.hosts: dict[str, BoardHost] = {}
         self._dedicated = frozenset(dedicated)
@@ -53,6 +58,12 @@ class LocalCluster(Cluster):
             self.hosts[name] = BoardHost(
                 name, await self._store_factory(), self._settings, event_sink=self._event_sink
             )
+
+    @property
+    def stream_secret(self) -> bytes:
+        """See :attr:`Cluster.stream_secret`."""
+        assert self._settings.cluster_secret is not None
+        return self._settings.cluster_secret
 
     async def locate(self, board_id: str) -> str:
         """See :meth:`Cluster.locate`."""

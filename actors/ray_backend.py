@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from actors.board import BoardPhase
 from actors.cluster import Cluster
 from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
+from actors.handshake import new_cluster_secret
 from actors.host import BoardHost, HostSettings
 from actors.transactions import Outcome
 from crdt.board import Board
@@ -532,6 +534,16 @@ class DirectoryActor:
         """The host serving ``board_id``."""
         return await self._directory.locate(board_id)
 
+    def cluster_secret(self) -> bytes:
+        """The secret the deployment's frame streams prove; Ray callers are trusted with it.
+
+        The node that created this actor chose it (configured, or made up); nodes
+        and gateways joining later ask for it here, so all of them share one.
+        """
+        secret = self._settings.cluster_secret
+        assert secret is not None, "the directory is created with the cluster secret"
+        return secret
+
     def host_names(self) -> list[str]:
         """The shared hosts boards are placed over now."""
         return self._registry.membership.placement()
@@ -567,6 +579,16 @@ def init_ray(
     return str(ray.get_runtime_context().gcs_address)
 
 
+def _agreed_secret(running: bytes, configured: bytes | None) -> bytes:
+    """The running deployment's secret; a different one configured here is an error."""
+    if configured is not None and not hmac.compare_digest(running, configured):
+        raise ValueError(
+            "cluster_secret differs from the one the running deployment was started with"
+            " (BOARDCAST_CLUSTER_SECRET must be the same on every node, or unset on joiners)"
+        )
+    return running
+
+
 def shutdown_ray() -> None:
     """Disconnect; a local cluster this process started stops with it."""
     if ray.is_initialized():
@@ -583,9 +605,11 @@ class RayCluster(Cluster):
         dedicated: list[str],
         *,
         own_hosts: dict[str, Any] | None = None,
+        secret: bytes,
     ) -> None:
         """Use :meth:`launch` or :meth:`join` rather than this."""
         self._directory = directory
+        self._secret = secret
         self._membership = membership
         self._dedicated = frozenset(dedicated)
         self._own_hosts = dict(own_hosts or {})
@@ -614,13 +638,20 @@ class RayCluster(Cluster):
         timings = timings or ClusterTimings()
         data_dir = os.path.abspath(data_dir)
         node_id = ray.get_runtime_context().get_node_id()
+        # The first node makes the directory, with its secret (configured, or made up now);
+        # a node joining a running deployment gets the directory that exists, and its secret.
+        first = dataclasses.replace(
+            settings, cluster_secret=settings.cluster_secret or new_cluster_secret()
+        )
         directory: Any = RemoteDirectory.options(
             name=directory_name(cluster_name),
             namespace=NAMESPACE,
             get_if_exists=True,
             lifetime="detached",
             resources={HEAD_RESOURCE: 0.001},
-        ).remote(cluster_name, dedicated, store_url, data_dir, settings, timings)
+        ).remote(cluster_name, dedicated, store_url, data_dir, first, timings)
+        secret = _agreed_secret(await directory.cluster_secret.remote(), settings.cluster_secret)
+        settings = dataclasses.replace(settings, cluster_secret=secret)
         pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
         handles: dict[str, Any] = {
             name: RemoteHost.options(
@@ -632,17 +663,22 @@ class RayCluster(Cluster):
         await asyncio.gather(*(handle.endpoint.remote() for handle in handles.values()))
         membership = await directory.membership.remote()
         known: list[str] = await directory.dedicated_boards.remote()
-        cluster = cls(directory, membership, known, own_hosts=handles)
+        cluster = cls(directory, membership, known, own_hosts=handles, secret=secret)
         cluster._watch()
         return cluster
 
     @classmethod
-    async def join(cls, *, cluster_name: str) -> RayCluster:
-        """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster."""
+    async def join(cls, *, cluster_name: str, cluster_secret: bytes | None = None) -> RayCluster:
+        """Find the directory and hosts started by ``boardcast serve`` on this Ray cluster.
+
+        The frame streams' secret comes from the directory (Ray's own token auth
+        guards that call); a ``cluster_secret`` given here must be the same.
+        """
         directory = ray.get_actor(directory_name(cluster_name), namespace=NAMESPACE)
         membership: Membership = await directory.membership.remote()
         dedicated: list[str] = await directory.dedicated_boards.remote()
-        cluster = cls(directory, membership, list(dedicated))
+        secret = _agreed_secret(await directory.cluster_secret.remote(), cluster_secret)
+        cluster = cls(directory, membership, list(dedicated), secret=secret)
         cluster._watch()
         return cluster
 
@@ -672,6 +708,11 @@ class RayCluster(Cluster):
             self._membership_changed.set()
             self._membership_changed = asyncio.Event()
         self._membership = membership
+
+    @property
+    def stream_secret(self) -> bytes:
+        """See :attr:`Cluster.stream_secret`."""
+        return self._secret
 
     @property
     def membership(self) -> Membership:

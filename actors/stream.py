@@ -6,16 +6,27 @@ msgpack arrays, one per typed message of :mod:`actors.messages` (the only
 module that knows their layout). Everything written during one event-loop tick
 leaves in a single ``transport.write``, so a burst of updates costs one syscall
 per link, not one per frame, and no Ray call is ever made per frame.
+
+No frame is read or written before the peer has authenticated: a gateway dials
+with :func:`open_stream`, and a host lets a new connection in through
+:meth:`StreamGuard.admit`; both run the handshake of :mod:`actors.handshake`
+under a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import Callable
 
 import msgpack
 
+from actors.handshake import Handshake, HandshakeRefused, Refusal, RefusalLog, Role
 from actors.messages import Message, decode, encode
+
+log = logging.getLogger("boardcast.stream")
 
 # Past this many unsent bytes the peer is not keeping up: the link is dropped
 # and clients reconnect and resync rather than the process growing unbounded.
@@ -26,6 +37,10 @@ DRAIN_ABOVE = 4 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
 # Bigger than any frame a gateway accepts from a client.
 _MAX_MESSAGE = 256 * 1024 * 1024
+#: How long a new link may take to authenticate, where no setting says otherwise.
+DEFAULT_HANDSHAKE_SECONDS = 2.0
+#: Connections a host lets wait in the handshake at once, where no setting says otherwise.
+DEFAULT_MAX_PENDING_HANDSHAKES = 256
 
 
 class LinkOverflow(Exception):
@@ -121,3 +136,127 @@ class StreamLink:
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
+
+
+async def authenticate(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    secret: bytes,
+    role: Role,
+    timeout: float,
+) -> None:
+    """Run the handshake on a new connection, before any frame crosses it.
+
+    Reads no byte past the handshake, so the frame stream that follows starts
+    exactly where the handshake ended.
+
+    Raises:
+        HandshakeRefused: the peer failed, sent garbage, closed, or ran out of time.
+    """
+    handshake = Handshake(secret, role)
+    try:
+        async with asyncio.timeout(timeout):
+            writer.write(handshake.data_to_send())
+            while not handshake.established:
+                data = await reader.read(handshake.bytes_expected)
+                if not data:
+                    raise HandshakeRefused(Refusal.CLOSED, received=handshake.received)
+                handshake.receive_data(data)
+                if out := handshake.data_to_send():
+                    writer.write(out)
+            await writer.drain()
+    except TimeoutError:
+        raise HandshakeRefused(Refusal.TIMEOUT, received=handshake.received) from None
+    except HandshakeRefused:
+        raise
+    except (ConnectionError, OSError):
+        raise HandshakeRefused(Refusal.CLOSED, received=handshake.received) from None
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    secret: bytes,
+    connect_timeout: float = 5.0,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_SECONDS,
+    limit: int = 1024 * 1024,
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
+) -> StreamLink:
+    """Dial a board host as a gateway and authenticate; the link is ready for frames.
+
+    Raises:
+        OSError: the host cannot be reached (:class:`HandshakeRefused` when it was
+            reached but did not prove that it knows ``secret``).
+        TimeoutError: the connection did not open within ``connect_timeout``.
+    """
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=limit), connect_timeout
+    )
+    try:
+        await authenticate(
+            reader, writer, secret=secret, role=Role.GATEWAY, timeout=handshake_timeout
+        )
+    except BaseException:
+        writer.transport.abort()
+        raise
+    return StreamLink(reader, writer, max_buffered=max_buffered)
+
+
+class StreamGuard:
+    """A host's door: a new connection proves itself before any of its frames is read.
+
+    At most ``max_pending`` connections wait in the handshake at once (more are
+    dropped at once), each for at most ``timeout`` seconds; refusals are logged
+    through a :class:`~actors.handshake.RefusalLog`, never once per byte.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        timeout: float = DEFAULT_HANDSHAKE_SECONDS,
+        max_pending: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+        refusals: RefusalLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._secret = secret
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self._refusals = refusals or RefusalLog()
+        self._clock = clock
+        self.pending = 0  # connections in the handshake now
+        self.refused = 0  # connections dropped before they authenticated, since start
+
+    async def admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Authenticate a new connection; False once it was refused and dropped."""
+        info = writer.get_extra_info("peername")
+        address = str(info[0]) if info else "?"
+        if self.pending >= self.max_pending:
+            self._refuse(writer, address, HandshakeRefused(Refusal.BUSY))
+            return False
+        self.pending += 1
+        try:
+            await authenticate(
+                reader, writer, secret=self._secret, role=Role.HOST, timeout=self.timeout
+            )
+        except HandshakeRefused as refused:
+            self._refuse(writer, address, refused)
+            return False
+        finally:
+            self.pending -= 1
+        return True
+
+    def _refuse(
+        self, writer: asyncio.StreamWriter, address: str, refused: HandshakeRefused
+    ) -> None:
+        writer.transport.abort()
+        self.refused += 1
+        if refused.refusal is Refusal.CLOSED and refused.received == 0:
+            # A reachability probe or a port scan: connected, said nothing, left.
+            log.debug("stream from %s closed before the handshake", address)
+            return
+        line = self._refusals.refused(address, refused.refusal, self._clock())
+        if line is not None:
+            log.warning("frame stream refused from %s", line)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from actors.cluster import Cluster
+from actors.handshake import HandshakeRefused, RefusalLog
 from actors.messages import (
     PROTOCOL_VERSION,
     Broadcast,
@@ -32,7 +34,7 @@ from actors.messages import (
     StreamProtocolError,
     from_host,
 )
-from actors.stream import StreamLink
+from actors.stream import DEFAULT_HANDSHAKE_SECONDS, StreamLink, open_stream
 from crdt.close_codes import CloseCode
 from crdt.protocol import Persisted as PersistedMessage
 from crdt.protocol import encode_message
@@ -65,6 +67,7 @@ class RoutingLimits:
 
     control_timeout_seconds: float = 10.0  # a directory or endpoint call to the cluster
     connect_timeout_seconds: float = 5.0  # opening a stream to a board host
+    handshake_timeout_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # then authenticating it
     close_timeout_seconds: float = 5.0  # closing a stream on shutdown
     max_cached_boards: int = 100_000  # board -> host entries kept in memory
 
@@ -183,6 +186,7 @@ class Router:
         self._epoch = cluster.placement_epoch
         self._closing = False
         self.counters = RoutingCounters()
+        self._refusals = RefusalLog()  # hosts that failed the handshake, logged sparingly
 
     @property
     def links(self) -> dict[str, GatewayLink]:
@@ -258,15 +262,26 @@ class Router:
             self.cluster.endpoint(host_name), self.limits.control_timeout_seconds
         )
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=1024 * 1024),
-                self.limits.connect_timeout_seconds,
+            stream = await open_stream(
+                host,
+                port,
+                secret=self.cluster.stream_secret,
+                connect_timeout=self.limits.connect_timeout_seconds,
+                handshake_timeout=self.limits.handshake_timeout_seconds,
+                limit=1024 * 1024,
             )
+        except HandshakeRefused as exc:
+            # Another cluster's host at a reused address, or a secret that differs.
+            line = self._refusals.refused(f"{host}:{port}", exc.refusal, time.monotonic())
+            if line is not None:
+                log.warning("board host %s failed the stream handshake, %s", host_name, line)
+            self.cluster.forget(host_name)
+            raise
         except (OSError, TimeoutError):
             # The host may have restarted elsewhere: ask again next time.
             self.cluster.forget(host_name)
             raise
-        link = GatewayLink(host_name, StreamLink(reader, writer), self.counters)
+        link = GatewayLink(host_name, stream, self.counters)
         self._links[host_name] = link
         task = asyncio.ensure_future(self._run_link(link))
         self._tasks.add(task)

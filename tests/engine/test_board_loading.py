@@ -14,7 +14,7 @@ from pycrdt import Doc
 
 from actors.host import BoardHost
 from actors.messages import PROTOCOL_VERSION, Frame, Hello, Open, Send, from_host
-from actors.stream import StreamLink
+from actors.stream import open_stream
 from crdt.protocol import SyncStep2, decode_frame, sync_step1
 from persistence.memory import MemoryStore
 from persistence.read_model import MemoryTaskIndex, TaskIndex
@@ -37,8 +37,7 @@ async def test_a_frame_sent_while_its_board_loads_is_answered_after_its_open() -
     host = BoardHost("loading", SlowIndexStore())
     address, port = await host.start()
     try:
-        reader, writer = await asyncio.open_connection(address, port)
-        link = StreamLink(reader, writer)
+        link = await open_stream(address, port, secret=host.settings.cluster_secret or b"")
         link.send(Hello(PROTOCOL_VERSION, "gateway"))
         link.send(Open("b", 1))
         await asyncio.sleep(0.1)  # the board is loaded; its read model is still answering

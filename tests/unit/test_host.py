@@ -18,7 +18,7 @@ from pycrdt import Doc, Map, Text
 
 from actors.host import BoardHost, HostSettings
 from actors.messages import PROTOCOL_VERSION, Broadcast, Close, Frame, Hello, Open, Reject, Send
-from actors.stream import StreamLink
+from actors.stream import StreamLink, open_stream
 from crdt.awareness import AwarenessEntry, encode_awareness
 from crdt.close_codes import CloseCode
 from crdt.protocol import SyncStep2, awareness_frame, decode_frame, sync_step1, sync_update
@@ -43,9 +43,11 @@ class FakeGateway:
         self._pump = asyncio.create_task(self._deliver())
 
     @classmethod
-    async def connect(cls, endpoint: tuple[str, int]) -> FakeGateway:
-        reader, writer = await asyncio.open_connection(*endpoint)
-        return cls(StreamLink(reader, writer))
+    async def connect(cls, host: BoardHost) -> FakeGateway:
+        address, port = await host.start()
+        secret = host.settings.cluster_secret
+        assert secret is not None
+        return cls(await open_stream(address, port, secret=secret))
 
     def join(self, conn: int, board_id: str = BOARD) -> ClientProtocol:
         """Open a client session: OPEN, then the client's step 1."""
@@ -170,8 +172,7 @@ async def make_host() -> AsyncIterator[MakeHost]:
             HostSettings(drain_seconds=1.0, **options),
             clock=clock if clock is not None else time.monotonic,
         )
-        endpoint = await host.start()
-        gateway = await FakeGateway.connect(endpoint)
+        gateway = await FakeGateway.connect(host)
         started.append((host, gateway))
         return host, gateway
 
@@ -182,8 +183,7 @@ async def make_host() -> AsyncIterator[MakeHost]:
 
 
 async def second_gateway(host: BoardHost) -> FakeGateway:
-    endpoint = await host.start()
-    return await FakeGateway.connect(endpoint)
+    return await FakeGateway.connect(host)
 
 
 async def test_clients_sync_edits_through_the_host(make_host: MakeHost) -> None:
@@ -251,7 +251,7 @@ async def test_a_snapshot_compacts_the_log_every_n_updates(make_host: MakeHost) 
 async def test_a_board_survives_a_host_restart_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "boards.sqlite3"
     host = BoardHost("host-test", SqliteStore(path), HostSettings(drain_seconds=1.0))
-    gateway = await FakeGateway.connect(await host.start())
+    gateway = await FakeGateway.connect(host)
     alice, watcher = gateway.join(1), gateway.join(2)
     await synced(alice, watcher)
     type_text(alice, "written to disk")
@@ -260,7 +260,7 @@ async def test_a_board_survives_a_host_restart_on_sqlite(tmp_path: Path) -> None
     await host.stop()
 
     host = BoardHost("host-test", SqliteStore(path), HostSettings(drain_seconds=1.0))
-    gateway = await FakeGateway.connect(await host.start())
+    gateway = await FakeGateway.connect(host)
     try:
         bob = gateway.join(1)
         await synced(bob)
@@ -453,8 +453,7 @@ async def test_a_step1_queued_behind_an_update_is_answered_with_that_update(
     # step 1 must include the update the same client sent before it.
     host, _ = await make_host()
     address, port = await host.start()
-    reader, writer = await asyncio.open_connection(address, port)
-    link = StreamLink(reader, writer)
+    link = await open_stream(address, port, secret=host.settings.cluster_secret or b"")
     doc: Doc[Any] = Doc()
     updates: list[bytes] = []
     doc.observe(lambda event: updates.append(event.update))

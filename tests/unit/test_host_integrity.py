@@ -258,7 +258,7 @@ async def test_domain_events_are_delivered_only_once_their_update_is_durable() -
         HostSettings(drain_seconds=0.5, idle_seconds=3600.0, sweep_seconds=3600.0),
         event_sink=seen.extend,
     )
-    gateway = await FakeGateway.connect(await host.start())
+    gateway = await FakeGateway.connect(host)
     try:
         alice = gateway.join(1)
         await synced(alice)

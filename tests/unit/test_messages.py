@@ -29,7 +29,7 @@ from actors.messages import (
     from_host,
     reject,
 )
-from actors.stream import StreamLink
+from actors.stream import open_stream
 from crdt.close_codes import CloseCode
 from persistence.memory import MemoryStore
 from tests.conftest import wait_until
@@ -98,8 +98,7 @@ async def test_the_host_answers_a_hello_and_drops_a_link_that_speaks_out_of_turn
     host = BoardHost("host-messages", MemoryStore(), HostSettings(drain_seconds=0.5))
     address, port = await host.start()
     try:
-        reader, writer = await asyncio.open_connection(address, port)
-        link = StreamLink(reader, writer)
+        link = await open_stream(address, port, secret=host.settings.cluster_secret or b"")
         link.send(Hello(PROTOCOL_VERSION, "gateway"))
         batch = await asyncio.wait_for(link.read_batches(), 10)
         assert batch == [Hello(PROTOCOL_VERSION, "host")]
