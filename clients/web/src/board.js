@@ -3,9 +3,7 @@
 import { BoardModel } from './model.js'
 import { CardDialog } from './card.js'
 import { announce, h, initials, inlineForm } from './dom.js'
-
-/** Boards created in this page and not yet written: id -> { title, project }. */
-export const newBoards = new Map()
+import { newBoards } from './directory.js'
 
 const SHORT_DATE = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' })
 
@@ -138,8 +136,7 @@ export class BoardView {
   }
 
   showTitle () {
-    const entry = this.directory.boards.get(this.boardId)
-    const title = this.model.title() || (entry && entry.get('title')) || this.boardId
+    const title = this.model.title() || this.directory.boardTitle(this.boardId) || this.boardId
     this.titleEl.textContent = title
     this.onTitle(title)
   }

@@ -1,6 +1,9 @@
 // One board document on its socket: the stock y-websocket provider, plus what Boardcast adds
 // to the protocol: the "persisted" acknowledgement (message 100, asked for with ?ack=1) that
 // tells which of our updates are durable, and the "permission denied" answer to a viewer.
+// A socket the server closes with a 44xx code is not reconnected by the provider: the
+// connection says `closed` (4401: who are you, 4403: not allowed here) and whoever knows what
+// to do about it calls `reconnect()`.
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
@@ -20,15 +23,16 @@ export function socketBase () {
 
 /**
  * A document kept in sync with one board. Listeners get `change` after any change of
- * `state` = { status: 'connecting'|'connected'|'offline', saved: 'saved'|'saving'|'unsaved',
- * synced, denied }.
+ * `state` = { status: 'connecting'|'connected'|'offline'|'closed', saved: 'saved'|'saving'|
+ * 'unsaved', synced, denied, closed: { code, reason } | null }; and `closed` when the server
+ * closed the socket for good.
  */
 export class BoardConnection extends EventTarget {
   constructor (room, { params = {}, doc = new Y.Doc() } = {}) {
     super()
     this.room = room
     this.doc = doc
-    this.state = { status: 'connecting', saved: 'saved', synced: false, denied: null }
+    this.state = { status: 'connecting', saved: 'saved', synced: false, denied: null, closed: null }
     // Update messages (sync step 2 and update) sent on the current socket, and how many of
     // them the server said are durable. Both restart with every socket.
     this._sent = 0
@@ -92,6 +96,12 @@ export class BoardConnection extends EventTarget {
       clearTimeout(this._syncTimer)
       if (status === 'connected') this._syncTimer = setTimeout(() => this._askAgain(), SYNC_RETRY_MS)
     })
+    this.provider.on('closed', ({ code, reason }) => {
+      this.state.closed = { code, reason }
+      this.state.status = 'closed'
+      this._refresh()
+      this.dispatchEvent(new CustomEvent('closed', { detail: this.state.closed }))
+    })
     this.provider.on('sync', (synced) => {
       this.state.synced = synced
       this._refresh()
@@ -133,8 +143,15 @@ export class BoardConnection extends EventTarget {
     this._refresh()
   }
 
+  /** Connect again after the server closed the socket (for instance with a fresh token). */
+  reconnect () {
+    this.state.closed = null
+    if (!this._wantOffline) this.goOnline()
+  }
+
   goOnline () {
     this._wantOffline = false
+    this.state.closed = null
     this.state.status = 'connecting'
     this.provider.connect()
     this._refresh()

@@ -12,11 +12,61 @@ import { randomId } from './session.js'
 
 export const DIRECTORY_ROOM = 'boardcast.directory'
 
+/** Boards created in this page and not yet written: id -> { title, project }. */
+export const newBoards = new Map()
+
+/**
+ * The directory document on its connection. The home page and the board view use only
+ * `loaded`, `error`, `projectList`, `boardList`, `boardTitle`, `subscribe`, `createProject`
+ * and `createBoard`, which RestDirectory (restdirectory.js) has too.
+ */
 export class DirectoryModel {
-  constructor (doc) {
+  constructor (doc, connection = null) {
     this.doc = doc
+    this.connection = connection
     this.projects = doc.getMap('projects')
     this.boards = doc.getMap('boards')
+    this.error = null
+  }
+
+  get loaded () {
+    return Boolean(this.connection?.state.synced) || this.projects.size > 0
+  }
+
+  /** Call `listener` after every change of the lists or of `loaded`; returns the unsubscribe. */
+  subscribe (listener) {
+    const observer = () => listener()
+    this.projects.observeDeep(observer)
+    this.boards.observeDeep(observer)
+    let wasSynced = this.connection?.state.synced
+    const onChange = () => {
+      if (this.connection.state.synced !== wasSynced) {
+        wasSynced = this.connection.state.synced
+        listener()
+      }
+    }
+    this.connection?.addEventListener('change', onChange)
+    return () => {
+      this.projects.unobserveDeep(observer)
+      this.boards.unobserveDeep(observer)
+      this.connection?.removeEventListener('change', onChange)
+    }
+  }
+
+  boardTitle (id) {
+    const entry = this.boards.get(id)
+    return entry instanceof Y.Map ? entry.get('title') : undefined
+  }
+
+  async createProject (name) {
+    return this.addProject(name)
+  }
+
+  /** A board's directory entry now; the board view writes its title and columns. */
+  async createBoard (title, projectId) {
+    const id = this.addBoard(title, projectId)
+    newBoards.set(id, { title, project: projectId })
+    return id
   }
 
   projectList () {

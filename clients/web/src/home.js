@@ -1,17 +1,17 @@
-// The board list: projects, each with its boards, from the shared directory document.
+// The board list: projects, each with its boards, from a directory source (the shared
+// directory document, or the REST API where people log in: see directory.js).
 
 import { h, inlineForm } from './dom.js'
-import { newBoards } from './board.js'
 
-/** Create a board: its directory entry now; the board view writes its title and columns. */
-function createBoard (directory, title, projectId) {
-  const id = directory.addBoard(title, projectId)
-  newBoards.set(id, { title, project: projectId })
-  return id
-}
+// A viewer or commenter of a project may not add boards to it.
+const READ_ONLY_ROLES = new Set(['viewer', 'commenter'])
 
-export function renderHome (main, { directory, connection, session }) {
+export function renderHome (main, { directory, session, onNotice = () => {} }) {
   const readOnly = session.role === 'viewer'
+  const failed = (error) => {
+    if (error?.name === 'SessionExpired') return
+    onNotice(`That did not work: ${error?.message || error}`)
+  }
   const render = () => {
     const projects = directory.projectList()
     const sections = projects.map((project) => {
@@ -23,7 +23,7 @@ export function renderHome (main, { directory, connection, session }) {
           ? h('ul', { class: 'board-list' }, boards.map((b) =>
             h('li', {}, h('a', { href: `#/b/${b.id}`, class: 'board-link' }, b.title))))
           : h('p', { class: 'empty' }, 'No boards in this project yet.'),
-        readOnly
+        readOnly || READ_ONLY_ROLES.has(project.role)
           ? null
           : inlineForm({
             label: `New board in ${project.name}`,
@@ -31,16 +31,16 @@ export function renderHome (main, { directory, connection, session }) {
             placeholder: 'Board title',
             name: 'new-board',
             onSubmit: (title) => {
-              const id = createBoard(directory, title, project.id)
-              location.hash = `#/b/${id}`
+              directory.createBoard(title, project.id).then((id) => { location.hash = `#/b/${id}` }, failed)
             }
           }))
     })
-    const synced = connection.state.synced || projects.length > 0
+    const synced = directory.loaded
     main.replaceChildren(
       h('div', { class: 'home' },
         h('h1', {}, 'Projects and boards'),
-        !synced ? h('p', { class: 'empty' }, 'Loading…') : null,
+        directory.error ? h('p', { class: 'empty' }, directory.error) : null,
+        !synced && !directory.error ? h('p', { class: 'empty' }, 'Loading…') : null,
         synced && projects.length === 0
           ? h('p', { class: 'empty' }, readOnly
             ? 'There are no projects yet.'
@@ -56,7 +56,7 @@ export function renderHome (main, { directory, connection, session }) {
               button: 'Create project',
               placeholder: 'Project name',
               name: 'new-project',
-              onSubmit: (name) => directory.addProject(name)
+              onSubmit: (name) => { directory.createProject(name).catch(failed) }
             })),
         h('section', { class: 'project open-board', 'aria-labelledby': 'open-board-title' },
           h('h2', { id: 'open-board-title' }, 'Open a board by its id'),
@@ -87,21 +87,7 @@ export function renderHome (main, { directory, connection, session }) {
     }
   }
   render()
-  const observer = () => rerender()
-  directory.projects.observeDeep(observer)
-  directory.boards.observeDeep(observer)
-  let wasSynced = connection.state.synced
-  const onChange = () => {
-    if (connection.state.synced !== wasSynced) {
-      wasSynced = connection.state.synced
-      rerender()
-    }
-  }
-  connection.addEventListener('change', onChange)
+  const unsubscribe = directory.subscribe(() => rerender())
   main.focus({ preventScroll: true })
-  return () => {
-    directory.projects.unobserveDeep(observer)
-    directory.boards.unobserveDeep(observer)
-    connection.removeEventListener('change', onChange)
-  }
+  return unsubscribe
 }

@@ -1,6 +1,7 @@
-// Who is using the app. Boardcast has no log-in yet: a person picks a display name, kept in
-// this browser, and a colour derived from it. A log-in screen replaces `loadSession` later:
-// everything else asks this module who the user is and what they may do, never the URL.
+// Who is using the app. On a server that asks for a log-in, the user is the account the
+// server names (`/v1/me`, see auth.js): `accountSession`. On one that does not, a person picks
+// a display name, kept in this browser: `loadSession`. Either way a colour is derived from the
+// id, and everything else asks this module who the user is and what they may do, never the URL.
 
 const STORAGE_KEY = 'boardcast.user'
 const COLOURS = ['#1f6feb', '#b5179e', '#0a7d3b', '#b35900', '#6f42c1', '#c2185b', '#00768a']
@@ -57,4 +58,21 @@ export function renameUser (session, name) {
   if (!clean) return
   session.user.name = clean
   localStorage.setItem(STORAGE_KEY, JSON.stringify({ id: session.user.id, name: clean }))
+}
+
+/**
+ * The session of a logged-in account: identity from the server, nothing from this browser.
+ * The role starts as editor; the server decides per board, and a viewer or commenter learns
+ * it from the "permission denied" answer on the board's socket.
+ */
+export function accountSession (user) {
+  return {
+    account: true,
+    user: { id: user.id, name: user.name, colour: colourFor(user.id) },
+    role: 'editor',
+    // Who we are travels in the access cookie of the WebSocket handshake.
+    socketParams () {
+      return { ack: '1' }
+    }
+  }
 }
