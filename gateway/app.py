@@ -12,6 +12,7 @@ from aiohttp import web
 
 from actors.cluster import Cluster
 from crdt.close_codes import REASONS, CloseCode
+from gateway.limits_middleware import limits_middleware, open_limits
 from gateway.metrics import metrics_handler
 from gateway.rest import add_rest_api
 from gateway.routing import Router
@@ -46,7 +47,10 @@ def create_app(
         own_cluster: close the cluster (flushing every board) when the app stops.
         shared: state shared with other gateways; default from ``settings.redis``.
     """
-    app = web.Application(client_max_size=settings.max_frame_bytes)
+    app = web.Application(
+        client_max_size=settings.max_frame_bytes,
+        middlewares=[limits_middleware(open_limits(settings.redis, cluster=settings.cluster_name))],
+    )
     shared_state = (
         shared
         if shared is not None
