@@ -17,8 +17,8 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from clients.provider import BoardClient
+from persistence.factory import open_store
 from persistence.history import merge_state
-from persistence.sqlite import SqliteStore
 from persistence.store import BoardStore
 from tests.conftest import TIMEOUT_SCALE
 
@@ -160,7 +160,8 @@ async def keys_in_sqlite(path: Path, board: str = BOARD) -> set[str]:
     """The task keys stored in an embedded store's file; none if there is no file."""
     if not path.exists():
         return set()
-    async with SqliteStore(path) as store:
+    # Sealed at rest: the key ring is found in the file's directory (keys/at-rest.json).
+    async with open_store(f"sqlite://{path.resolve()}", data_dir=str(path.parent)) as store:
         return await keys_in_store(store, board)
 
 

@@ -204,8 +204,7 @@ async def test_on_store_follows_the_snapshot_a_clean_stop_writes(
 async def test_the_log_and_on_change_name_who_made_each_change(
     tmp_path: Path, doc_examples: str
 ) -> None:
-    from persistence.factory import SQLITE_FILENAME
-    from persistence.sqlite import SqliteStore
+    from persistence.factory import open_store
 
     module = importlib.import_module(doc_examples)
     extensions = (spec(doc_examples, "RequireToken"), spec(doc_examples, "ChangeLog"))
@@ -220,7 +219,7 @@ async def test_the_log_and_on_change_name_who_made_each_change(
                 await client.synced()
                 client.doc.get("tasks", type=Map)[key] = key
                 await client.persisted()
-        async with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        async with open_store("sqlite", data_dir=str(tmp_path)) as store:
             entries = (await store.load("named")).updates
         seen: list[Any] = module.ChangeLog.seen
         await wait_until(lambda: sum(change.updates for change in seen) == len(entries))

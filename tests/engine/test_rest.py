@@ -377,10 +377,9 @@ async def test_rest_callers_get_the_same_decision_as_a_socket(
                 assert response.status == 200 and len((await response.json())["items"]) == 1
             async with http.post("/v1/boards/guarded/tasks", json=task, params=viewer) as response:
                 await problem_of(response, 403, "read-only")
-        from persistence.factory import SQLITE_FILENAME
-        from persistence.sqlite import SqliteStore
+        from persistence.factory import open_store
 
-        async with SqliteStore(tmp_path / SQLITE_FILENAME) as store:
+        async with open_store("sqlite", data_dir=str(tmp_path)) as store:
             entries = (await store.load("guarded")).updates
         assert {entry.origin for entry in entries} == {"ann"}
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import urllib.request
@@ -165,6 +166,9 @@ def copy_database(source: Path, target: Path) -> None:
     with contextlib.closing(sqlite3.connect(source)) as src:
         with contextlib.closing(sqlite3.connect(target)) as dst:
             src.backup(dst)
+    keys = source.parent / "keys"
+    if keys.is_dir():  # the key ring goes with the copy, as with any backup
+        shutil.copytree(keys, target.parent / "keys", dirs_exist_ok=True)
 
 
 def delete_newest_commits(path: Path, count: int) -> int:

@@ -31,8 +31,7 @@ from pycrdt import Map
 
 from clients.provider import BoardClient
 from crdt.board import Board
-from persistence.factory import SQLITE_FILENAME
-from persistence.sqlite import SqliteStore
+from persistence.factory import SQLITE_FILENAME, open_store
 from tests.conftest import wait_until
 from tests.integration.event_recorder import handled_once, recorded
 from tests.integration.test_crash import kill_process_tree
@@ -80,7 +79,7 @@ async def stored_tasks(data_dir: Path) -> dict[int, list[str]]:
     """Per stored log entry, the tasks its stored events say it created."""
     from crdt.events import decode_events
 
-    async with SqliteStore(data_dir / SQLITE_FILENAME) as store:
+    async with open_store("sqlite", data_dir=str(data_dir)) as store:
         stored = await store.load(BOARD)
     return {
         entry.seq: [
