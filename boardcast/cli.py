@@ -23,6 +23,7 @@ from aiohttp import web
 from actors.cluster import Cluster
 from boardcast.admin import add_commands, run_admin
 from boardcast.deployment import build_cluster, join_cluster
+from boardcast.keys import add_key_commands, run_keys_command, run_reencrypt_command
 from gateway.app import create_app
 from gateway.limits_middleware import app_limits, runner_options
 from gateway.settings import Settings
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway = commands.add_parser("gateway", help="run one more gateway on a running cluster")
     _common_flags(gateway)
     add_commands(commands)
+    add_key_commands(commands)
     return parser
 
 
@@ -184,6 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args)
     if args.command in {"history", "export", "import", "reindex"}:
         sys.exit(asyncio.run(run_admin(args, settings)))
+    if args.command == "keys":
+        key_file = args.key_file
+        sys.exit(
+            run_keys_command(args.action, settings.data_dir, key_id=args.key_id, key_file=key_file)
+        )
+    if args.command == "reencrypt":
+        sys.exit(run_reencrypt_command(settings.data_dir, settings.store, key_file=args.key_file))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
