@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -21,10 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from actors.cluster import Cluster
+from boardcast import accounts_cli
 from boardcast.admin import add_commands, run_admin
 from boardcast.deployment import build_cluster, join_cluster
 from boardcast.keys import add_key_commands, run_keys_command, run_reencrypt_command
-from gateway.app import create_app
+from gateway.app import GUARD, create_app
+from gateway.auth.bootstrap import first_start_link
 from gateway.limits_middleware import app_limits, runner_options
 from gateway.settings import Settings
 
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(gateway)
     add_commands(commands)
     add_key_commands(commands)
+    accounts_cli.add_commands(commands)
     return parser
 
 
@@ -72,13 +76,20 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE:FACTORY",
         help="load an extension (repeatable; see docs/extensions.md)",
     )
+    parser.add_argument(
+        "--auth",
+        choices=["required", "none"],
+        help="required (default): accounts and tokens; none: no checks (development only)",
+    )
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve https and wss")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
 
 
 # Settings that some subcommand takes as a flag of the same name.
 _FLAG_SETTINGS = (
     *("host", "port", "address", "log_level", "cluster_name", "redis"),
     *("data_dir", "store", "hosts", "backend", "idle_seconds"),
-    *("host_bind", "advertise_host", "node_ip"),
+    *("host_bind", "advertise_host", "node_ip", "auth", "tls_cert", "tls_key"),
 )
 
 
@@ -110,7 +121,9 @@ async def run(command: str, settings: Settings) -> None:
     options = runner_options(app_limits(app))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, **options)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, reuse_address=True, ssl_context=_tls(settings)
+    )
     await site.start()
     port = settings.port
     server = getattr(site, "_server", None)
@@ -122,12 +135,14 @@ async def run(command: str, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     suffix = f" (ray {ray_address})" if ray_address else ""
+    scheme = "https" if settings.tls_cert else "http"
     # The WebSocket base for Yjs clients, then the page a person opens.
     print(
-        f"Boardcast {command} ready: ws://{settings.host}:{port}/ws,"
-        f" board app http://{settings.host}:{port}/{suffix}",
+        f"Boardcast {command} ready: {scheme.replace('http', 'ws')}://{settings.host}:{port}/ws,"
+        f" board app {scheme}://{settings.host}:{port}/{suffix}",
         flush=True,
     )
+    _announce_auth(app, settings, f"{scheme}://{_loopback(settings.host)}:{port}")
 
     await stop.wait()
     started = time.monotonic()
@@ -149,6 +164,37 @@ async def run(command: str, settings: Settings) -> None:
         print("Boardcast stopped (Ray did not disconnect)", flush=True)
         os._exit(0)
     print(f"Boardcast stopped in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+def _announce_auth(app: web.Application, settings: Settings, base_url: str) -> None:
+    """Say loudly when auth is off; on a first start, print the administrator's login link."""
+    if settings.auth == "none":
+        log.warning(
+            "AUTH IS OFF (--auth none): anyone who reaches this port reads and changes every"
+            " board. Use it for development and benchmarks only."
+        )
+        print("WARNING: auth is off (--auth none): every caller is the administrator", flush=True)
+        return
+    service = app[GUARD].service
+    if service is None:
+        return
+    link = first_start_link(service, base_url)
+    if link is not None:
+        # Only on loopback addresses: the link is a credential.
+        print(f"First start: log in as the administrator (once, within 15 min): {link}", flush=True)
 
 
 async def _stop(runner: web.AppRunner, cluster: Cluster) -> None:
@@ -193,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.command == "reencrypt":
         sys.exit(run_reencrypt_command(settings.data_dir, settings.store, key_file=args.key_file))
+    if args.command in accounts_cli.COMMANDS:
+        sys.exit(accounts_cli.run_accounts(args, settings))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -11,10 +11,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from actors.cluster import Cluster
+from auth.roles import Role
+from auth.service import AuthRefused
 from crdt.close_codes import REASONS, CloseCode
+from gateway.auth import open_auth_service
+from gateway.auth.guard import Guard
+from gateway.auth.routes import AuthRoutes
+from gateway.auth.watch import SessionWatch
 from gateway.limits_middleware import limits_middleware, open_limits
 from gateway.metrics import metrics_handler
-from gateway.rest import add_rest_api
+from gateway.rest import add_rest_api, rest_limits
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
@@ -30,6 +36,7 @@ CLUSTER = web.AppKey("cluster", Cluster)
 ROUTER = web.AppKey("router", Router)
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 SHARED = web.AppKey("shared", SharedState)
+GUARD = web.AppKey("guard", Guard)
 
 
 def create_app(
@@ -65,9 +72,18 @@ def create_app(
     app[SHARED] = shared_state
     app[ROUTER] = Router(cluster, shared_state, limits=settings.routing_limits)
     app[SOCKETS] = weakref.WeakSet()
+    service = (
+        open_auth_service(settings.data_dir, settings.auth_settings)
+        if settings.auth == "required"
+        else None
+    )
+    guard = app[GUARD] = Guard(service, cluster)
+    watch = SessionWatch(guard, poll_seconds=settings.auth_revocation_poll_seconds)
 
     async def socket_route(request: web.Request) -> web.StreamResponse:
-        response = await board_socket(request, app[ROUTER], settings, app[SOCKETS], sessions)
+        response = await board_socket(
+            request, app[ROUTER], settings, app[SOCKETS], sessions, guard, watch
+        )
         return response
 
     app.router.add_get("/ws/{board_id}", socket_route)
@@ -76,7 +92,10 @@ def create_app(
     app.router.add_get("/metrics", metrics_handler(ROUTER, CLUSTER, SOCKETS))
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
     add_web_app(app)
-    add_rest_api(app, cluster, settings, shared_state)
+    app.add_routes(
+        AuthRoutes(guard, rest_limits(settings), secure_cookies=bool(settings.tls_cert)).routes()
+    )
+    add_rest_api(app, cluster, settings, shared_state, guard=guard)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions
@@ -93,7 +112,9 @@ def create_app(
         with contextlib.suppress(SharedStateUnavailable):
             await shared_state.refresh_gateway(gateway_id, ttl)
         keepalive = asyncio.ensure_future(keep_gateway_alive(shared_state, gateway_id, ttl_s=ttl))
+        await watch.start()
         yield
+        await watch.stop()
         keepalive.cancel()
         await asyncio.gather(keepalive, return_exceptions=True)
         await sessions.drain()
@@ -103,6 +124,8 @@ def create_app(
         await app[ROUTER].close()
         if own_cluster:
             await cluster.close()
+        if service is not None:
+            service.store.close()
 
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(lifecycle)
@@ -114,9 +137,26 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _may_inspect(request: web.Request, board_id: str | None) -> bool:
+    """Whether the caller may see operational details (of a board, or of the deployment)."""
+    guard = request.app[GUARD]
+    if not guard.required:
+        return True
+    try:
+        principal = await guard.principal(request.headers, request.cookies)
+    except AuthRefused:
+        return False
+    if board_id is None:
+        return principal.admin
+    access = await guard.board_access(principal, board_id)
+    return access.role is not Role.NONE
+
+
 async def board_sessions(request: web.Request) -> web.Response:
     """Everyone connected to a board, through any gateway sharing this state."""
     board_id = request.match_info["board_id"]
+    if not await _may_inspect(request, board_id):
+        return problem(404, "Not found", "no such board")
     try:
         found = await request.app[SHARED].board_sessions(board_id)
     except SharedStateUnavailable as exc:
@@ -133,8 +173,16 @@ async def board_sessions(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the board hosts answer too."""
+    detailed = await _may_inspect(request, None)
     try:
         hosts = await request.app[CLUSTER].stats()
     except Exception as exc:
-        return web.json_response({"status": "unavailable", "detail": str(exc)}, status=503)
+        log.warning("readiness check failed: %s", exc)
+        body = {"status": "unavailable"}
+        if detailed:
+            body["detail"] = str(exc)
+        return web.json_response(body, status=503)
+    if not detailed:
+        # Host names, pids and addresses are for administrators only.
+        return web.json_response({"status": "ready", "hosts": len(hosts)})
     return web.json_response({"status": "ready", "hosts": hosts})

@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.directory import ClusterTimings
 from actors.host import HostSettings
+from auth.service import AuthSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
 from gateway.routing import RoutingLimits
@@ -84,7 +85,36 @@ class Settings:
     gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
     presence_ttl_seconds: float = 15.0  # a silent gateway's sessions vanish after this
     log_level: str = "INFO"
+    # Who may connect (docs/security.md): "required" (accounts, tokens, roles) or "none"
+    # (everyone acts as the local administrator: development and benchmarks only).
+    auth: str = "required"
+    auth_issuer: str = "boardcast"  # the iss and aud of the access tokens this server signs
+    auth_access_ttl_seconds: float = 300.0  # an access token's life
+    auth_idle_seconds: float = 7 * 24 * 3600.0  # a login unused this long ends
+    auth_absolute_seconds: float = 30 * 24 * 3600.0  # a login ends this long after it began
+    auth_refresh_grace_seconds: float = 10.0  # a spent refresh token still rotates this long
+    auth_ticket_ttl_seconds: float = 30.0  # a single-use WebSocket ticket's life
+    auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
+    auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
+    auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    tls_cert: str = ""  # PEM certificate chain: serve https and wss
+    tls_key: str = ""  # its private key
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth_settings(self) -> AuthSettings:
+        """Lifetimes of logins and tokens."""
+        return AuthSettings(
+            issuer=self.auth_issuer,
+            audience=self.auth_issuer,
+            access_ttl_seconds=self.auth_access_ttl_seconds,
+            idle_seconds=self.auth_idle_seconds,
+            absolute_seconds=self.auth_absolute_seconds,
+            refresh_grace_seconds=self.auth_refresh_grace_seconds,
+            ticket_ttl_seconds=self.auth_ticket_ttl_seconds,
+            mfa_fresh_seconds=self.auth_mfa_fresh_seconds,
+            key_rotation_days=self.auth_key_rotation_days,
+        )
 
     @property
     def resolved_gateway_id(self) -> str:
@@ -164,6 +194,10 @@ class Settings:
             if value is not None:
                 values[name] = value
         settings = cls(**values)
+        if settings.auth not in {"required", "none"}:
+            raise ValueError(f"auth must be 'required' or 'none', not {settings.auth!r}")
+        if bool(settings.tls_cert) != bool(settings.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
         # Fail at start, with the setting's name, rather than at the first compaction.
         parse_history_policy(settings.history)
         return settings

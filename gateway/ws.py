@@ -16,8 +16,12 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from actors.extensions import ConnectRequest, Extensions, Refused, Session
+from auth.roles import Role, read_only
+from auth.service import AuthRefused
 from crdt.close_codes import REASONS, CloseCode
 from crdt.projects import DIRECTORY_BOARD
+from gateway.auth.guard import Guard
+from gateway.auth.watch import SessionWatch, WatchedSession
 from gateway.connection import ClientConnection
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
@@ -58,6 +62,8 @@ async def board_socket(
     settings: Settings,
     sockets: weakref.WeakSet[web.WebSocketResponse],
     sessions: SessionRegistry,
+    guard: Guard,
+    watch: SessionWatch,
 ) -> web.StreamResponse:
     """Serve one client's session on one board."""
     board_id = request.match_info["board_id"]
@@ -79,12 +85,34 @@ async def board_socket(
         compress=False,
     )
     await ws.prepare(request)
-    session = Session()
+    # After the upgrade, so a refusal reaches a browser as a close code (a refused
+    # upgrade shows only as a failed connection there).
+    try:
+        principal = await guard.socket_principal(
+            board_id, request.query, request.headers, request.cookies
+        )
+        access = await guard.board_access(principal, board_id)
+    except AuthRefused as refused:
+        log.info("refused a session on board %s: %s", board_id, refused.reason)
+        await ws.close(code=int(CloseCode.UNAUTHORIZED), message=str(refused)[:120].encode())
+        return ws
+    except Exception:
+        log.exception("access check failed for board %s", board_id)
+        code = CloseCode.TRY_AGAIN_LATER
+        await ws.close(code=code, message=REASONS[code].encode())
+        return ws
+    if access.role is Role.NONE:
+        log.info("refused %s on board %s: not a member", principal.user_id, board_id)
+        code = CloseCode.FORBIDDEN
+        await ws.close(code=code, message=REASONS[code].encode())
+        return ws
+    session = Session(
+        identity=principal.user_id if guard.required else None,
+        read_only=read_only(access.role),
+    )
     if extensions:
-        # After the upgrade, so a refusal reaches a browser as a close code (a
-        # refused upgrade shows only as a failed connection there).
         try:
-            session = await extensions.on_connect(
+            decided = await extensions.on_connect(
                 ConnectRequest(board_id, request.headers, request.query, request.remote)
             )
         except Refused as refused:
@@ -95,6 +123,11 @@ async def board_socket(
             code = CloseCode.INTERNAL_ERROR
             await ws.close(code=code, message=REASONS[code].encode())
             return ws
+        # Extensions may narrow what the guard allowed, never widen it.
+        session = Session(
+            identity=decided.identity if decided.identity is not None else session.identity,
+            read_only=session.read_only or decided.read_only,
+        )
     sockets.add(ws)
     transport = request.transport
     if transport is None:
@@ -117,6 +150,8 @@ async def board_socket(
         await ws.close(code=code, message=REASONS[code].encode())
         return ws
     sessions.joined(board_id, conn.conn_id)
+    watched = WatchedSession(ws, board_id, principal, access.role)
+    watch.add(watched)
     # Only a gateway whose extensions look at frames pays for an await per frame.
     inspect_frames = extensions.defines("on_message")
     try:
@@ -145,6 +180,7 @@ async def board_socket(
         pass
     finally:
         link.leave(conn)
+        watch.remove(watched)
         sessions.left(board_id, conn.conn_id)
         if extensions:
             await extensions.on_disconnect(board_id, session)

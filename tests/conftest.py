@@ -69,6 +69,8 @@ async def serve(
 
     ``event_sink`` (in-process hosts only) receives the domain events of applied updates.
     """
+    # Tests of auth pass auth="required"; the rest act as the local administrator.
+    overrides.setdefault("auth", "none")
     settings = Settings(port=0, data_dir=str(data_dir), backend=backend, **overrides)
     cluster = await build_cluster(settings, event_sink=event_sink)
     app = create_app(settings, cluster)

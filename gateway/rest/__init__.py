@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from actors.cluster import Cluster
+from gateway.auth.guard import Guard
 from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import problem_middleware
@@ -30,6 +31,8 @@ def add_rest_api(
     cluster: Cluster,
     settings: Settings,
     shared: SharedState | None = None,
+    *,
+    guard: Guard | None = None,
 ) -> None:
     """Serve the REST API on ``app``; errors under ``/v1`` become problem documents.
 
@@ -54,6 +57,7 @@ def add_rest_api(
             if shared is not None and index is not None and settings.rest_cache_ttl_seconds > 0
             else None
         ),
+        guard=guard,
     )
     app.middlewares.append(problem_middleware)
     app.add_routes(api.routes())

@@ -1,12 +1,18 @@
 """Who is calling the REST API, and what they may do: the same decision as for a socket.
 
-A REST request on a board is asked of the extensions' ``on_connect``, exactly as a
-WebSocket session on that board would be (``ConnectRequest`` with the request's
-headers, query and address): a :class:`~actors.extensions.Refused` answers 401 or
-403, a read-only session may read but not write (403 ``read-only``), and the
-session's identity is the origin stored with every change the request makes.
-Requests on projects ask about the project directory board. Without extensions
-(``--auth none``), every caller acts as the local administrator.
+Every request is authenticated by the gateway's :class:`~gateway.auth.guard.Guard`
+(bearer token or access cookie), then its role on the board or project it names
+is checked against :mod:`auth.roles`. A caller with no role there is answered
+404 (``not-found``), as if the resource did not exist, so ids cannot be probed
+across projects; a caller whose role is too low gets 403. Sensitive actions
+(deleting a board or project, changing members) also need a second factor that
+is fresh (a login with TOTP in the last ``mfa_fresh_seconds``) or sent with the
+request in the ``Boardcast-OTP`` header.
+
+Requests authenticated by cookie that change something must come from the
+server's own pages (``Origin`` checked), so another site cannot make a logged-in
+browser send them. After the guard, the extensions' ``on_connect`` may narrow
+the decision (refuse, or make it read-only), as for a socket.
 """
 
 from __future__ import annotations
@@ -17,32 +23,134 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from actors.extensions import ConnectRequest, Extensions, Refused
+from auth.roles import SENSITIVE, Action, Role, allows
+from auth.service import AuthRefused, Principal
 from crdt.close_codes import CloseCode
+from crdt.projects import DIRECTORY_BOARD
+from gateway.auth.guard import ACCESS_COOKIE, Guard
 from gateway.rest.problems import Problem
 
 log = logging.getLogger("boardcast.rest")
 
-#: Who made a change when no extension names the caller.
-LOCAL_ADMIN = "local-admin"
+OTP_HEADER = "Boardcast-OTP"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """What the extensions decided about one request."""
+    """What the guard (and the extensions) decided about one request."""
 
     identity: str
-    read_only: bool
+    principal: Principal
+    role: Role
+    read_only: bool = False  # an extension made it read-only
+
+    def require(self, action: Action) -> None:
+        """Refuse an action the caller's role does not allow."""
+        if self.read_only and action is not Action.READ:
+            raise Problem("read-only", f"{self.identity} may read this board but not change it")
+        if not allows(self.role, action):
+            raise Problem(
+                "forbidden", f"the {self.role.label} role may not {action.value.replace('-', ' ')}"
+            )
 
     def require_write(self) -> None:
         """Refuse a change from a caller who may only read."""
-        if self.read_only:
-            raise Problem("read-only", f"{self.identity} may read this board but not change it")
+        self.require(Action.WRITE)
 
 
-async def caller_for(request: web.Request, board_id: str, extensions: Extensions) -> Caller:
-    """Ask the extensions about a request on ``board_id``."""
+def refusal_problem(refused: AuthRefused) -> Problem:
+    """The 401 answer to credentials that do not hold."""
+    problem = Problem("unauthorized", str(refused))
+    problem.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", reason="{refused.reason}"'
+    if refused.reason == "missing":
+        problem.headers["WWW-Authenticate"] = "Bearer"
+    return problem
+
+
+async def authenticate(request: web.Request, guard: Guard) -> Principal:
+    """The request's principal; 401 without valid credentials."""
+    try:
+        principal = await guard.principal(request.headers, request.cookies)
+    except AuthRefused as refused:
+        raise refusal_problem(refused) from None
+    if guard.required and request.method not in _SAFE_METHODS:
+        check_cookie_origin(request)
+    return principal
+
+
+def check_cookie_origin(request: web.Request) -> None:
+    """Refuse a cookie-authenticated change sent from another site's page (CSRF)."""
+    if "Authorization" in request.headers or ACCESS_COOKIE not in request.cookies:
+        return
+    origin = request.headers.get("Origin")
+    expected = {f"http://{request.host}", f"https://{request.host}"}
+    if origin is None or origin.lower() not in {value.lower() for value in expected}:
+        raise Problem("forbidden", "a change made with the session cookie must come from this site")
+
+
+async def board_caller(
+    request: web.Request,
+    board_id: str,
+    action: Action,
+    guard: Guard,
+    extensions: Extensions,
+) -> Caller:
+    """The caller of a request on ``board_id``, allowed ``action`` there."""
+    principal = await authenticate(request, guard)
+    access = await guard.board_access(principal, board_id)
+    caller = await _narrowed(request, board_id, principal, access.role, guard, extensions)
+    _check(caller, action, request, guard, f"board {board_id!r}")
+    return caller
+
+
+async def project_caller(
+    request: web.Request,
+    project_id: str,
+    action: Action,
+    guard: Guard,
+    extensions: Extensions,
+) -> Caller:
+    """The caller of a request on a project, allowed ``action`` there."""
+    principal = await authenticate(request, guard)
+    role = await guard.project_role(principal, project_id)
+    caller = await _narrowed(request, DIRECTORY_BOARD, principal, role, guard, extensions)
+    _check(caller, action, request, guard, f"project {project_id!r}")
+    return caller
+
+
+async def user_caller(request: web.Request, guard: Guard, extensions: Extensions) -> Caller:
+    """The caller of a request that names no board or project (create a project, query)."""
+    principal = await authenticate(request, guard)
+    role = Role.OWNER if principal.admin or not guard.required else Role.EDITOR
+    if principal.scope:
+        role = Role.NONE  # scoped tokens reach their board or project only
+    return await _narrowed(request, DIRECTORY_BOARD, principal, role, guard, extensions)
+
+
+def _check(caller: Caller, action: Action, request: web.Request, guard: Guard, what: str) -> None:
+    if caller.role is Role.NONE:
+        raise Problem("not-found", f"no {what}")
+    caller.require(action)
+    if action in SENSITIVE and guard.service is not None:
+        code = request.headers.get(OTP_HEADER)
+        if not caller.principal.mfa_enrolled:
+            raise Problem("mfa-required", "this needs a second factor: enrol TOTP first")
+        if not guard.service.fresh_second_factor(caller.principal, code):
+            raise Problem("mfa-required", f"send a current code in the {OTP_HEADER} header")
+
+
+async def _narrowed(
+    request: web.Request,
+    board_id: str,
+    principal: Principal,
+    role: Role,
+    guard: Guard,
+    extensions: Extensions,
+) -> Caller:
+    identity = principal.user_id
     if not extensions:
-        return Caller(LOCAL_ADMIN, read_only=False)
+        return Caller(identity, principal, role)
     try:
         session = await extensions.on_connect(
             ConnectRequest(board_id, request.headers, request.query, request.remote)
@@ -53,4 +161,8 @@ async def caller_for(request: web.Request, board_id: str, extensions: Extensions
         if name == "unauthorized":
             problem.headers["WWW-Authenticate"] = "Bearer"
         raise problem from None
-    return Caller(session.identity or "anonymous", session.read_only)
+    if session.identity is not None and not guard.required:
+        identity = session.identity
+    elif not guard.required:
+        identity = "anonymous"
+    return Caller(identity, principal, role, read_only=session.read_only)

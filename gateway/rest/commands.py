@@ -22,6 +22,7 @@ from typing import Any
 
 from pycrdt import Array, Map
 
+from auth.roles import ASSIGNABLE, Role, may_grant
 from crdt.board import Board
 from crdt.board_values import TASK_FIELDS, Column, Task
 from crdt.positions import is_valid_position, position_between
@@ -101,11 +102,26 @@ def get_project(board: Board, project_id: str) -> dict[str, Any] | Refusal:
     return project_json(entry)
 
 
-def create_project(board: Board, project_id: str, name: str) -> dict[str, Any] | Refusal:
+def list_projects_of(board: Board, visible: frozenset[str] | None) -> list[dict[str, Any]]:
+    """The projects a caller may see (``visible`` None: all of them)."""
+    return [
+        project_json(entry)
+        for entry in Directory(board.doc).projects()
+        if visible is None or entry.id in visible
+    ]
+
+
+def create_project(
+    board: Board, project_id: str, name: str, owner: str | None = None
+) -> dict[str, Any] | Refusal:
     directory = Directory(board.doc)
     if directory.get_project(project_id) is not None:
         return Refusal("conflict", f"project {project_id!r} already exists")
-    return project_json(directory.add_project(project_id, name))
+    entry = directory.add_project(project_id, name)
+    if owner is not None:
+        # In the same transaction: there is never a project without an owner.
+        directory.set_member(project_id, owner, Role.OWNER.label)
+    return project_json(entry)
 
 
 def rename_project(
@@ -530,7 +546,7 @@ def import_plan(
 # -- members -------------------------------------------------------------------
 
 #: What a project member may be (enforced by the security layer's policy).
-ROLES = ("viewer", "editor", "admin")
+ROLES = ASSIGNABLE
 
 
 def list_members(board: Board, project_id: str) -> list[dict[str, str]] | Refusal:
@@ -541,20 +557,54 @@ def list_members(board: Board, project_id: str) -> list[dict[str, str]] | Refusa
     return [{"id": user, "user": user, "role": members[user]} for user in sorted(members)]
 
 
-def set_member(board: Board, project_id: str, user: str, role: str) -> dict[str, str] | Refusal:
+def _membership_refusal(
+    members: dict[str, str], user: str, new_role: Role | None, granter: Role
+) -> Refusal | None:
+    """Why ``granter`` may not give ``user`` ``new_role`` (None: remove), if they may not."""
+    current = _role_of(members.get(user))
+    if current > granter or (new_role is not None and not may_grant(granter, new_role)):
+        return Refusal("forbidden", f"the {granter.label} role may not grant or change that role")
+    owners = [name for name, label in members.items() if _role_of(label) is Role.OWNER]
+    if current is Role.OWNER and owners == [user] and new_role is not Role.OWNER:
+        return Refusal("conflict", "a project keeps at least one owner")
+    return None
+
+
+def _role_of(label: str | None) -> Role:
+    try:
+        return Role.parse(label) if label else Role.NONE
+    except ValueError:
+        return Role.NONE
+
+
+def set_member(
+    board: Board, project_id: str, user: str, role: str, granter: int = Role.OWNER
+) -> dict[str, str] | Refusal:
     directory = Directory(board.doc)
     if directory.get_project(project_id) is None:
         return Refusal("not-found", f"no project {project_id!r}")
+    refused = _membership_refusal(
+        directory.members(project_id), user, Role.parse(role), Role(granter)
+    )
+    if refused is not None:
+        return refused
     directory.set_member(project_id, user, role)
     return {"id": user, "user": user, "role": role}
 
 
-def remove_member(board: Board, project_id: str, user: str) -> Refusal | None:
+def remove_member(
+    board: Board, project_id: str, user: str, granter: int = Role.OWNER
+) -> Refusal | None:
     directory = Directory(board.doc)
     if directory.get_project(project_id) is None:
         return Refusal("not-found", f"no project {project_id!r}")
-    if not directory.remove_member(project_id, user):
+    members = directory.members(project_id)
+    if user not in members:
         return Refusal("not-found", f"{user!r} is not a member")
+    refused = _membership_refusal(members, user, None, Role(granter))
+    if refused is not None:
+        return refused
+    directory.remove_member(project_id, user)
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from auth.roles import ASSIGNABLE
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, problem_type
 from persistence.read_model import SORTS
@@ -286,7 +287,7 @@ def _schemas(limits: RestLimits) -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "user": {"type": "string"},
-                "role": {"type": "string", "enum": ["viewer", "editor", "admin"]},
+                "role": {"type": "string", "enum": list(ASSIGNABLE)},
             },
         },
         "Comment": {
@@ -535,9 +536,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                             "type": "object",
                             "required": ["role"],
                             "additionalProperties": False,
-                            "properties": {
-                                "role": {"type": "string", "enum": ["viewer", "editor", "admin"]}
-                            },
+                            "properties": {"role": {"type": "string", "enum": list(ASSIGNABLE)}},
                         }
                     ),
                 ),

@@ -26,6 +26,8 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "invalid-json": (400, "The body is not valid JSON"),
     "validation": (422, "The request's values are not acceptable"),
     "unauthorized": (401, "Authentication required"),
+    "invalid-credentials": (401, "Wrong user name, password or code"),
+    "mfa-required": (401, "A second factor is needed"),
     "forbidden": (403, "Not allowed"),
     "read-only": (403, "This session may not change the board"),
     "not-found": (404, "No such resource"),

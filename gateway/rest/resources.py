@@ -29,12 +29,14 @@ from actors.direct import DirectConnection, DirectConnectionClosed
 from actors.extensions import Extensions
 from actors.host import BoardUnavailable
 from actors.transactions import Outcome
+from auth.roles import Action
 from crdt.board import Board
 from crdt.errors import BoardcastError, BoardFull, LimitExceeded, TransactionFailed
 from crdt.projects import DIRECTORY_BOARD
+from gateway.auth.guard import Guard
 from gateway.rest import calendar as calendar_feeds
 from gateway.rest import commands
-from gateway.rest.access import Caller, caller_for
+from gateway.rest.access import Caller, board_caller, project_caller, user_caller
 from gateway.rest.cache import QueryCache
 from gateway.rest.calendar import FEEDS_BOARD, calendar, new_token, token_hash
 from gateway.rest.commands import Bulk, Refusal, TaskQuery, etag_of
@@ -79,8 +81,10 @@ class Api:
         max_update_bytes: int = 16 * 1024 * 1024,
         index: TaskIndex | None = None,
         cache: QueryCache | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.cluster = cluster
+        self.guard = guard if guard is not None else Guard(None, cluster)
         self.index = index
         self.cache = cache
         self.extensions = extensions
@@ -190,13 +194,23 @@ class Api:
     def _no_content(outcome: Outcome[Any]) -> web.Response:
         return web.Response(status=204, headers={VERSION_HEADER: str(outcome.version)})
 
-    async def _caller(self, request: web.Request, board_id: str) -> Caller:
-        return await caller_for(request, board_id, self.extensions)
+    async def _caller(
+        self, request: web.Request, board_id: str, action: Action = Action.READ
+    ) -> Caller:
+        return await board_caller(request, board_id, action, self.guard, self.extensions)
 
     async def _writer(self, request: web.Request, board_id: str) -> Caller:
-        caller = await self._caller(request, board_id)
-        caller.require_write()
-        return caller
+        return await self._caller(request, board_id, Action.WRITE)
+
+    async def _project_caller(
+        self, request: web.Request, action: Action = Action.READ
+    ) -> tuple[Caller, str]:
+        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller = await project_caller(request, project_id, action, self.guard, self.extensions)
+        return caller, project_id
+
+    async def _user_caller(self, request: web.Request) -> Caller:
+        return await user_caller(request, self.guard, self.extensions)
 
     def _board_id(self, request: web.Request) -> str:
         board_id = request.match_info["board_id"]
@@ -212,6 +226,12 @@ class Api:
         if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
             raise Problem("bad-request", "Idempotency-Key must be 1-200 printable ASCII characters")
         return key
+
+    def _caller_key(self, request: web.Request, caller: Caller, scope: str) -> str | None:
+        """An Idempotency-Key made the caller's own: the same key from someone else, or
+        for another project, names another resource (so keys cannot reach across)."""
+        key = self._key(request)
+        return f"{scope}/{caller.principal.user_id}/{key}" if key else None
 
     @staticmethod
     def _if_match(request: web.Request) -> str | None:
@@ -242,24 +262,33 @@ class Api:
     # -- projects ----------------------------------------------------------------
 
     async def list_projects(self, request: web.Request) -> web.Response:
-        await self._caller(request, DIRECTORY_BOARD)
+        caller = await self._user_caller(request)
         limit, after = self._page(request)
-        outcome = await self._run(DIRECTORY_BOARD, commands.list_projects)
+        visible = await self.guard.visible_projects(caller.principal)
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.list_projects_of,
+                visible=frozenset(visible) if visible is not None else None,
+            ),
+        )
         items = outcome.value or []
         return self._json(_paged(items, limit, after), outcome)
 
     async def create_project(self, request: web.Request) -> web.Response:
-        caller = await self._writer(request, DIRECTORY_BOARD)
+        caller = await self._user_caller(request)
+        caller.require(Action.CREATE_BOARD)
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
-        key = self._key(request)
-        project_id = commands.derived_id(f"project/{key}", 0) if key else uuid.uuid4().hex
+        key = self._caller_key(request, caller, "project")
+        project_id = commands.derived_id(key, 0) if key else uuid.uuid4().hex
+        owner = caller.principal.user_id if self.guard.required else None
         outcome = await self._run(
             DIRECTORY_BOARD,
-            partial(commands.create_project, project_id=project_id, name=name),
+            partial(commands.create_project, project_id=project_id, name=name, owner=owner),
             caller=caller,
-            key=f"project/{key}" if key else None,
+            key=key,
         )
         if not outcome.applied:
             outcome = await self._run(
@@ -271,16 +300,14 @@ class Api:
         return response
 
     async def get_project(self, request: web.Request) -> web.Response:
-        await self._caller(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        _caller, project_id = await self._project_caller(request)
         outcome = await self._run(
             DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
         )
         return self._json(self._value(outcome), outcome, etag=True)
 
     async def update_project(self, request: web.Request) -> web.Response:
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.RENAME_PROJECT)
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
@@ -297,8 +324,7 @@ class Api:
         return self._json(self._value(outcome), outcome, etag=True)
 
     async def delete_project(self, request: web.Request) -> web.Response:
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.DELETE_PROJECT)
         outcome = await self._run(
             DIRECTORY_BOARD,
             partial(
@@ -312,8 +338,7 @@ class Api:
     # -- boards ------------------------------------------------------------------
 
     async def list_boards(self, request: web.Request) -> web.Response:
-        await self._caller(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        _caller, project_id = await self._project_caller(request)
         limit, after = self._page(request)
         outcome = await self._run(
             DIRECTORY_BOARD, partial(commands.list_project_boards, project_id=project_id)
@@ -321,24 +346,23 @@ class Api:
         return self._json(_paged(self._value(outcome), limit, after), outcome)
 
     async def create_board(self, request: web.Request) -> web.Response:
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
-        key = self._key(request)
+        key = self._caller_key(request, caller, f"board/{project_id}")
         exists = await self._run(
             DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
         )
         self._value(exists)
-        board_id = commands.derived_id(f"board/{key}", 0) if key else uuid.uuid4().hex
+        board_id = commands.derived_id(key, 0) if key else uuid.uuid4().hex
         # The board first, then its entry: a crash in between leaves a board nobody
         # lists, which the retry (same key, same id) lists.
         await self._run(
             board_id,
             partial(commands.init_board, title=name, project_id=project_id),
             caller=caller,
-            key=f"board/{key}" if key else None,
+            key=key,
         )
         outcome = await self._run(
             DIRECTORY_BOARD,
@@ -354,14 +378,13 @@ class Api:
 
     async def import_trello(self, request: web.Request) -> web.Response:
         """A Trello board export becomes a new board of the project, in one transaction."""
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
         plan = plan_trello_import(await read_json(request, self.limits), self.limits)
         self._value(
             await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
         )
-        key = self._key(request)
-        seed = f"trello/{key}" if key else uuid.uuid4().hex
+        key = self._caller_key(request, caller, f"trello/{project_id}")
+        seed = key or uuid.uuid4().hex
         board_id = commands.derived_id(seed, 0)
         outcome = await self._run(
             board_id,
@@ -424,7 +447,7 @@ class Api:
         for as long as the history retains it.
         """
         board_id = self._board_id(request)
-        caller = await self._writer(request, board_id)
+        caller = await self._caller(request, board_id, Action.DELETE_BOARD)
         outcome = await self._run(
             board_id,
             partial(commands.empty_board, board_id=board_id, if_match=self._if_match(request)),
@@ -445,8 +468,7 @@ class Api:
 
     async def import_board(self, request: web.Request) -> web.Response:
         """A board export becomes a new board of the project, exactly as exported."""
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
         data = an_object(await read_json(request, self.limits))
         self._value(
             await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
@@ -454,8 +476,8 @@ class Api:
         found_meta = data.get("meta")
         meta: dict[str, Any] = found_meta if isinstance(found_meta, dict) else {}
         title = text(meta, "title", self.limits.max_name_chars, required=False) or "Imported"
-        key = self._key(request)
-        seed = f"board-import/{key}" if key else uuid.uuid4().hex
+        key = self._caller_key(request, caller, f"board-import/{project_id}")
+        seed = key or uuid.uuid4().hex
         board_id = commands.derived_id(seed, 0)
         outcome = await self._run(
             board_id,
@@ -711,9 +733,19 @@ class Api:
         """
         if self.index is None:
             raise Problem("unavailable", "this store keeps no read model")
-        project = request.match_info.get("project_id")
-        target = project if project is not None else request.query.get("board")
-        await self._caller(request, DIRECTORY_BOARD if target is None else target)
+        project = request.match_info.get("project_id") or request.query.get("project")
+        board = request.query.get("board")
+        if project is not None:
+            await project_caller(
+                request, an_id(project, "a project id"), Action.READ, self.guard, self.extensions
+            )
+        if board is not None:
+            await self._caller(request, an_id(board, "a board id"))
+        if project is None and board is None:
+            caller = await self._user_caller(request)
+            if await self.guard.visible_projects(caller.principal) is not None:
+                # Rows of every project would be filtered one by one; name the project.
+                raise Problem("forbidden", "name a project or a board to query")
         limit, after = self._page(request)
         if after is not None and not (
             isinstance(after, list) and len(after) == 3 and all(isinstance(a, str) for a in after)
@@ -733,8 +765,8 @@ class Api:
         if text is not None and not 1 <= len(text) <= 200:
             raise Problem("bad-request", "q must be 1-200 characters")
         found = TaskFilter(
-            project=an_id(project, "a project id") if project is not None else query.get("project"),
-            board=query.get("board"),
+            project=project,
+            board=board,
             column=query.get("column"),
             assignee=query.get("assignee"),
             label=query.get("label"),
@@ -796,8 +828,7 @@ class Api:
     # -- members -------------------------------------------------------------------
 
     async def list_members(self, request: web.Request) -> web.Response:
-        await self._caller(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        _caller, project_id = await self._project_caller(request)
         outcome = await self._run(
             DIRECTORY_BOARD, partial(commands.list_members, project_id=project_id)
         )
@@ -805,8 +836,7 @@ class Api:
 
     async def put_member(self, request: web.Request) -> web.Response:
         """Add a member, or change their role: ``{"role": "viewer" | "editor" | "admin"}``."""
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
         user = an_id(request.match_info["user"], "a user")
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"role"})
@@ -815,22 +845,42 @@ class Api:
             raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
         outcome = await self._run(
             DIRECTORY_BOARD,
-            partial(commands.set_member, project_id=project_id, user=user, role=role),
+            partial(
+                commands.set_member,
+                project_id=project_id,
+                user=user,
+                role=role,
+                granter=int(caller.role),
+            ),
             caller=caller,
         )
-        return self._json(self._value(outcome), outcome, etag=True)
+        member = self._value(outcome)
+        await self._access_changed(user, caller, f"role in {project_id} set to {role}")
+        return self._json(member, outcome, etag=True)
 
     async def delete_member(self, request: web.Request) -> web.Response:
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
         user = an_id(request.match_info["user"], "a user")
         outcome = await self._run(
             DIRECTORY_BOARD,
-            partial(commands.remove_member, project_id=project_id, user=user),
+            partial(
+                commands.remove_member, project_id=project_id, user=user, granter=int(caller.role)
+            ),
             caller=caller,
         )
         self._refused(outcome)
+        await self._access_changed(user, caller, f"removed from {project_id}")
         return self._no_content(outcome)
+
+    async def _access_changed(self, user: str, caller: Caller, what: str) -> None:
+        """Record a role change, and have every gateway check the user's open sockets."""
+        service = self.guard.service
+        if service is None:
+            return
+        await self.guard.call(service.store.announce, user, "role-changed")
+        await self.guard.call(
+            lambda: service.store.audit("role-changed", user, by=caller.identity, change=what)
+        )
 
     # -- comments ------------------------------------------------------------------
 
@@ -844,7 +894,7 @@ class Api:
     async def add_comment(self, request: web.Request) -> web.Response:
         """A comment on a task, by the caller: ``{"text": ...}``."""
         board_id = self._board_id(request)
-        caller = await self._writer(request, board_id)
+        caller = await self._caller(request, board_id, Action.COMMENT)
         task_id = an_id(request.match_info["task_id"], "a task id")
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"text"})
@@ -881,8 +931,7 @@ class Api:
 
     async def create_project_feed(self, request: web.Request) -> web.Response:
         """A secret iCalendar URL for the project's tasks with due dates."""
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        project_id = an_id(request.match_info["project_id"], "a project id")
+        caller, project_id = await self._project_caller(request)
         self._value(
             await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
         )
@@ -893,8 +942,8 @@ class Api:
         user = request.match_info["user"]
         if not 1 <= len(user) <= 200 or not user.isprintable():
             raise Problem("validation", "a user is 1-200 printable characters")
-        caller = await self._writer(request, DIRECTORY_BOARD)
-        if self.extensions and caller.identity != user:
+        caller = await self._user_caller(request)
+        if (self.guard.required or self.extensions) and caller.identity != user:
             raise Problem("forbidden", "a person's feed is made by that person")
         return await self._new_feed(caller, "user", user)
 
@@ -922,7 +971,7 @@ class Api:
 
     async def revoke_feed(self, request: web.Request) -> web.Response:
         """Revoke a feed by its id: its URL answers 404 from now on."""
-        caller = await self._writer(request, DIRECTORY_BOARD)
+        caller = await self._user_caller(request)
         feed_id = an_id(request.match_info["feed_id"], "a feed id")
         outcome = await self._run(
             FEEDS_BOARD, partial(calendar_feeds.revoke_feed, feed_id=feed_id), caller=caller

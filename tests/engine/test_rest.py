@@ -448,7 +448,7 @@ async def test_members_and_comments(http: aiohttp.ClientSession, server: Running
         assert response.status == 200
     async with http.put(f"{base}/ann", json={"role": "admin"}) as response:
         assert response.status == 200
-    async with http.put(f"{base}/cy", json={"role": "owner"}) as response:
+    async with http.put(f"{base}/cy", json={"role": "superuser"}) as response:
         await problem_of(response, 422, "validation")
     async with http.get(base) as response:
         members = (await response.json())["items"]

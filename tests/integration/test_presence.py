@@ -45,8 +45,8 @@ async def test_each_gateway_sees_sessions_held_by_the_other(
 
     cluster = LocalCluster(store)
     prefix = f"redis-test-{uuid.uuid4().hex[:6]}"
-    first_settings = Settings(port=0, redis=redis_server, gateway_id=f"{prefix}-a")
-    second_settings = Settings(port=0, redis=redis_server, gateway_id=f"{prefix}-b")
+    first_settings = Settings(port=0, redis=redis_server, gateway_id=f"{prefix}-a", auth="none")
+    second_settings = Settings(port=0, redis=redis_server, gateway_id=f"{prefix}-b", auth="none")
     first, first_address = await start_gateway(cluster, first_settings, owner=True)
     second, second_address = await start_gateway(cluster, second_settings, owner=False)
     board = f"presence-{prefix}"

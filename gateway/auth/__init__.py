@@ -1,0 +1,30 @@
+"""The gateway's side of auth: the guard, the auth endpoints, live revocation, first start."""
+
+from __future__ import annotations
+
+import os
+
+from auth.accounts import ACCOUNTS_FILENAME, AccountStore, FieldCipher
+from auth.service import AuthService, AuthSettings
+from persistence.keyring import EncryptionSettings, KeyRing
+
+
+def open_auth_service(
+    data_dir: str,
+    settings: AuthSettings | None = None,
+    *,
+    encryption: EncryptionSettings | None = None,
+) -> AuthService:
+    """The accounts of ``data_dir``, with a signing key ready.
+
+    E-mail addresses, TOTP secrets and signing keys are encrypted with the at-rest
+    key ring unless encryption is off (``BOARDCAST_ENCRYPTION=off``).
+    """
+    chosen = encryption if encryption is not None else EncryptionSettings.from_environment()
+    cipher: FieldCipher | None = None
+    if chosen.enabled:
+        cipher = KeyRing.open(chosen.key_path(data_dir))
+    store = AccountStore(os.path.join(data_dir, ACCOUNTS_FILENAME), cipher=cipher)
+    service = AuthService(store, settings)
+    service.ensure_signing_key()
+    return service
