@@ -192,7 +192,7 @@ def stop_trial(mode: str) -> dict[str, Any]:
     """`boardcast serve` on a local Ray; SIGTERM to it (``one``) or to all its processes."""
     with tempfile.TemporaryDirectory(prefix="bc-stop-") as data:
         process = subprocess.Popen(
-            [*boardcast_command(), "serve", "--port", "0", "--data-dir", data],
+            [*boardcast_command(), "serve", "--port", "0", "--data-dir", data, "--auth", "none"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

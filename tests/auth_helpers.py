@@ -82,6 +82,14 @@ class AuthServer:
             except ValueError:
                 return response.status, text
 
+    async def add_task(self, person: Person, board: str, title: str) -> tuple[int, Any]:
+        """Create a task in the board's first column, as ``person``."""
+        _, columns = await self.call("GET", f"/v1/boards/{board}/columns", person)
+        column = columns["items"][0]["id"] if isinstance(columns, dict) else "none"
+        return await self.call(
+            "POST", f"/v1/boards/{board}/tasks", person, {"title": title, "column": column}
+        )
+
     async def project_with(self, owner: Person, roles: dict[str, str]) -> tuple[str, str]:
         """A project of ``owner``, one board, and members in ``roles``: (project, board)."""
         status, project = await self.call("POST", "/v1/projects", owner, {"name": "Launch"})

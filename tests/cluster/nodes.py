@@ -148,6 +148,7 @@ class NodeProcess(BoardcastProcess):
         self.ip = ip
         # Only the token: Boardcast must turn Ray's token mode on by itself.
         self.env = {name: value for name, value in env.items() if name != "RAY_AUTH_MODE"}
+        self.env.setdefault("BOARDCAST_AUTH", "none")
 
     @property
     def url(self) -> str:

@@ -88,7 +88,8 @@ class BoardcastProcess:
             text=True,
             # Its own process group, so a stuck server and everything it spawned can be killed.
             start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Tests of auth pass --auth required; the others act as the local administrator.
+            env={"BOARDCAST_AUTH": "none", **os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._reader = threading.Thread(
             target=self._read_output, args=(self._process,), daemon=True
