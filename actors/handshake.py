@@ -208,6 +208,7 @@ class Handshake:
 
     def _refuse(self, refusal: Refusal) -> None:
         self.refused = refusal
+        self.established = False
         self._out.clear()
         self._buffer.clear()
         raise HandshakeRefused(refusal, received=self.received)
