@@ -116,6 +116,7 @@ export class AuthClient extends EventTarget {
     this._accessToken = null
     // When this tab last received tokens (ms), to tell another tab's refresh from its own.
     this._ownRefreshAt = 0
+    this._meExpiresAt = 0 // when the token of the cookie ends, as /v1/me said
     this._onStorage = (event) => {
       if (event.key === LOGGED_OUT_KEY && event.newValue) this._loggedOut()
       else if (event.key === SHARED_KEY) {
@@ -139,9 +140,11 @@ export class AuthClient extends EventTarget {
       user = await this.me()
       return user
     }
-    // Logged in from an earlier page: its expiry is known only if some tab wrote it down.
+    // Logged in from an earlier page: the server says how long the cookie's token lasts;
+    // without that, a tab of this browser may have written it down.
     const shared = readShared()
-    if (shared && shared.expiresAt > Date.now()) this._scheduleAt(shared.expiresAt, shared.refreshedAt)
+    if (this._meExpiresAt) this._scheduleAt(this._meExpiresAt, this._meExpiresAt - this._meLifetime(shared))
+    else if (shared && shared.expiresAt > Date.now()) this._scheduleAt(shared.expiresAt, shared.refreshedAt)
     else await this.refresh()
     return this.user
   }
@@ -152,8 +155,17 @@ export class AuthClient extends EventTarget {
     if (response.status === 401) return null
     if (!response.ok) throw await problemOf(response)
     const body = await response.json()
+    const left = Number(body?.expires_in)
+    this._meExpiresAt = Number.isFinite(left) && left >= 0 ? Date.now() + left * 1000 : 0
     this._setUser(body)
     return this.user
+  }
+
+  /** How long an access token lives, as far as this browser knows (ms). */
+  _meLifetime (shared) {
+    if (shared && shared.expiresAt > shared.refreshedAt) return shared.expiresAt - shared.refreshedAt
+    // Unknown: treat what is left as the whole life, so the refresh comes at 3/4 of it.
+    return this._meExpiresAt - Date.now()
   }
 
   /**
@@ -232,7 +244,8 @@ export class AuthClient extends EventTarget {
   /** `POST /v1/auth/logout`, then tell every tab. */
   async logout () {
     try {
-      await timedFetch('/v1/auth/logout', { method: 'POST', headers: this._headers() }, this.limits.requestTimeoutMs)
+      // The server ends the login of the access token: an expired one is refreshed first.
+      await this.request('/v1/auth/logout', { method: 'POST' })
     } finally {
       writeShared(null)
       try {
@@ -259,6 +272,9 @@ export class AuthClient extends EventTarget {
     }, timeoutMs)
     let response = await send()
     if (response.status === 401) {
+      const problem = await problemOf(response.clone())
+      // A second factor asked for is not a session that ended.
+      if (problem.problem === 'mfa-required') throw problem
       if (!(await this.refresh())) throw new SessionExpired()
       response = await send()
       if (response.status === 401) {

@@ -16,6 +16,8 @@ import { h } from './dom.js'
 // Sockets closed "who are you?" (4401) in a row, each after a fresh token, before the page
 // stops trying and asks to log in again.
 const MAX_UNAUTHORISED_CLOSES = 3
+// Project roles that may read a board but not edit it.
+const READ_ONLY_ROLES = new Set(['viewer', 'commenter'])
 
 const main = document.getElementById('main')
 const statusEl = document.getElementById('status')
@@ -51,7 +53,7 @@ function showStatus () {
     unsaved: 'Changes not saved yet: they are kept here and sync when you reconnect'
   }[state.saved]
   // A viewer's edits are never stored, so there is nothing to say about saving.
-  const viewOnly = session.role === 'viewer' || state.denied !== null
+  const viewOnly = session.role === 'viewer' || state.denied !== null || Boolean(current?.view.readOnly)
   statusEl.dataset.connection = state.status
   statusEl.dataset.saved = state.saved
   statusEl.replaceChildren(
@@ -179,7 +181,15 @@ function openBoard (boardId) {
   connection.addEventListener('change', showStatus)
   // Refused sockets: 4401 wants a fresh access token (then connect again), 4403 is final.
   connection.unauthorised = 0
-  connection.provider.on('sync', (synced) => { if (synced) connection.unauthorised = 0 })
+  let roleAsked = false
+  connection.provider.on('sync', (synced) => {
+    if (!synced) return
+    connection.unauthorised = 0
+    if (!roleAsked && directory.roleIn) {
+      roleAsked = true
+      showRole(view)
+    }
+  })
   const onClosed = ({ detail }) => {
     if (detail.code === 4401 && auth) {
       if (++connection.unauthorised > MAX_UNAUTHORISED_CLOSES) expired()
@@ -196,6 +206,20 @@ function openBoard (boardId) {
     connection.destroy()
     current = null
   }
+}
+
+/**
+ * With accounts: a viewer or commenter of the board's project gets the view-only board at
+ * once, instead of when the server first refuses an edit. (The server decides either way.)
+ */
+function showRole (view) {
+  const project = view.model.meta.get('project')
+  if (typeof project !== 'string' || !project) return
+  directory.roleIn(project, session.user.id).then((role) => {
+    if (current?.view !== view || !READ_ONLY_ROLES.has(role)) return
+    view.setReadOnly(true)
+    showStatus()
+  }, (error) => console.warn('Boardcast: could not read your role in the project', error))
 }
 
 /** A new access token: sockets the server refused for want of one connect again. */

@@ -78,6 +78,13 @@ export class RestDirectory extends EventTarget {
     return board.id
   }
 
+  /** The user's role in a project (`viewer`, `editor`...), or null when not a member. */
+  async roleIn (projectId, userId) {
+    const body = await this.auth.request(`/v1/projects/${encodeURIComponent(projectId)}/members`)
+    const found = (body?.items || []).find((m) => m.user === userId || m.id === userId)
+    return typeof found?.role === 'string' ? found.role : null
+  }
+
   /** Read both lists now (one read at a time; a call meanwhile waits for it). */
   reload () {
     if (!this._loading) this._loading = this._load().finally(() => { this._loading = null })

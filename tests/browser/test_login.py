@@ -1,0 +1,390 @@
+"""Logging in to the board app: a real `boardcast serve` with accounts, real Chromium pages.
+
+The server starts with ``--auth required`` on an empty data directory, so it creates the
+administrator and prints a one-time log-in link; the administrator's page follows it and
+adds the accounts the tests log in with (``POST /v1/admin/users``). Everything else is what a
+person does in the page: the log-in form, projects and boards from the REST API, log-out,
+a board kept open past its access token's life, a board that is not theirs.
+
+These tests run once the server has accounts (``gateway/auth``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("playwright.sync_api")
+
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.conftest import ROOT, WAIT_MS, chromium_unavailable
+from tests.browser.pages import add_card, card, column, expect_saved
+from tests.browser.test_accessibility import assert_accessible
+from tests.interop.servers import BoardcastProcess
+from tests.services import TIMEOUT_SCALE, free_port, service_missing
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "gateway" / "auth" / "__init__.py").is_file(),
+    reason="this checkout has no accounts yet (gateway/auth)",
+)
+
+LINK = re.compile(r"https?://\S+/v1/auth/once\?code=\S+")
+# A short access-token life for the test of a board left open past it.
+SHORT_TOKEN_SECONDS = 4
+
+
+@dataclass
+class AuthServer:
+    """A running server with accounts, and its administrator's logged-in page."""
+
+    process: BoardcastProcess
+    admin: Page
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.process.port}/"
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        page: Page | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """A JSON request from a logged-in page (the administrator's by default)."""
+        status, text = (page or self.admin).evaluate(
+            """async ([method, path, body, extra]) => {
+                 const headers = body === null ? { ...extra } :
+                   { 'Content-Type': 'application/json', ...extra }
+                 const r = await fetch(path, { method, headers,
+                   body: body === null ? undefined : JSON.stringify(body) })
+                 return [r.status, await r.text()]
+               }""",
+            [method, path, body, headers or {}],
+        )
+        assert 200 <= status < 300, f"{method} {path}: {status} {text}"
+        return json.loads(text) if text else None
+
+    def add_user(self, label: str) -> Account:
+        """A new account with a password of its own."""
+        name = f"{label}-{uuid.uuid4().hex[:6]}"
+        password = f"pw-{uuid.uuid4().hex}"
+        made = self.api("POST", "/v1/admin/users", {"username": name, "password": password})
+        return Account(str(made["id"]), name, password)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    password: str
+
+
+def _start(tmp_path: Path, browser: Browser, env: dict[str, str]) -> Iterator[AuthServer]:
+    reason = chromium_unavailable()
+    if reason is not None:
+        service_missing(reason)
+    process = BoardcastProcess(
+        "serve",
+        port=free_port(),
+        extra_args=["--backend", "local", "--data-dir", str(tmp_path), "--auth", "required"],
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        for key, value in env.items():
+            patch.setenv(key, value)
+        process.start()
+    context = None
+    try:
+        link = _login_link(process)
+        context = _context(browser)
+        admin = context.new_page()
+        admin.goto(link)
+        expect(admin.get_by_role("heading", name="Projects and boards")).to_be_visible()
+        yield AuthServer(process, admin)
+    finally:
+        if context is not None:
+            context.close()
+        process.stop()
+
+
+def _login_link(process: BoardcastProcess) -> str:
+    """The first start's one-time link, as the server printed it."""
+    deadline = time.monotonic() + 20 * TIMEOUT_SCALE
+    while time.monotonic() < deadline:
+        for line in process.output:
+            found = LINK.search(line)
+            if found:
+                return found.group(0)
+        time.sleep(0.1)
+    raise AssertionError(f"no log-in link printed:\n{process.output_tail()}")
+
+
+def _context(browser: Browser) -> BrowserContext:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(WAIT_MS)
+    return context
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator[AuthServer]:
+    yield from _start(tmp_path_factory.mktemp("login-data"), browser, {})
+
+
+@pytest.fixture(scope="module")
+def short_token_server(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> Iterator[AuthServer]:
+    env = {"BOARDCAST_AUTH_ACCESS_TTL_SECONDS": str(SHORT_TOKEN_SECONDS)}
+    yield from _start(tmp_path_factory.mktemp("short-token-data"), browser, env)
+
+
+class Visitors:
+    """Browser contexts, one per person, each with its own page; errors in pages fail."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+        self.errors: list[str] = []
+
+    def open(self, url: str) -> Page:
+        context = _context(self.browser)
+        self.contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.goto(url)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def visitors(browser: Browser) -> Iterator[Visitors]:
+    crowd = Visitors(browser)
+    try:
+        yield crowd
+    finally:
+        crowd.close()
+    assert not crowd.errors, f"uncaught errors in the page: {crowd.errors}"
+
+
+def log_in(page: Page, account: Account, *, then: str = "Projects and boards") -> None:
+    """Fill the log-in form and wait for the page behind it (the board list, or a board)."""
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    page.get_by_label("Username").fill(account.name)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", level=1, name=then)).to_be_visible()
+
+
+def create_project_and_board(page: Page, project: str, title: str) -> str:
+    """From the board list, through the REST API: a project, a board in it; the board's id."""
+    page.get_by_label("Project name").fill(project)
+    page.get_by_role("button", name="Create project").click()
+    section = page.get_by_role("region", name=project)
+    section.get_by_label(f"New board in {project}").fill(title)
+    section.get_by_role("button", name="Create board").click()
+    expect(page.get_by_role("heading", level=1, name=title)).to_be_visible()
+    expect(column(page, "To do")).to_be_visible()
+    match = re.search(r"#/b/(.+)$", page.url)
+    assert match is not None, page.url
+    return match.group(1)
+
+
+def enrol_authenticator(server: AuthServer, page: Page, account: Account) -> Any:
+    """Give a logged-in account a TOTP second factor; its pyotp generator."""
+    pyotp = pytest.importorskip("pyotp")
+    secret = server.api("POST", "/v1/me/mfa", {}, page=page)["secret"]
+    totp = pyotp.TOTP(secret)
+    enrol = {"secret": secret, "code": totp.now(), "password": account.password}
+    server.api("PUT", "/v1/me/mfa", enrol, page=page)
+    return totp
+
+
+Shot = Callable[[Page, str], Path]
+
+
+def test_wrong_password_is_refused_and_the_right_one_logs_in(
+    server: AuthServer, visitors: Visitors, screenshot: Shot
+) -> None:
+    ann = server.add_user("ann")
+    page = visitors.open(server.base_url)
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    assert_accessible(page, "log-in page")
+    screenshot(page, "login")
+
+    page.get_by_label("Username").fill(ann.name)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_have_text("Wrong username or password.")
+    expect(alert).to_have_attribute("aria-live", "assertive")
+    expect(page.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_role("heading", name="Projects and boards")).to_have_count(0)
+    assert_accessible(page, "log-in page with an error")
+    screenshot(page, "login-error")
+
+    page.get_by_label("Password").fill(ann.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Projects and boards")).to_be_visible()
+    # The name is the account's, not one to edit here, and there is a way out.
+    expect(page.locator("#account")).to_contain_text(ann.name)
+    expect(page.get_by_role("button", name=re.compile("change your display name"))).to_be_hidden()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def test_a_board_made_after_log_in_is_there_after_a_reload(
+    server: AuthServer, visitors: Visitors, screenshot: Shot
+) -> None:
+    bob = server.add_user("bob")
+    page = visitors.open(server.base_url)
+    log_in(page, bob)
+    board_id = create_project_and_board(page, "Launch", "Website")
+    add_card(page, "To do", "Write the copy")
+    expect_saved(page)
+    expect(page.get_by_role("region", name="People on this board")).to_contain_text(bob.name)
+    screenshot(page, "board")
+
+    page.reload()
+    expect(page.get_by_role("heading", level=1, name="Website")).to_be_visible()
+    expect(card(page, "To do", "Write the copy")).to_be_visible()
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_have_count(0)
+    assert board_id in page.url
+
+    page.get_by_role("link", name="Boards").click()
+    launch = page.get_by_role("region", name="Launch")
+    expect(launch.get_by_role("link", name="Website")).to_be_visible()
+    # Someone else sees none of it: projects are listed for their members only.
+    stranger = visitors.open(server.base_url)
+    log_in(stranger, server.add_user("carl"))
+    expect(stranger.get_by_text("There are no projects yet.")).to_be_visible()
+    expect(stranger.get_by_role("region", name="Launch")).to_have_count(0)
+
+
+def test_log_out_returns_to_the_log_in_page_for_good(
+    server: AuthServer, visitors: Visitors
+) -> None:
+    page = visitors.open(server.base_url)
+    log_in(page, server.add_user("dora"))
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    # The session is over on the server too: a reload does not log back in.
+    page.reload()
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    expect(page.get_by_role("heading", name="Projects and boards")).to_have_count(0)
+
+
+def test_an_account_with_an_authenticator_asks_for_its_code(
+    server: AuthServer, visitors: Visitors, screenshot: Shot
+) -> None:
+    erin = server.add_user("erin")
+    page = visitors.open(server.base_url)
+    log_in(page, erin)
+    totp = enrol_authenticator(server, page, erin)
+    page.get_by_role("button", name="Log out").click()
+
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    expect(page.get_by_label("Authentication code")).to_be_hidden()
+    page.get_by_label("Username").fill(erin.name)
+    page.get_by_label("Password").fill(erin.password)
+    page.get_by_role("button", name="Log in").click()
+    code = page.get_by_label("Authentication code")
+    expect(code).to_be_visible()
+    expect(code).to_be_focused()
+    expect(page.get_by_role("alert")).to_contain_text("code")
+    assert_accessible(page, "log-in page asking for a code")
+    screenshot(page, "login-code")
+    code.fill("000000" if totp.now() != "000000" else "111111")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("check the code")
+    expect(code).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Password").fill(erin.password)
+    code.fill(totp.now())
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Projects and boards")).to_be_visible()
+
+
+def test_a_board_that_is_not_yours_says_so(server: AuthServer, visitors: Visitors) -> None:
+    page = visitors.open(server.base_url)
+    log_in(page, server.add_user("fay"))
+    board_id = create_project_and_board(page, "Private", "Plans")
+
+    stranger = visitors.open(f"{server.base_url}#/b/{board_id}")
+    log_in(stranger, server.add_user("gil"), then="You do not have access to this board")
+    expect(stranger.get_by_role("heading", level=1, name="Plans")).to_have_count(0)
+    expect(stranger.get_by_role("link", name="Back to the list of boards")).to_be_visible()
+
+
+def test_a_viewer_of_the_project_gets_a_view_only_board(
+    server: AuthServer, visitors: Visitors
+) -> None:
+    hal = server.add_user("hal")
+    page = visitors.open(server.base_url)
+    log_in(page, hal)
+    board_id = create_project_and_board(page, "Shown", "Roadmap")
+    add_card(page, "To do", "Ship it")
+    expect_saved(page)
+    # Changing members needs a second factor: the owner enrols one and sends its code.
+    totp = enrol_authenticator(server, page, hal)
+    ivy = server.add_user("ivy")
+    projects = server.api("GET", "/v1/projects?limit=200", page=page)["items"]
+    project = next(p for p in projects if p["name"] == "Shown")
+    member = f"/v1/projects/{project['id']}/members/{ivy.id}"
+    otp = {"Boardcast-OTP": totp.now()}
+    server.api("PUT", member, {"role": "viewer"}, page=page, headers=otp)
+
+    watcher = visitors.open(f"{server.base_url}#/b/{board_id}")
+    log_in(watcher, ivy, then="Roadmap")
+    expect(card(watcher, "To do", "Ship it")).to_be_visible()
+    # The server says so on the socket; the page then offers nothing to edit with.
+    expect(watcher.get_by_text("View only: you can read this board")).to_be_visible()
+    expect(column(watcher, "To do").get_by_label("New card in To do")).to_be_hidden()
+    watcher.get_by_role("link", name="Boards").click()
+    shown = watcher.get_by_role("region", name="Shown")
+    expect(shown.get_by_role("link", name="Roadmap")).to_be_visible()
+
+
+def test_a_board_open_past_its_token_s_life_keeps_saving(
+    short_token_server: AuthServer, visitors: Visitors
+) -> None:
+    server = short_token_server
+    jo = server.add_user("jo")
+    page = visitors.open(server.base_url)
+    log_in(page, jo)
+    board_id = create_project_and_board(page, "Long", "Day")
+    add_card(page, "To do", "Before")
+    expect_saved(page)
+
+    # Offline until the access cookie has expired: the socket that comes back has no token,
+    # the server closes it with 4401, and the page must refresh and connect again.
+    context = page.context
+    expiry = next(c["expires"] for c in context.cookies() if c["name"] == "boardcast_access")
+    context.set_offline(True)
+    expect(page.locator("#status")).to_contain_text("Offline")
+    add_card(page, "To do", "While offline")
+    deadline = time.monotonic() + 60 * TIMEOUT_SCALE
+    while time.time() < expiry + 1 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert not [c for c in context.cookies() if c["name"] == "boardcast_access"]
+    context.set_offline(False)
+    expect_saved(page)
+
+    # Another page of the same person sees the card, so it reached the server.
+    again = visitors.open(f"{server.base_url}#/b/{board_id}")
+    log_in(again, jo, then="Day")
+    expect(card(again, "To do", "While offline")).to_be_visible()
+    expect(card(again, "To do", "Before")).to_be_visible()
