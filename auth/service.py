@@ -19,6 +19,9 @@ from auth.roles import Role
 from auth.tokens import TokenClaims, TokenRefused, TokenSigner, new_key_id, new_private_key_pem
 from crdt.errors import BoardcastError
 
+#: The revocation feed's "user" for a change of the signing keys (no user id has a ``*``).
+KEYS_CHANGED = "*keys"
+
 #: The name every caller has when the server runs with ``--auth none``.
 LOCAL_ADMIN = "local-admin"
 
@@ -118,6 +121,8 @@ class AuthService:
         for old_kid, _pem, _created, _retired in live[:-2]:
             self.store.retire_signing_key(old_kid)
         self.store.audit("key-rotated", None, kid=kid)
+        # Every gateway reads the new key set when the feed shows this entry.
+        self.store.announce(KEYS_CHANGED, "key-rotated")
         self.reload_keys()
         return kid
 

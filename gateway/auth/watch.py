@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from auth.roles import Role, read_only
-from auth.service import Principal
+from auth.service import KEYS_CHANGED, Principal
 from crdt.close_codes import CloseCode
 from gateway.auth.guard import Guard
 
@@ -92,6 +92,9 @@ class SessionWatch:
                 users = {entry.user_id for entry in entries}
                 if entries:
                     self._seen = entries[-1].seq
+                if KEYS_CHANGED in users:
+                    users.discard(KEYS_CHANGED)
+                    await self.guard.call(service.reload_keys)
                 for user_id in users:
                     await self.recheck(user_id)
                 if time.monotonic() - last_expiry_check >= 5.0:
