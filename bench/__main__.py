@@ -3,7 +3,8 @@
 Commands: ``run`` (a scenario on one or more targets it starts itself),
 ``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
 server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost of the
-board room's integrity checks per update), ``rest`` (REST bulk writes and queries).
+board room's integrity checks per update), ``rest`` (REST bulk writes and queries),
+``auth-flood`` (a calm client's latency while others flood the gateway).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def _rest(argv: Sequence[str]) -> int:
     return rest.main(argv)
 
 
+def _auth_flood(argv: Sequence[str]) -> int:
+    from bench import auth_flood
+
+    return auth_flood.main(argv)
+
+
 def _hops(argv: Sequence[str]) -> int:
     # Imported on demand: it starts Ray.
     from bench import hops
@@ -56,6 +63,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "hops": _hops,
     "room": _room,
     "rest": _rest,
+    "auth-flood": _auth_flood,
 }
 
 
