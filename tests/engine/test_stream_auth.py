@@ -133,6 +133,7 @@ async def test_a_peer_that_connects_and_says_nothing_is_dropped_at_the_deadline(
     board = f"silent-{uuid.uuid4().hex[:6]}"
     async with serve(backend, tmp_path, cluster_name=cluster_name) as server:
         host_name, (address, port) = await frame_port(server, board)
+        before = await host_stats(server, host_name)
         silent = [await asyncio.open_connection(address, port) for _ in range(5)]
         during = await host_stats(server, host_name)
         for _ in range(100):  # the host takes them in as its loop gets to them
@@ -140,12 +141,15 @@ async def test_a_peer_that_connects_and_says_nothing_is_dropped_at_the_deadline(
                 break
             await asyncio.sleep(0.02)
             during = await host_stats(server, host_name)
-        assert during["handshakes_pending"] == 5 and during["gateways"] == 0
+        # Held as handshakes (unless a slow machine let the deadline pass already),
+        # never as gateway links.
+        dropped_already = during["handshakes_refused"] - before["handshakes_refused"]
+        assert during["handshakes_pending"] + dropped_already == 5 and during["gateways"] == 0
         for reader, _ in silent:
             assert await closed_by_host(reader, DEFAULT_HANDSHAKE_SECONDS + 10.0)
         after = await host_stats(server, host_name)
         assert after["handshakes_pending"] == 0 and after["gateways"] == 0
-        assert after["handshakes_refused"] >= 5
+        assert after["handshakes_refused"] - before["handshakes_refused"] == 5
         for _, writer in silent:
             writer.close()
         # The host still serves the cluster's own gateway.
