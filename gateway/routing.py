@@ -274,7 +274,10 @@ class Router:
             # Another cluster's host at a reused address, or a secret that differs.
             line = self._refusals.refused(f"{host}:{port}", exc.refusal, time.monotonic())
             if line is not None:
-                log.warning("board host %s failed the stream handshake, %s", host_name, line)
+                # A host that refuses a gateway's proof just closes: it says nothing more.
+                log.warning(
+                    "board host %s: stream handshake failed (secret differs?), %s", host_name, line
+                )
             self.cluster.forget(host_name)
             raise
         except (OSError, TimeoutError):
