@@ -388,3 +388,18 @@ def test_a_board_open_past_its_token_s_life_keeps_saving(
     log_in(again, jo, then="Day")
     expect(card(again, "To do", "While offline")).to_be_visible()
     expect(card(again, "To do", "Before")).to_be_visible()
+
+
+def test_a_project_made_elsewhere_shows_up_in_the_open_list(
+    server: AuthServer, visitors: Visitors
+) -> None:
+    kim = server.add_user("kim")
+    first = visitors.open(server.base_url)
+    log_in(first, kim)
+    expect(first.get_by_text("There are no projects yet.")).to_be_visible()
+    second = visitors.open(server.base_url)
+    log_in(second, kim)
+    create_project_and_board(second, "Elsewhere", "Notes")
+    # The first page is never touched: it reads the lists again by itself.
+    elsewhere = first.get_by_role("region", name="Elsewhere")
+    expect(elsewhere.get_by_role("link", name="Notes")).to_be_visible()
