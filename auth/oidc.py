@@ -292,9 +292,12 @@ class OidcVerifier:
             try:
                 keys = await self._fetch_keys()
             except _FetchFailed as error:
-                logger.warning(
-                    "OIDC issuer %s: key set not fetched: %s", self._settings.issuer, error
-                )
+                logger.warning("OIDC %s: key set not fetched: %s", self._settings.issuer, error)
+                return
+            except Exception:
+                # Whatever the network or the document does, a token is refused, never
+                # answered with a crash; the traceback goes to the log.
+                logger.exception("OIDC %s: key set not fetched", self._settings.issuer)
                 return
             self._keys = keys
             self._keys_fetched_at = now
