@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.services import TIMEOUT_SCALE, free_port
 
 # "Boardcast serve ready: ws://127.0.0.1:8000/ws (ray 127.0.0.1:6379)"
-READY_LINE = re.compile(r"ws://(?P<host>[\w.\-\[\]:]+?):(?P<port>\d+)/ws")
+READY_LINE = re.compile(r"wss?://(?P<host>[\w.\-\[\]:]+?):(?P<port>\d+)/ws")
 RAY_ADDRESS = re.compile(r"\(ray (?P<address>[^)\s]+)\)")
 # Starting Ray locally takes 5-15 s on a 2-core machine; leave room for a loaded CI run.
 READY_TIMEOUT = 120.0 * TIMEOUT_SCALE
