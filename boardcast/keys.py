@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from persistence.encrypted import EncryptedStore, KeySource
 from persistence.encrypted_read_model import EncryptedTaskIndex, ResealCount
@@ -51,10 +51,11 @@ class ReencryptReport:
     active_key: str
     store: ResealReport
     read_model: ResealCount | None
+    key_file: str = ""
 
     def lines(self) -> list[str]:
         """The report as the command prints it."""
-        out = [f"active key: {self.active_key}"]
+        out = [f"active key: {self.active_key} ({self.key_file})"]
         tables = sorted(
             {*self.store.rewritten, *self.store.current, *self.store.raced, *self.store.left}
         )
@@ -80,7 +81,8 @@ async def reencrypt(
 
     Safe to interrupt and to run while servers run: see ``persistence/reseal.py``.
     """
-    settings = EncryptionSettings(key_file=key_path(data_dir, key_file))
+    settings = EncryptionSettings.from_environment()
+    settings = replace(settings, enabled=True, key_file=key_file or settings.key_file)
     store = open_store(store_url, data_dir=data_dir, encryption=settings)
     if not isinstance(store, EncryptedStore):
         raise ValueError(f"{store_url}: this store keeps nothing at rest to re-encrypt")
@@ -104,7 +106,7 @@ async def reencrypt(
             counted = await index.reseal()
         finally:
             await index.close()
-        return ReencryptReport(active, report, counted)
+        return ReencryptReport(active, report, counted, keys.path or "")
     finally:
         await store.close()
 

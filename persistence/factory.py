@@ -56,7 +56,7 @@ def open_store(
         shared = _MEMORY_READ_MODELS.setdefault(os.path.abspath(data_dir), MemoryTaskIndex())
         return MemoryStore(history=policy, clock=clock, read_model=shared)
     settings = encryption if encryption is not None else EncryptionSettings.from_environment()
-    keys = KeySource(settings.key_path(data_dir), refresh_seconds=settings.refresh_seconds)
+    keys = KeySource(key_file_of(url, data_dir, settings), refresh_seconds=settings.refresh_seconds)
     # Off, a store sealed before stays readable as long as its key file is there.
     wrapped = settings.enabled or keys.exists()
     inner_policy = KEEP_EVERYTHING if wrapped else policy
@@ -64,6 +64,17 @@ def open_store(
     if not wrapped:
         return inner
     return EncryptedStore(inner, keys, encrypt=settings.enabled, history=policy, clock=clock)
+
+
+def key_file_of(url: str, data_dir: str, settings: EncryptionSettings) -> str:
+    """The key file of the store ``url`` names: the setting if given, else ``keys/at-rest.json``
+    in the embedded store's directory (``data_dir`` for the default ``sqlite``), or in
+    ``data_dir`` for MongoDB."""
+    url = url.strip()
+    if url.startswith("sqlite://") and url.removeprefix("sqlite://"):
+        store_file = os.path.join(data_dir, url.removeprefix("sqlite://"))
+        return settings.key_path(os.path.dirname(os.path.abspath(store_file)))
+    return settings.key_path(data_dir)
 
 
 def _open_inner(

@@ -167,7 +167,8 @@ def copy_database(source: Path, target: Path) -> None:
         with contextlib.closing(sqlite3.connect(target)) as dst:
             src.backup(dst)
     keys = source.parent / "keys"
-    if keys.is_dir():  # the key ring goes with the copy, as with any backup
+    # The key ring goes with the copy, as with any backup.
+    if keys.is_dir() and source.parent.resolve() != target.parent.resolve():
         shutil.copytree(keys, target.parent / "keys", dirs_exist_ok=True)
 
 

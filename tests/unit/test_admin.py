@@ -120,6 +120,8 @@ async def test_mongodb_from_the_environment_and_a_missing_database(
 ) -> None:
     database_url: str = request.getfixturevalue("mongo_url")
     monkeypatch.setenv("BOARDCAST_STORE", database_url)
+    # A MongoDB deployment names its key file (there is no shared data directory).
+    monkeypatch.setenv("BOARDCAST_ENCRYPTION_KEY_FILE", str(tmp_path / "secrets" / "ring.json"))
     monkeypatch.chdir(tmp_path)
     assert await run("history", "plan") == 1
     database = database_url.rsplit("/", 1)[1]
