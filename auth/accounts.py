@@ -366,6 +366,18 @@ class AccountStore:
                 "INSERT INTO revocations (at, user, kind) VALUES (?, ?, ?)", (now, user_id, kind)
             )
 
+    def revoke_other_sessions(self, user_id: str, *, keep: str | None, kind: str) -> None:
+        """Revoke every family of a user but ``keep``, and announce it."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE families SET revoked = ? WHERE user = ? AND revoked IS NULL AND id != ?",
+                (now, user_id, keep or ""),
+            )
+            db.execute(
+                "INSERT INTO revocations (at, user, kind) VALUES (?, ?, ?)", (now, user_id, kind)
+            )
+
     def add_refresh(self, digest: str, family_id: str, expires_at: float) -> None:
         """Record a refresh token of a family, by hash."""
         now = time.time()

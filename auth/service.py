@@ -431,6 +431,22 @@ class AuthService:
             self.store.audit("token-revoked", user_id, token=token_id)
         return user_id is not None
 
+    def change_password(self, principal: Principal, current: str | None, new: str) -> None:
+        """Set a user's password; other logins of theirs end (this one stays)."""
+        user = self.store.get_user(principal.user_id)
+        if user is None:
+            raise AuthRefused("invalid-credentials", "no such user")
+        if user.password_hash is not None and not (
+            current is not None and verify_password(user.password_hash, current)
+        ):
+            raise AuthRefused("invalid-credentials", "the current password is wrong")
+        problem = check_new_password(new)
+        if problem:
+            raise AuthRefused("weak-password", problem)
+        self.store.set_password(user.id, hash_password(new))
+        self.store.revoke_other_sessions(user.id, keep=principal.family, kind="password-changed")
+        self.store.audit("password-changed", user.id)
+
     # -- second factor ------------------------------------------------------------------------
 
     def check_totp(self, user: User, code: str) -> bool:

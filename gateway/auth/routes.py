@@ -69,6 +69,7 @@ class AuthRoutes:
             web.get("/v1/auth/once", self.once),
             web.post("/v1/auth/tickets", self.ticket),
             web.get("/v1/me", self.me),
+            web.put("/v1/me/password", self.set_password),
             web.post("/v1/me/mfa", self.begin_mfa),
             web.put("/v1/me/mfa", self.confirm_mfa),
             web.delete("/v1/me/mfa", self.remove_mfa),
@@ -165,6 +166,23 @@ class AuthRoutes:
         """Who the caller is."""
         principal = await authenticate(request, self.guard)
         return web.json_response(_me(principal))
+
+    async def set_password(self, request: web.Request) -> web.Response:
+        """Set the password: ``{"password", "current"?}`` (current needed if one is set).
+
+        Every other login of the user ends; this one stays.
+        """
+        principal = await authenticate(request, self.guard)
+        body = await self._body(request, {"password", "current"})
+        new, current = _string(body, "password"), _string(body, "current", required=False)
+        assert new is not None
+        if principal.scope or principal.family is None:
+            raise Problem("forbidden", "only a logged-in user changes their password")
+        try:
+            await self.guard.call(lambda: self._service.change_password(principal, current, new))
+        except AuthRefused as refused:
+            raise _problem(refused) from None
+        return web.Response(status=204)
 
     # -- second factor -------------------------------------------------------------------
 

@@ -46,6 +46,14 @@ async def test_first_start_prints_a_login_link_that_works_once(tmp_path: Path) -
             async with http.get(f"{base}/v1/me") as response:
                 me = await response.json()
                 assert response.status == 200 and me["name"] == "admin" and me["admin"]
+            # The administrator sets a password (changes from this site carry its Origin).
+            origin = {"Origin": base}
+            body = {"password": "the admin's new password"}
+            async with http.put(f"{base}/v1/me/password", json=body, headers=origin) as response:
+                assert response.status == 204, await response.text()
+            login = {"username": "admin", "password": "the admin's new password"}
+            async with http.post(f"{base}/v1/auth/login", json=login) as response:
+                assert response.status == 200
         async with aiohttp.ClientSession() as fresh, fresh.get(url) as response:
             assert response.status == 401  # the link is spent
         # Without credentials nothing is served.
