@@ -244,7 +244,8 @@ class OidcVerifier:
         if self._keys is None or now - self._keys_fetched_at >= self._settings.jwks_cache_seconds:
             await self._refresh(self._attempts)
         key = self._lookup(kid, algorithm)
-        if key is None and self._usable_keys() is not None and kid not in self._keys_or_empty():
+        usable = self._usable_keys()
+        if key is None and usable is not None and kid not in usable:
             # A kid we have not seen: the issuer may have rolled its keys. The refetch is
             # bounded by min_refetch_seconds, so random kids cannot make us hammer it.
             await self._refresh(self._attempts)
@@ -261,9 +262,6 @@ class OidcVerifier:
         if age >= self._settings.jwks_cache_seconds + self._settings.jwks_max_stale_seconds:
             return None
         return self._keys
-
-    def _keys_or_empty(self) -> _KeySet:
-        return self._usable_keys() or {}
 
     def _lookup(self, kid: str | None, algorithm: str) -> jwt.PyJWK | None:
         keys = self._usable_keys()

@@ -10,8 +10,9 @@ The issuer holds one RSA (RS256) and one EC (ES256) signing key and publishes bo
 ``keep_old``). :meth:`LocalIssuer.mint` signs any claims and headers a test wants, with
 any of its keys or an outside one; :func:`mint_unsigned` and :func:`mint_hmac` build the
 forgeries (``alg: none``, HMAC with a public key as the secret) that no library signs.
-``requests`` counts what clients fetched; ``serve_jwks`` and ``fail_with`` make the
-issuer misbehave. A second ``LocalIssuer`` is a handy attacker's server.
+``requests`` counts what clients fetched (``paths``: every request, by path);
+``serve_jwks`` and ``fail_with`` make the issuer misbehave. A second ``LocalIssuer`` is
+a handy attacker's server.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,10 @@ class LocalIssuer:
         self.audience = audience
         self._path = path.rstrip("/")
         self.keys: list[SigningKey] = [SigningKey.generate("RS256"), SigningKey.generate("ES256")]
+        #: Requests served, by endpoint: ``"discovery"``, ``"jwks"``.
         self.requests: collections.Counter[str] = collections.Counter()
+        #: Every request received, by path, unknown paths included.
+        self.paths: collections.Counter[str] = collections.Counter()
         self._jwks_override: bytes | None = None
         self._failure_status: int | None = None
         #: Members replacing those of the discovery document it serves.
@@ -131,7 +135,7 @@ class LocalIssuer:
 
     async def start(self) -> LocalIssuer:
         """Listen on a free loopback port; :attr:`url` is known from then on."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._count_path])
         app.router.add_get(self._path + "/.well-known/openid-configuration", self._discovery)
         app.router.add_get(self._path + "/jwks", self._jwks)
         self._runner = web.AppRunner(app, shutdown_timeout=1)
@@ -252,6 +256,13 @@ class LocalIssuer:
         return self.mint(claims, headers={"typ": "at+jwt"})
 
     # -- handlers
+
+    @web.middleware
+    async def _count_path(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.paths[request.path] += 1
+        return await handler(request)
 
     async def _discovery(self, request: web.Request) -> web.StreamResponse:
         self.requests["discovery"] += 1
