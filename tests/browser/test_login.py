@@ -280,8 +280,13 @@ def test_log_out_returns_to_the_log_in_page_for_good(
 ) -> None:
     page = visitors.open(server.base_url)
     log_in(page, server.add_user("dora"))
+    # A second tab of the same browser shares the session, and leaves with it.
+    other_tab = page.context.new_page()
+    other_tab.goto(server.base_url)
+    expect(other_tab.get_by_role("heading", name="Projects and boards")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
+    expect(other_tab.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
     # The session is over on the server too: a reload does not log back in.
     page.reload()
     expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
@@ -403,3 +408,24 @@ def test_a_project_made_elsewhere_shows_up_in_the_open_list(
     # The first page is never touched: it reads the lists again by itself.
     elsewhere = first.get_by_role("region", name="Elsewhere")
     expect(elsewhere.get_by_role("link", name="Notes")).to_be_visible()
+
+
+def test_a_session_ended_elsewhere_asks_to_log_in_and_keeps_the_board(
+    server: AuthServer, visitors: Visitors
+) -> None:
+    lou = server.add_user("lou")
+    page = visitors.open(server.base_url)
+    log_in(page, lou)
+    create_project_and_board(page, "Kept", "Desk")
+    add_card(page, "To do", "Still here")
+    expect_saved(page)
+    # The session ends on the server behind the page's back (as a log-out on another device
+    # or a revoked login would): its socket is closed and its refresh token refused.
+    logout = "async () => (await fetch('/v1/auth/logout', { method: 'POST' })).status"
+    status = page.evaluate(logout)
+    assert status == 204
+    expect(page.get_by_text("Your session has ended.")).to_be_visible()
+    log_in(page, lou, then="Desk")
+    expect(card(page, "To do", "Still here")).to_be_visible()
+    add_card(page, "To do", "After")
+    expect_saved(page)
