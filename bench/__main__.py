@@ -49,6 +49,12 @@ def _auth_flood(argv: Sequence[str]) -> int:
     return auth_flood.main(argv)
 
 
+def _revocation(argv: Sequence[str]) -> int:
+    from bench import revocation
+
+    return revocation.main(argv)
+
+
 def _hops(argv: Sequence[str]) -> int:
     # Imported on demand: it starts Ray.
     from bench import hops
@@ -64,6 +70,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "room": _room,
     "rest": _rest,
     "auth-flood": _auth_flood,
+    "revocation": _revocation,
 }
 
 
