@@ -8,6 +8,7 @@ them encrypted too; here the memory store is covered and the wrapping is certain
 from __future__ import annotations
 
 import inspect
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +22,13 @@ import tests.unit.test_store_contract as store_contract
 from persistence import BoardStore
 from persistence.encrypted import EncryptedStore, KeySource
 from persistence.encrypted_read_model import EncryptedTaskIndex
-from persistence.factory import open_store
-from persistence.history import DEFAULT_HISTORY, KEEP_EVERYTHING, HistoryPolicy
+from persistence.factory import SQLITE_FILENAME, open_store
+from persistence.history import (
+    DEFAULT_HISTORY,
+    KEEP_EVERYTHING,
+    HistoryPolicy,
+    parse_history_policy,
+)
 from persistence.keyring import EncryptionSettings, is_encrypted
 from persistence.memory import MemoryStore
 from persistence.read_model import IndexWrite, MemoryTaskIndex, TaskRow
@@ -129,3 +135,26 @@ async def test_what_the_inner_store_holds_is_sealed(backend: store_contract.Back
             assert await index.rows(read_model_contract.TaskFilter()) == [row]
         finally:
             await index.close()
+
+
+async def test_materialised_history_snapshots_are_sealed_too(tmp_path: Path) -> None:
+    clock = store_contract.FakeClock(store_contract.T0)
+    board = store_contract.TaskBoard()
+    backend = EncryptedBackend("sqlite", tmp_path / "data", shared=True)
+    policy = parse_history_policy(store_contract.TIERED)
+    async with backend.open(clock=clock, history=policy) as opened:
+        await store_contract.edit_every_minute(opened, clock, board, range(30), compact_every=7)
+        await store_contract.edit_every_minute(opened, clock, board, range(180, 181), 1)
+    with sqlite3.connect(tmp_path / "data" / SQLITE_FILENAME) as db:
+        # Materialised: seq 10 and 20 fell on no compaction (every 7 edits).
+        seqs = [seq for (seq,) in db.execute("SELECT seq FROM snapshot_history ORDER BY seq")]
+        assert {10, 20} <= set(seqs)
+        for table, column in (
+            ("snapshot_history", "state"),
+            ("snapshots", "state"),
+            ("update_history", '"update"'),
+            ("updates", '"update"'),
+        ):
+            blobs = [bytes(value) for (value,) in db.execute(f"SELECT {column} FROM {table}")]
+            assert all(is_encrypted(blob) for blob in blobs), table
+            assert blobs or table == "updates", table  # the last compaction emptied the log
