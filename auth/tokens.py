@@ -23,21 +23,15 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from crdt.errors import BoardcastError
+from crdt.errors import TokenRefused
+
+__all__ = ["TokenClaims", "TokenRefused", "TokenSigner"]
 
 ALGORITHM = "ES256"
 TOKEN_TYPE = "at+jwt"
 #: A token longer than this is not ours; refused before any parsing.
 MAX_TOKEN_CHARS = 8192
 _FORBIDDEN_HEADERS = frozenset({"jku", "jwk", "x5u", "x5c", "crit"})
-
-
-class TokenRefused(BoardcastError):
-    """A token that is not acceptable; ``reason`` is short and machine-readable."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"token refused: {reason}" + (f" ({detail})" if detail else ""))
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

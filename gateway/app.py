@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from actors.cluster import Cluster
+from auth.oidc import OidcVerifier
 from auth.roles import Role
 from auth.service import AuthRefused
 from crdt.close_codes import REASONS, CloseCode
@@ -77,7 +78,9 @@ def create_app(
         if settings.auth == "required"
         else None
     )
-    guard = app[GUARD] = Guard(service, cluster)
+    oidc = settings.oidc_settings
+    verifier = OidcVerifier(oidc) if oidc is not None and service is not None else None
+    guard = app[GUARD] = Guard(service, cluster, oidc=verifier)
     watch = SessionWatch(guard, poll_seconds=settings.auth_revocation_poll_seconds)
 
     async def socket_route(request: web.Request) -> web.StreamResponse:
@@ -124,6 +127,8 @@ def create_app(
         await app[ROUTER].close()
         if own_cluster:
             await cluster.close()
+        if verifier is not None:
+            await verifier.close()
         if service is not None:
             service.store.close()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.directory import ClusterTimings
 from actors.host import HostSettings
+from auth.oidc import OidcSettings
 from auth.service import AuthSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
@@ -97,9 +98,30 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    # An external OpenID Connect issuer whose tokens log users in (docs/oidc.md); "" is none.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""  # Boardcast's client id at the issuer
+    oidc_jwks_url: str = ""  # "" discovers it from the issuer
+    oidc_algorithms: str = "RS256,ES256"
+    oidc_leeway_seconds: float = 60.0
+    oidc_min_refetch_seconds: float = 60.0  # at most one key-set fetch this often
     tls_cert: str = ""  # PEM certificate chain: serve https and wss
     tls_key: str = ""  # its private key
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def oidc_settings(self) -> OidcSettings | None:
+        """The external issuer, if one is configured."""
+        if not self.oidc_issuer:
+            return None
+        return OidcSettings(
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience,
+            jwks_url=self.oidc_jwks_url or None,
+            algorithms=tuple(a.strip() for a in self.oidc_algorithms.split(",") if a.strip()),
+            leeway_seconds=self.oidc_leeway_seconds,
+            min_refetch_seconds=self.oidc_min_refetch_seconds,
+        )
 
     @property
     def auth_settings(self) -> AuthSettings:
@@ -198,6 +220,7 @@ class Settings:
             raise ValueError(f"auth must be 'required' or 'none', not {settings.auth!r}")
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ValueError("tls_cert and tls_key go together")
+        settings.oidc_settings  # noqa: B018 - a bad issuer configuration fails at start
         # Fail at start, with the setting's name, rather than at the first compaction.
         parse_history_policy(settings.history)
         return settings

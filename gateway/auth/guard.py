@@ -20,10 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import jwt
+
 from actors.cluster import Cluster
+from auth.oidc import ExternalIdentity, OidcVerifier
 from auth.roles import Role, effective_role
 from auth.service import LOCAL_PRINCIPAL, AuthRefused, AuthService, Principal
 from crdt.board import Board
+from crdt.errors import TokenRefused
 from crdt.projects import DIRECTORY_BOARD, Directory
 
 log = logging.getLogger("boardcast.auth")
@@ -50,6 +54,16 @@ def bearer_from(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str |
         return value.strip()
     cookie = cookies.get(ACCESS_COOKIE)
     return cookie or None
+
+
+def _issuer_of(token: str) -> str | None:
+    """The ``iss`` a token claims, unverified: only to choose who verifies it."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) else None
 
 
 def _access_on(board: Board, user_id: str, board_id: str) -> tuple[str | None, str | None]:
@@ -93,9 +107,12 @@ def _role(label: str | None) -> Role:
 class Guard:
     """Authenticates requests and sockets, and finds roles; ``service`` None means no auth."""
 
-    def __init__(self, service: AuthService | None, cluster: Cluster) -> None:
+    def __init__(
+        self, service: AuthService | None, cluster: Cluster, *, oidc: OidcVerifier | None = None
+    ) -> None:
         self.service = service
         self.cluster = cluster
+        self.oidc = oidc if service is not None else None
 
     @property
     def required(self) -> bool:
@@ -115,7 +132,38 @@ class Guard:
         token = bearer_from(headers, cookies)
         if token is None:
             raise AuthRefused("missing", "log in, or send a bearer token")
+        return await self.authenticate(token)
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal of a bearer token: ours, or the configured external issuer's."""
+        assert self.service is not None
+        if self.oidc is not None and _issuer_of(token) == self.oidc.settings.issuer:
+            return await self._external(token)
         return await self.call(self.service.authenticate, token)
+
+    async def external_identity(self, token: str) -> ExternalIdentity:
+        """Verify a token of the external issuer; :class:`AuthRefused` if it does not hold."""
+        if self.oidc is None:
+            raise AuthRefused("no-issuer", "no external issuer is configured")
+        try:
+            return await self.oidc.verify(token)
+        except TokenRefused as refused:
+            raise AuthRefused(refused.reason, str(refused)) from None
+
+    async def _external(self, token: str) -> Principal:
+        assert self.service is not None
+        identity = await self.external_identity(token)
+        user = await self.call(self.service.store.find_external, identity.issuer, identity.subject)
+        if user is None or user.disabled:
+            raise AuthRefused("unknown-user", "log in once through /v1/auth/oidc first")
+        return Principal(
+            user_id=user.id,
+            name=user.name,
+            admin=user.admin,
+            expires_at=identity.expires_at.timestamp(),
+            amr=("oidc",),
+            mfa_enrolled=user.mfa,
+        )
 
     async def socket_principal(
         self,
@@ -132,7 +180,7 @@ class Guard:
             return await self.call(self.service.redeem_ticket, ticket, board_id)
         token = query.get("token")
         if token:
-            return await self.call(self.service.authenticate, token)
+            return await self.authenticate(token)
         return await self.principal(headers, cookies)
 
     # -- where ------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class AuthRoutes:
         return [
             *found,
             web.post("/v1/auth/login", self.login),
+            web.post("/v1/auth/oidc", self.login_oidc),
             web.post("/v1/auth/refresh", self.refresh),
             web.post("/v1/auth/logout", self.logout),
             web.get("/v1/auth/once", self.once),
@@ -94,8 +95,14 @@ class AuthRoutes:
 
     async def config(self, request: web.Request) -> web.Response:
         """What a client needs to know before logging in."""
+        oidc = self.guard.oidc
+        issuer = (
+            {"issuer": oidc.settings.issuer, "client_id": oidc.settings.audience}
+            if oidc is not None
+            else None
+        )
         return web.json_response(
-            {"auth": "required" if self.guard.required else "none", "oidc": None}
+            {"auth": "required" if self.guard.required else "none", "oidc": issuer}
         )
 
     async def login(self, request: web.Request) -> web.Response:
@@ -108,6 +115,31 @@ class AuthRoutes:
         try:
             grant = await self.guard.call(
                 lambda: self._service.login(name, password, totp, ip=request.remote)
+            )
+        except AuthRefused as refused:
+            raise _problem(refused) from None
+        return self._granted(grant)
+
+    async def login_oidc(self, request: web.Request) -> web.Response:
+        """An ID token of the configured issuer in, Boardcast tokens out.
+
+        The first login makes the account (named from the token's name or e-mail);
+        later ones find it by issuer and subject. An e-mail is kept only if verified.
+        """
+        body = await self._body(request, {"id_token"})
+        token = _string(body, "id_token")
+        assert token is not None
+        try:
+            identity = await self.guard.external_identity(token)
+        except AuthRefused as refused:
+            if refused.reason == "issuer-unavailable":
+                raise Problem("unavailable", "the identity provider cannot be reached") from None
+            raise _problem(refused) from None
+        email = identity.email if identity.email_verified else None
+        name = identity.name or (email.split("@")[0] if email else identity.subject)
+        try:
+            grant = await self.guard.call(
+                lambda: self._service.login_external(identity.issuer, identity.subject, name, email)
             )
         except AuthRefused as refused:
             raise _problem(refused) from None
