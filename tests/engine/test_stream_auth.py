@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 from pycrdt import Doc, Map
 
+from actors.direct import DirectConnection
 from actors.handshake import Handshake, Role
 from actors.messages import PROTOCOL_VERSION, Frame, Hello, Message, Open, encode
 from actors.stream import DEFAULT_HANDSHAKE_SECONDS, open_stream
@@ -158,3 +160,25 @@ async def test_a_peer_that_connects_and_says_nothing_is_dropped_at_the_deadline(
             client.doc.get("tasks", type=Map)["after"] = "silence"
             await client.persisted()
         assert await board_tasks(server, board) == {"after": "silence"}
+
+
+@pytest.mark.ray
+async def test_a_gateway_that_joins_a_running_deployment_gets_its_secret(
+    ray_session: None, tmp_path: Path, cluster_name: str
+) -> None:
+    from actors.ray_backend import RayCluster
+
+    board = f"joined-{uuid.uuid4().hex[:6]}"
+    async with serve("ray", tmp_path, cluster_name=cluster_name) as server:
+        # What `boardcast gateway --address ...` does: find the deployment through Ray.
+        joined = await RayCluster.join(cluster_name=cluster_name)
+        try:
+            assert joined.stream_secret == server.cluster.stream_secret
+            async with DirectConnection(joined, board, origin="joined") as session:
+                session.doc.get("tasks", type=Map)["from-joined"] = "over its own link"
+                await session.persisted()
+        finally:
+            await joined.close()
+        assert await board_tasks(server, board) == {"from-joined": "over its own link"}
+        with pytest.raises(ValueError, match="differs"):
+            await RayCluster.join(cluster_name=cluster_name, cluster_secret=WRONG_SECRET)
