@@ -5,8 +5,6 @@ administrator and prints a one-time log-in link; the administrator's page follow
 adds the accounts the tests log in with (``POST /v1/admin/users``). Everything else is what a
 person does in the page: the log-in form, projects and boards from the REST API, log-out,
 a board kept open past its access token's life, a board that is not theirs.
-
-These tests run once the server has accounts (``gateway/auth``).
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,13 +29,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.browser.conftest import ROOT, WAIT_MS, chromium_unavailable
 from tests.browser.pages import add_card, card, column, expect_saved
 from tests.browser.test_accessibility import assert_accessible
-from tests.interop.servers import BoardcastProcess
+from tests.interop.servers import BoardcastProcess, boardcast_command
 from tests.services import TIMEOUT_SCALE, free_port, service_missing
-
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "gateway" / "auth" / "__init__.py").is_file(),
-    reason="this checkout has no accounts yet (gateway/auth)",
-)
 
 LINK = re.compile(r"https?://\S+/v1/auth/once\?code=\S+")
 # A short access-token life for the test of a board left open past it.
@@ -49,6 +43,7 @@ class AuthServer:
 
     process: BoardcastProcess
     admin: Page
+    data_dir: Path
 
     @property
     def base_url(self) -> str:
@@ -84,6 +79,23 @@ class AuthServer:
         made = self.api("POST", "/v1/admin/users", {"username": name, "password": password})
         return Account(str(made["id"]), name, password)
 
+    def add_user_with_cli(self, label: str) -> Account:
+        """A new account made as an operator does: ``boardcast user add`` on the data dir."""
+        name = f"{label}-{uuid.uuid4().hex[:6]}"
+        password = f"pw-{uuid.uuid4().hex}"
+        command = [*boardcast_command(), "user", "add", "--data-dir", str(self.data_dir)]
+        path = f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        made = subprocess.run(
+            [*command, "--password-stdin", name],
+            input=password,
+            capture_output=True,
+            text=True,
+            timeout=60 * TIMEOUT_SCALE,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        return Account(made.stdout.strip().splitlines()[-1], name, password)
+
 
 @dataclass(frozen=True)
 class Account:
@@ -113,7 +125,7 @@ def _start(tmp_path: Path, browser: Browser, env: dict[str, str]) -> Iterator[Au
         admin = context.new_page()
         admin.goto(link)
         expect(admin.get_by_role("heading", name="Projects and boards")).to_be_visible()
-        yield AuthServer(process, admin)
+        yield AuthServer(process, admin, tmp_path)
     finally:
         if context is not None:
             context.close()
@@ -221,7 +233,7 @@ Shot = Callable[[Page, str], Path]
 def test_wrong_password_is_refused_and_the_right_one_logs_in(
     server: AuthServer, visitors: Visitors, screenshot: Shot
 ) -> None:
-    ann = server.add_user("ann")
+    ann = server.add_user_with_cli("ann")
     page = visitors.open(server.base_url)
     expect(page.get_by_role("heading", name="Log in to Boardcast")).to_be_visible()
     assert_accessible(page, "log-in page")
