@@ -280,6 +280,7 @@ def test_a_board_made_after_log_in_is_there_after_a_reload(
     page.get_by_role("link", name="Boards").click()
     launch = page.get_by_role("region", name="Launch")
     expect(launch.get_by_role("link", name="Website")).to_be_visible()
+    assert_accessible(page, "board list of a logged-in user")
     # Someone else sees none of it: projects are listed for their members only.
     stranger = visitors.open(server.base_url)
     log_in(stranger, server.add_user("carl"))
@@ -344,6 +345,7 @@ def test_a_board_that_is_not_yours_says_so(server: AuthServer, visitors: Visitor
     log_in(stranger, server.add_user("gil"), then="You do not have access to this board")
     expect(stranger.get_by_role("heading", level=1, name="Plans")).to_have_count(0)
     expect(stranger.get_by_role("link", name="Back to the list of boards")).to_be_visible()
+    assert_accessible(stranger, "a board that is not yours")
 
 
 def test_a_viewer_of_the_project_gets_a_view_only_board(
