@@ -13,11 +13,12 @@ while a separate flood process runs for ``--seconds``:
   socket held open, never read), onto boards of their own;
 - ``--slow`` connections that send half a request head and then one byte a second.
 
-This runs twice: with the gateway's default limits, and with every limit off (the
-aiohttp defaults: a head may take 3630 s). The JSON holds the calm client's latency
-p50/p99 (ms) quiet and flooded, and what the flood got, counted by kind. All traffic is on
-loopback, bounded in count and time; on a 2-core machine the flood process, the server and
-the calm client share the CPU, so flooded latency includes that contention.
+This runs ``--repeat`` times (3) each: with the gateway's default limits, and with every
+limit off (the aiohttp defaults: a head may take 3630 s), each run on a fresh server. The
+JSON holds the calm client's latency p50/p99 (ms) quiet and flooded, and what the flood got,
+counted by kind. All traffic is on loopback, bounded in count and time; on a 2-core machine
+the flood process, the server and the calm client share the CPU, so flooded latency
+includes that contention.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import aiohttp
 from pycrdt import Map
 
 from bench.paths import ROOT
-from bench.stats import summarize_ms
+from bench.stats import median_summary, summarize_ms
 from bench.targets import free_port
 from clients.provider import BoardClient
 
@@ -105,12 +106,14 @@ class Server:
     def start(self, timeout: float = 120.0) -> None:
         env = {**os.environ, "BOARDCAST_AUTH": "none", "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # Repeats append to one log: only what this server writes counts as its ready line.
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
-        while b"ready" not in self.log_path.read_bytes():
+        while b"ready" not in self.log_path.read_bytes()[offset:]:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the server did not start; see {self.log_path}")
@@ -298,6 +301,17 @@ def _scenario(args: argparse.Namespace, limits_on: bool, log_dir: Path) -> dict[
         server.stop()
 
 
+def _repeated(args: argparse.Namespace, limits_on: bool, log_dir: Path) -> dict[str, Any]:
+    """``--repeat`` runs on fresh servers, and the median of each latency figure."""
+    runs = [_scenario(args, limits_on, log_dir) for _ in range(args.repeat)]
+    return {
+        "median": {
+            phase: median_summary([run[phase] for run in runs]) for phase in ("quiet", "flooded")
+        },
+        "runs": runs,
+    }
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench auth-flood", description=__doc__)
     parser.add_argument("--backend", choices=["local", "ray"], default="local")
@@ -307,6 +321,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rest-concurrency", type=int, default=8)
     parser.add_argument("--sockets", type=int, default=4000)
     parser.add_argument("--slow", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--flood", type=int, help=argparse.SUPPRESS)
@@ -331,8 +346,8 @@ def main(argv: Sequence[str]) -> int:
         "command": "python -m bench auth-flood " + " ".join(argv),
         "cpus": os.cpu_count(),
         "limits": asdict(GatewayLimits(trusted_proxies=("127.0.0.1/32",))),
-        "with_limits": _scenario(args, True, log_dir),
-        "without_limits": _scenario(args, False, log_dir),
+        "with_limits": _repeated(args, True, log_dir),
+        "without_limits": _repeated(args, False, log_dir),
     }
     text = json.dumps(report, indent=2)
     if args.out is not None:
