@@ -92,7 +92,7 @@ class HostSettings:
     # None: this host makes up its own, and only whoever reads it from here can connect;
     # the process that starts a cluster sets one and hands it to every host.
     cluster_secret: bytes | None = field(default=None, repr=False)
-    handshake_timeout_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # a new stream proves itself
+    stream_handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # a new stream proves itself
     max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES  # more waiting are dropped
 
 
@@ -157,7 +157,7 @@ class BoardHost:
         assert self.settings.cluster_secret is not None
         self._guard = StreamGuard(
             self.settings.cluster_secret,
-            timeout=self.settings.handshake_timeout_seconds,
+            timeout=self.settings.stream_handshake_seconds,
             max_pending=self.settings.max_pending_handshakes,
         )
         self.extensions = Extensions.from_specs(self.settings.extensions)

@@ -67,7 +67,7 @@ class RoutingLimits:
 
     control_timeout_seconds: float = 10.0  # a directory or endpoint call to the cluster
     connect_timeout_seconds: float = 5.0  # opening a stream to a board host
-    handshake_timeout_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # then authenticating it
+    stream_handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # then authenticating it
     close_timeout_seconds: float = 5.0  # closing a stream on shutdown
     max_cached_boards: int = 100_000  # board -> host entries kept in memory
 
@@ -267,7 +267,7 @@ class Router:
                 port,
                 secret=self.cluster.stream_secret,
                 connect_timeout=self.limits.connect_timeout_seconds,
-                handshake_timeout=self.limits.handshake_timeout_seconds,
+                handshake_timeout=self.limits.stream_handshake_seconds,
                 limit=1024 * 1024,
             )
         except HandshakeRefused as exc:
