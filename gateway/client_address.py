@@ -73,6 +73,12 @@ def _is_trusted(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+def address_in(ip: str, cidrs: tuple[str, ...]) -> bool:
+    """Whether ``ip`` (as :func:`client_ip` gives it) lies in one of ``cidrs``."""
+    address = parse_address(ip)
+    return address is not None and _is_trusted(address, trusted_networks(cidrs))
+
+
 def client_ip_from(
     peer: str | None,
     forwarded_for: Sequence[str],

@@ -29,7 +29,13 @@ from gateway.buckets import (
     TokenBucket,
     Unlimited,
 )
-from gateway.client_address import client_ip, client_ip_from, ip_limit_key, trusted_networks
+from gateway.client_address import (
+    address_in,
+    client_ip,
+    client_ip_from,
+    ip_limit_key,
+    trusted_networks,
+)
 from gateway.socket_counts import (
     ConnectionCounter,
     MemoryConnectionCounter,
@@ -90,6 +96,9 @@ class GatewayLimits:
     socket_count_ttl_seconds: float = 30.0  # a dead gateway's socket counts vanish after this
     refusal_log_seconds: float = 60.0  # at most one log line per refused key in this time
     exempt_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
+    # Clients no per-address limit applies to: this machine (tests, benchmarks, tools on the
+    # host). Behind a proxy on the same host, list it in trusted_proxies, or all are exempt.
+    exempt_addresses: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -97,6 +106,7 @@ class GatewayLimits:
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{spec.name} must not be negative, got {value!r}")
         trusted_networks(self.trusted_proxies)  # a bad CIDR fails at start, with its text
+        trusted_networks(self.exempt_addresses)
         if not 0 < self.ipv6_prefix_length <= 128:
             raise ValueError("ipv6_prefix_length must be 1-128")
         for rate, burst in (
@@ -248,8 +258,10 @@ async def check_login(limits_state: LimitsState, username: str, ip: str) -> Deci
     default 10 an hour per account, only someone guessing runs out).
     """
     limits = limits_state.require()
-    by_ip = await limits_state.login_per_ip.take(ip_limit_key(ip, limits.ipv6_prefix_length))
-    if not by_ip.allowed:
-        return by_ip
+    if not address_in(ip, limits.exempt_addresses):
+        key = ip_limit_key(ip, limits.ipv6_prefix_length)
+        by_ip = await limits_state.login_per_ip.take(key)
+        if not by_ip.allowed:
+            return by_ip
     account = username.strip().casefold()
     return await limits_state.login_per_username.take(f"login:{account}")

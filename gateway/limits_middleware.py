@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from crdt.close_codes import CloseCode
+from gateway.client_address import address_in
 from gateway.limits import Decision, GatewayLimits, LimitsState, client_ip, ip_limit_key
 from gateway.rest.problems import Problem
 
@@ -149,21 +150,22 @@ class LimitsMiddleware:
         if state.limits is None:
             state.configure(app_limits(request.app))
         limits = state.require()
-        if request.path in limits.exempt_paths:
-            return await handler(request)
         ip = client_ip(request, limits.trusted_proxies, limits.max_forwarded_for_chars)
         request[_CLIENT_IP] = ip
         request[_STATE] = state
-        key = ip_limit_key(ip, limits.ipv6_prefix_length)
-        if is_websocket_upgrade(request):
-            return await self._upgrade(request, handler, key)
-        decision = await state.rest_per_ip.take(key)
-        if not decision.allowed:
-            _log_refusal(state, "requests per IP", key)
-            return rate_limited(decision, "too many requests from this address").response(
-                request.path
-            )
         try:
+            if request.path in limits.exempt_paths:
+                return await handler(request)
+            if address_in(ip, limits.exempt_addresses):
+                return await self._with_body_deadline(request, handler, limits)
+            key = ip_limit_key(ip, limits.ipv6_prefix_length)
+            if is_websocket_upgrade(request):
+                return await self._upgrade(request, handler, key)
+            decision = await state.rest_per_ip.take(key)
+            if not decision.allowed:
+                _log_refusal(state, "requests per IP", key)
+                refusal = rate_limited(decision, "too many requests from this address")
+                return refusal.response(request.path)
             return await self._with_body_deadline(request, handler, limits)
         finally:
             await _release_user_sockets(request, state)
@@ -191,7 +193,6 @@ class LimitsMiddleware:
             return await handler(request)
         finally:
             await state.sockets_per_ip.release(key)
-            await _release_user_sockets(request, state)
 
     async def _with_body_deadline(
         self, request: web.Request, handler: Handler, limits: GatewayLimits

@@ -208,6 +208,9 @@ async def test_check_user_and_check_login_spend_their_own_budgets() -> None:
     for name in ("c1", "c2", "c3", "c4", "c5"):
         await check_login(state, name, "203.0.113.9")
     assert not (await check_login(state, "c6", "203.0.113.9")).allowed
+    # This machine's own address has no per-address budget; accounts still do.
+    for name in ("d1", "d2", "d3", "d4", "d5", "d6"):
+        assert (await check_login(state, name, "127.0.0.1")).allowed
 
 
 # -- the client's address -----------------------------------------------------------------
