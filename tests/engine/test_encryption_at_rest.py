@@ -22,10 +22,12 @@ from crdt.close_codes import CloseCode
 from crdt.errors import DecryptionFailed
 from persistence.encrypted import EncryptedStore
 from persistence.factory import SQLITE_FILENAME, open_store
-from persistence.keyring import KeyRing, key_id_of
-from persistence.read_model import TaskFilter
+from persistence.keyring import EncryptionSettings, KeyRing, key_id_of
+from persistence.read_model import IndexWrite, TaskFilter, TaskRow
 from persistence.sqlite import READ_MODEL_FILENAME
+from persistence.store import Record
 from tests.conftest import TIMEOUT_SCALE, serve
+from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 
 TITLE = "Zanzibar-quokka-7731 launch plan"
 DESCRIPTION = "Negotiate the marmalade-heron clause before Friday"
@@ -327,3 +329,39 @@ async def test_a_tampered_blob_makes_its_board_unavailable_and_no_other(
         assert await titles_of(server.port, "intact") == ["still fine"]
         await add_tasks(server.port, "intact", ["and writable"])
         assert await titles_of(server.port, "intact") == ["and writable", "still fine"]
+
+
+async def test_reencrypt_rewrites_a_mongodb_store(
+    tmp_path: Path,
+    mongo_url: str,  # noqa: F811 - the fixture
+    encryption_env: None,
+) -> None:
+    key_file = str(tmp_path / "secrets" / "ring.json")
+    settings = EncryptionSettings(key_file=key_file)
+    row = TaskRow("b", "t", "p", "Mongo title", "c", "a0", "Mongo text", (), (), None, "x", "x", 1)
+    async with open_store(mongo_url, data_dir=str(tmp_path), encryption=settings) as store:
+        await store.append({"b": [Record(b"\x01first", origin="ann", events=b"\x90")]})
+        await store.write_snapshot("b", b"\x02snapshot", 1)
+        await store.append({"b": [b"\x03second"]})
+        index = store.task_index()
+        await index.write([IndexWrite("b", 1, upserts=[row])])
+        await index.close()
+    old = KeyRing.open(key_file, create=False).active_key_id
+    new, _ = rotate_keys(str(tmp_path), key_file=key_file)
+
+    report = await reencrypt(str(tmp_path), mongo_url, key_file=key_file)
+    assert report.store.total_rewritten >= 4 and not report.store.left
+    remove_key(str(tmp_path), old, key_file=key_file)
+    async with open_store(mongo_url, data_dir=str(tmp_path), encryption=settings) as store:
+        assert isinstance(store, EncryptedStore)
+        raw = await store.inner.load("b")
+        assert raw.snapshot is not None and key_id_of(raw.snapshot) == new
+        assert [key_id_of(entry.update) for entry in raw.updates] == [new]
+        board = await store.load("b")
+        assert board.snapshot == b"\x02snapshot"
+        assert [entry.update for entry in board.updates] == [b"\x03second"]
+        index = store.task_index()
+        try:
+            assert await index.rows(TaskFilter()) == [row]
+        finally:
+            await index.close()
