@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -108,8 +109,9 @@ async def refused_upgrade(http: aiohttp.ClientSession, url: str) -> tuple[int, d
 
 
 async def test_a_rest_flood_gets_429_with_retry_after_while_another_client_gets_200(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="boardcast.limits")
     limits = GatewayLimits(rest_per_ip_per_second=1, rest_per_ip_burst=10, trusted_proxies=PROXY)
     async with limited_server(tmp_path, limits) as server:
         url = f"{server.http}/v1/projects"
@@ -128,6 +130,9 @@ async def test_a_rest_flood_gets_429_with_retry_after_while_another_client_gets_
             assert body["type"] == "urn:boardcast:problem:rate-limited"
             assert body["status"] == 429
             assert int(retry) >= 1 and body["retry_after"] == int(retry)
+            # One log line for the flooder, not one per refusal.
+            lines = [r for r in caplog.records if "refused requests per IP" in r.getMessage()]
+            assert len(lines) == 1 and "198.51.100.7" in lines[0].getMessage()
             # This machine's own clients (tests, benchmarks) are not limited by default.
             async with aiohttp.ClientSession() as local:
                 for _ in range(30):
@@ -379,7 +384,10 @@ async def test_gateways_sharing_redis_share_one_limit(
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
-async def test_a_redis_outage_fails_open_or_closed_as_configured(fail_open: bool) -> None:
+async def test_a_redis_outage_fails_open_or_closed_as_configured(
+    fail_open: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="boardcast.limits")
     # Nothing listens on this port: every Redis call fails at once.
     unreachable = "redis://127.0.0.1:1/0"
     limits = GatewayLimits(rest_per_ip_burst=5, redis_fail_open=fail_open, trusted_proxies=PROXY)
@@ -388,6 +396,9 @@ async def test_a_redis_outage_fails_open_or_closed_as_configured(fail_open: bool
     try:
         decisions = [await state.rest_per_ip.take("198.51.100.1") for _ in range(20)]
         assert all(d.allowed is fail_open for d in decisions)
+        # Logged once (a minute), not once per request.
+        warnings = [r for r in caplog.records if "Redis failed" in r.getMessage()]
+        assert len(warnings) == 1
         assert await state.sockets_per_ip.acquire("198.51.100.1") is fail_open
     finally:
         await state.close()
