@@ -136,6 +136,16 @@ def is_encrypted_text(text: str) -> bool:
     return text.startswith(TEXT_PREFIX)
 
 
+def text_key_id(text: str) -> str | None:
+    """The key id of an encrypted text field; None for plaintext (or a damaged prefix)."""
+    if not is_encrypted_text(text):
+        return None
+    try:
+        return key_id_of(base64.b64decode(text[len(TEXT_PREFIX) :][:16], validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
 class KeyRing:
     """AES-256-GCM keys with ids: one active key seals, every key opens.
 
@@ -337,12 +347,7 @@ class KeyRing:
 
     def text_key_id(self, text: str) -> str | None:
         """The key id of an encrypted text field; None for plaintext."""
-        if not is_encrypted_text(text):
-            return None
-        try:
-            return key_id_of(base64.b64decode(text[len(TEXT_PREFIX) :][:16], validate=True))
-        except (binascii.Error, ValueError):
-            return None
+        return text_key_id(text)
 
 
 # -- the key file ---------------------------------------------------------------------
