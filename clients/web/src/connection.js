@@ -15,6 +15,10 @@ const MESSAGE_AUTH = 2
 const MESSAGE_PERSISTED = 100
 // How long to wait for the server's answer to our sync step 1 before asking again.
 const SYNC_RETRY_MS = 2000
+// Close codes that mean "reconnect and resync" (slow consumer, out of sync), which the stock
+// provider takes as final like every 44xx code; and the backoff of those reconnects.
+const RESYNC_CODES = new Set([4408, 4409])
+const RESYNC_BACKOFF_MS = { first: 500, max: 10_000 }
 
 export function socketBase () {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:'
@@ -96,13 +100,21 @@ export class BoardConnection extends EventTarget {
       clearTimeout(this._syncTimer)
       if (status === 'connected') this._syncTimer = setTimeout(() => this._askAgain(), SYNC_RETRY_MS)
     })
+    this._resyncs = 0
     this.provider.on('closed', ({ code, reason }) => {
+      if (RESYNC_CODES.has(code)) {
+        const delay = Math.min(RESYNC_BACKOFF_MS.first * 2 ** this._resyncs++, RESYNC_BACKOFF_MS.max)
+        clearTimeout(this._resyncTimer)
+        this._resyncTimer = setTimeout(() => { if (!this._wantOffline) this.provider.connect() }, delay)
+        return
+      }
       this.state.closed = { code, reason }
       this.state.status = 'closed'
       this._refresh()
       this.dispatchEvent(new CustomEvent('closed', { detail: this.state.closed }))
     })
     this.provider.on('sync', (synced) => {
+      if (synced) this._resyncs = 0
       this.state.synced = synced
       this._refresh()
     })
@@ -179,6 +191,7 @@ export class BoardConnection extends EventTarget {
 
   destroy () {
     clearTimeout(this._syncTimer)
+    clearTimeout(this._resyncTimer)
     window.removeEventListener('online', this._online)
     window.removeEventListener('offline', this._offline)
     this.provider.destroy()

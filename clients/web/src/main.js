@@ -196,6 +196,12 @@ function openBoard (boardId) {
       else auth.refresh()
     } else if (detail.code === 4401 || detail.code === 4403) {
       showRefused(detail.code)
+    } else {
+      // The board stays as it is (edits kept in the page); the server says why it stopped.
+      const why = detail.code === 4430
+        ? 'you have the most boards open that the server allows: close some tabs'
+        : detail.reason || `code ${detail.code}`
+      showNotice(`The server closed the connection to this board (${why}). Reload the page to connect again.`)
     }
   }
   connection.addEventListener('closed', onClosed)
