@@ -165,20 +165,57 @@ return {allowed, tostring(retry)}
 """
 
 
+class RedisCircuit:
+    """Whether Redis failed a moment ago: then limiters skip it for ``pause_seconds``.
+
+    Without it, a Redis that hangs would add its whole timeout to every request.
+    """
+
+    def __init__(self, *, pause_seconds: float = 2.0, clock: Clock = time.monotonic) -> None:
+        self.pause_seconds = pause_seconds
+        self.clock = clock
+        self._down_until = -math.inf
+
+    def is_open(self) -> bool:
+        """True while Redis is being skipped."""
+        return self.clock() < self._down_until
+
+    def trip(self) -> None:
+        """Redis just failed: skip it for a while."""
+        self._down_until = self.clock() + self.pause_seconds
+
+
 class RedisOutage:
     """What a limiter does when Redis fails: allow or refuse, and say so once a minute."""
 
-    def __init__(self, *, fail_open: bool, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        fail_open: bool,
+        clock: Clock = time.monotonic,
+        circuit: RedisCircuit | None = None,
+    ) -> None:
         self.fail_open = fail_open
+        self.circuit = circuit if circuit is not None else RedisCircuit(clock=clock)
         self._log = LogThrottle(60.0, clock=clock)
+
+    @property
+    def answer(self) -> Decision:
+        """The configured answer while Redis is unavailable."""
+        return ALLOWED if self.fail_open else Decision(False, 1.0)
+
+    def skipping(self) -> bool:
+        """True while Redis failed a moment ago (the caller answers without it)."""
+        return self.circuit.is_open()
 
     def decide(self, name: str, exc: BaseException) -> Decision:
         """Log (at most once a minute per limiter) and answer the configured way."""
         self.report(name, exc)
-        return ALLOWED if self.fail_open else Decision(False, 1.0)
+        return self.answer
 
     def report(self, name: str, exc: BaseException) -> None:
-        """Log a Redis failure of limiter ``name``, at most once a minute."""
+        """Log a Redis failure of limiter ``name``, at most once a minute; skip Redis a while."""
+        self.circuit.trip()
         held_back = self._log.ready(name)
         if held_back is not None:
             how = "allowing" if self.fail_open else "refusing"
@@ -217,6 +254,8 @@ class RedisTokenBucket(TokenBucket):
     async def take(self, key: str, cost: float = 1) -> Decision:
         """Take ``cost`` tokens from ``key``'s bucket, if it holds them."""
         self._check_cost(cost)
+        if self.outage.skipping():
+            return self.outage.answer
         try:
             allowed, retry = await self._script(
                 keys=[self._key_prefix + bounded_key(key)],

@@ -17,6 +17,9 @@ import uuid
 from dataclasses import dataclass, fields
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.buckets import (
     ALLOWED,
@@ -24,6 +27,7 @@ from gateway.buckets import (
     Decision,
     LogThrottle,
     MemoryTokenBucket,
+    RedisCircuit,
     RedisOutage,
     RedisTokenBucket,
     TokenBucket,
@@ -145,6 +149,8 @@ class LimitsState:
         self.gateway_id = uuid.uuid4().hex[:16]
         self.refusals = LogThrottle(clock=clock)
         self._client: aioredis.Redis | None = None
+        # One for all limiters: after a Redis failure, none waits on Redis for a while.
+        self._circuit = RedisCircuit(clock=clock)
         self.limits: GatewayLimits | None = None
         if limits is not None:
             self.configure(limits)
@@ -159,7 +165,16 @@ class LimitsState:
         if self.redis_url is not None and self._client is None:
             timeout = limits.redis_timeout_seconds
             self._client = aioredis.Redis.from_url(
-                self.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
+                self.redis_url,
+                socket_connect_timeout=timeout,
+                socket_timeout=timeout,
+                # One quick retry for a connection a Redis restart broke; none for a timeout
+                # (the script may have run, and a request must not wait several timeouts).
+                retry=Retry(
+                    ExponentialBackoff(cap=0.05, base=0.01),
+                    retries=1,
+                    supported_errors=(RedisConnectionError,),
+                ),
             )
         hour = 3600.0
         fail_open = limits.redis_fail_open
@@ -208,7 +223,7 @@ class LimitsState:
             return MemoryTokenBucket(
                 rate=rate, burst=burst, max_keys=limits.max_tracked_keys, clock=self.clock
             )
-        outage = RedisOutage(fail_open=fail_open, clock=self.clock)
+        outage = RedisOutage(fail_open=fail_open, clock=self.clock, circuit=self._circuit)
         return RedisTokenBucket(
             self._client, name, rate=rate, burst=burst, prefix=self.prefix, outage=outage
         )
@@ -225,7 +240,9 @@ class LimitsState:
             prefix=self.prefix,
             gateway_id=self.gateway_id,
             ttl_seconds=limits.socket_count_ttl_seconds,
-            outage=RedisOutage(fail_open=limits.redis_fail_open, clock=self.clock),
+            outage=RedisOutage(
+                fail_open=limits.redis_fail_open, clock=self.clock, circuit=self._circuit
+            ),
         )
 
     def require(self) -> GatewayLimits:

@@ -123,6 +123,9 @@ class RedisConnectionCounter(ConnectionCounter):
         self._acquire = client.register_script(_ACQUIRE)
         self._put = client.register_script(_PUT_COUNT)
         self._renewal: asyncio.Task[None] | None = None
+        # Keys whose count Redis may have wrong (a write failed or was skipped); written
+        # again by the renewal, even when this gateway's count fell to 0.
+        self._unwritten: set[str] = set()
 
     def _index(self, key: str) -> str:
         return f"{self._head}gateways:{key}"
@@ -136,6 +139,13 @@ class RedisConnectionCounter(ConnectionCounter):
         key = bounded_key(key)
         self._start_renewal()
         self._add(key, 1)  # counted first: a renewal meanwhile over-counts, never under
+        if self.outage.skipping():
+            allowed = self.outage.answer.allowed
+            if allowed:
+                self._unwritten.add(key)
+            else:
+                self._add(key, -1)
+            return allowed
         try:
             allowed = await self._acquire(
                 keys=[self._index(key)],
@@ -146,6 +156,7 @@ class RedisConnectionCounter(ConnectionCounter):
             )
         except REDIS_FAILURES as exc:
             allowed = self.outage.decide(f"{self.name} sockets", exc).allowed
+            self._unwritten.add(key)
         if not allowed:
             self._add(key, -1)
         return bool(allowed)
@@ -157,13 +168,19 @@ class RedisConnectionCounter(ConnectionCounter):
         await self._write(key, count)
 
     async def _write(self, key: str, count: int) -> None:
+        if self.outage.skipping():
+            self._unwritten.add(key)  # the renewal writes it once Redis answers again
+            return
         try:
             await self._put(
                 keys=[self._own(key), self._index(key)],
                 args=[count, self.gateway_id, self._ttl_ms],
             )
         except REDIS_FAILURES as exc:
+            self._unwritten.add(key)
             self.outage.report(f"{self.name} sockets", exc)
+        else:
+            self._unwritten.discard(key)
 
     def _start_renewal(self) -> None:
         if self._renewal is None or self._renewal.done():
@@ -172,8 +189,8 @@ class RedisConnectionCounter(ConnectionCounter):
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_seconds / 3)
-            for key, count in list(self._held.items()):
-                await self._write(key, count)
+            for key in set(self._held) | self._unwritten:
+                await self._write(key, self._held.get(key, 0))
 
     async def close(self) -> None:
         """Stop renewing; this gateway's counts expire within the TTL."""

@@ -402,3 +402,30 @@ async def test_a_redis_outage_fails_open_or_closed_as_configured(
         assert await state.sockets_per_ip.acquire("198.51.100.1") is fail_open
     finally:
         await state.close()
+
+
+async def test_a_redis_that_never_answers_is_waited_for_once_not_per_request() -> None:
+    connections = 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass  # reads every command, answers none
+        writer.close()
+
+    hung = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = hung.sockets[0].getsockname()[1]
+    state = open_limits(f"redis://127.0.0.1:{port}/0", cluster="hung")
+    state.configure(GatewayLimits(redis_timeout_seconds=0.2))
+    try:
+        decisions = [await state.rest_per_ip.take("198.51.100.2") for _ in range(20)]
+        decisions += [await state.ws_upgrades_per_ip.take("198.51.100.2") for _ in range(20)]
+        assert await state.sockets_per_ip.acquire("198.51.100.2")
+        assert all(d.allowed for d in decisions)  # failing open, the default
+        # One limiter waited out the timeout; the others skipped Redis while it was down.
+        assert connections == 1
+    finally:
+        await state.close()
+        hung.close()
