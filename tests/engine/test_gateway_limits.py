@@ -316,7 +316,7 @@ async def test_connections_that_never_finish_their_request_head_are_closed(
             b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nX-Slow: "
         )
         idle = b""  # connects and sends nothing at all
-        heads = [slow_get] * 300 + [slow_upgrade] * 100 + [idle] * 100
+        heads = [slow_get] * 600 + [slow_upgrade] * 200 + [idle] * 200
         trickles = [asyncio.ensure_future(_trickle(server.port, h, give_up_at)) for h in heads]
         try:
             # Meanwhile everyone else is served.
