@@ -430,16 +430,23 @@ def test_a_session_ended_elsewhere_asks_to_log_in_and_keeps_the_board(
     lou = server.add_user("lou")
     page = visitors.open(server.base_url)
     log_in(page, lou)
-    create_project_and_board(page, "Kept", "Desk")
-    add_card(page, "To do", "Still here")
+    board_id = create_project_and_board(page, "Kept", "Desk")
+    add_card(page, "To do", "Saved before")
     expect_saved(page)
-    # The session ends on the server behind the page's back (as a log-out on another device
-    # or a revoked login would): its socket is closed and its refresh token refused.
-    logout = "async () => (await fetch('/v1/auth/logout', { method: 'POST' })).status"
-    status = page.evaluate(logout)
-    assert status == 204
+    # An edit that is only in the page, then the session ends on the server behind the
+    # page's back (as a log-out on another device or a revoked login would).
+    page.context.set_offline(True)
+    add_card(page, "To do", "Made offline")
+    origin = {"Origin": server.base_url.rstrip("/")}
+    ended = page.context.request.post(f"{server.base_url}v1/auth/logout", headers=origin)
+    assert ended.status == 204, ended.text()
+    page.context.set_offline(False)
     expect(page.get_by_text("Your session has ended.")).to_be_visible()
     log_in(page, lou, then="Desk")
-    expect(card(page, "To do", "Still here")).to_be_visible()
-    add_card(page, "To do", "After")
+    expect(card(page, "To do", "Saved before")).to_be_visible()
+    expect(card(page, "To do", "Made offline")).to_be_visible()
     expect_saved(page)
+    # It reached the server: another page of the same person sees it.
+    again = visitors.open(f"{server.base_url}#/b/{board_id}")
+    log_in(again, lou, then="Desk")
+    expect(card(again, "To do", "Made offline")).to_be_visible()
