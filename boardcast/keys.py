@@ -82,7 +82,10 @@ async def reencrypt(
     Safe to interrupt and to run while servers run: see ``persistence/reseal.py``.
     """
     settings = EncryptionSettings.from_environment()
-    settings = replace(settings, enabled=True, key_file=key_file or settings.key_file)
+    # Plaintext from before is read (to be sealed) even where the store is read strictly.
+    settings = replace(
+        settings, enabled=True, key_file=key_file or settings.key_file, refuse_plaintext=False
+    )
     store = open_store(store_url, data_dir=data_dir, encryption=settings)
     if not isinstance(store, EncryptedStore):
         raise ValueError(f"{store_url}: this store keeps nothing at rest to re-encrypt")

@@ -63,13 +63,26 @@ class KeySource:
     """
 
     def __init__(
-        self, path: str | None = None, *, ring: KeyRing | None = None, refresh_seconds: float = 5.0
+        self,
+        path: str | None = None,
+        *,
+        ring: KeyRing | None = None,
+        refresh_seconds: float = 5.0,
+        refuse_plaintext: bool = False,
     ) -> None:
         if path is None and ring is None:
             raise ValueError("a key source needs a key file or a ring")
         self.path = path if ring is None else ring.path
         self._ring = ring
         self._refresh_seconds = refresh_seconds
+        self.refuse_plaintext = refuse_plaintext
+
+    def _plaintext(self) -> None:
+        if self.refuse_plaintext:
+            raise DecryptionFailed(
+                "a record without encryption, refused (BOARDCAST_ENCRYPTION=strict):"
+                " its envelope was damaged, or it was written in plaintext"
+            )
 
     def for_writing(self) -> KeyRing:
         """The ring, made if there is no key file yet."""
@@ -105,8 +118,9 @@ class KeySource:
         return self.for_writing().encrypt(data, context=ctx)
 
     def open_blob(self, blob: bytes, ctx: bytes) -> bytes:
-        """The plaintext of a stored blob; plaintext from before encryption passes."""
+        """The plaintext of a stored blob; plaintext from before encryption passes (not strict)."""
         if not is_encrypted(blob):
+            self._plaintext()
             return bytes(blob)
         return self.for_reading().decrypt(blob, context=ctx)
 
@@ -115,8 +129,9 @@ class KeySource:
         return self.for_writing().encrypt_text(text, context=ctx)
 
     def open_text(self, text: str, ctx: bytes) -> str:
-        """The plaintext of a stored text field; plaintext from before passes."""
+        """The plaintext of a stored text field; plaintext from before passes (not strict)."""
         if not is_encrypted_text(text):
+            self._plaintext()
             return text
         return self.for_reading().decrypt_text(text, context=ctx)
 

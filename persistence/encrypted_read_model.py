@@ -74,7 +74,8 @@ class EncryptedTaskIndex(TaskIndex):
 
     def open_row(self, row: TaskRow) -> TaskRow:
         """``row`` as it was written (plaintext rows from before pass unchanged)."""
-        if not (is_encrypted_text(row.title) or is_encrypted_text(row.description)):
+        plain = not (is_encrypted_text(row.title) or is_encrypted_text(row.description))
+        if plain and not self.keys.refuse_plaintext:
             return row
         return replace(
             row,

@@ -56,7 +56,11 @@ def open_store(
         shared = _MEMORY_READ_MODELS.setdefault(os.path.abspath(data_dir), MemoryTaskIndex())
         return MemoryStore(history=policy, clock=clock, read_model=shared)
     settings = encryption if encryption is not None else EncryptionSettings.from_environment()
-    keys = KeySource(key_file_of(url, data_dir, settings), refresh_seconds=settings.refresh_seconds)
+    keys = KeySource(
+        key_file_of(url, data_dir, settings),
+        refresh_seconds=settings.refresh_seconds,
+        refuse_plaintext=settings.refuse_plaintext,
+    )
     # Off, a store sealed before stays readable as long as its key file is there.
     wrapped = settings.enabled or keys.exists()
     inner_policy = KEEP_EVERYTHING if wrapped else policy

@@ -83,21 +83,25 @@ class EncryptionSettings:
         enabled: encrypt what is written (old plaintext is still read either way).
         key_file: the key ring's file; None for ``<data_dir>/keys/at-rest.json``.
         refresh_seconds: how often a running process looks for a rotated key file.
+        refuse_plaintext: read no record without the envelope (``BOARDCAST_ENCRYPTION=
+            strict``), for a store with nothing left from before encryption: then a record
+            whose envelope was damaged, or that was replaced by plaintext, fails too.
     """
 
     enabled: bool = True
     key_file: str | None = None
     refresh_seconds: float = 5.0
+    refuse_plaintext: bool = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> EncryptionSettings:
-        """Read ``BOARDCAST_ENCRYPTION`` (on/off, default on) and the key file setting."""
+        """Read ``BOARDCAST_ENCRYPTION`` (on/off/strict, default on) and the key file."""
         env = os.environ if environ is None else environ
         raw = env.get(ENCRYPTION_SETTING, "on").strip().lower()
-        if raw not in _ON | _OFF:
-            raise ValueError(f"{ENCRYPTION_SETTING}={raw!r}: expected 'on' or 'off'")
+        if raw not in _ON | _OFF | {"strict"}:
+            raise ValueError(f"{ENCRYPTION_SETTING}={raw!r}: expected 'on', 'off' or 'strict'")
         key_file = env.get(KEY_FILE_SETTING, "").strip() or None
-        return cls(enabled=raw in _ON, key_file=key_file)
+        return cls(enabled=raw not in _OFF, key_file=key_file, refuse_plaintext=raw == "strict")
 
     def key_path(self, data_dir: str) -> str:
         """The key file these settings name, for a store under ``data_dir``."""

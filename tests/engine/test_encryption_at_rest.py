@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from boardcast.keys import reencrypt, remove_key, rotate_keys, run_keys_command
 from crdt.close_codes import CloseCode
@@ -378,3 +381,102 @@ async def test_reencrypt_rewrites_a_mongodb_store(
             assert await index.rows(TaskFilter()) == [row]
         finally:
             await index.close()
+
+
+# -- any damaged record, in a store read strictly ------------------------------------------
+
+DAMAGEABLE = (
+    ("updates", '"update"'),
+    ("snapshots", "state"),
+    ("update_meta", "events"),
+    ("update_meta", "origin"),
+)
+BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@pytest.fixture(scope="module")
+def sealed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose board has a snapshot, an update with origin and events, another."""
+    data_dir = tmp_path_factory.mktemp("sealed") / "data"
+
+    async def write() -> None:
+        settings = EncryptionSettings()
+        async with open_store("sqlite", data_dir=str(data_dir), encryption=settings) as store:
+            await store.append({"b": [b"\x01one"]})
+            await store.write_snapshot("b", b"\x02snapshot", 1)
+            record = Record(b"\x03two", origin="ann@example.org", events=b"\x91\x80")
+            await store.append({"b": [record]})
+
+    asyncio.run(write())
+    return data_dir
+
+
+def damage(path: Path, table: str, column: str, position: int, flip: int, cut: bool) -> None:
+    with sqlite3.connect(path) as db:
+        rowid, value = db.execute(f"SELECT rowid, {column} FROM {table} LIMIT 1").fetchone()
+        if isinstance(value, str):
+            index = position % len(value)
+            if cut:
+                changed: str | bytes = value[:index]
+            else:
+                others = BASE64.replace(value[index], "")
+                changed = value[:index] + others[flip % len(others)] + value[index + 1 :]
+        else:
+            blob = bytearray(value)
+            index = position % len(blob)
+            if cut:
+                blob = blob[:index]
+            else:
+                blob[index] ^= flip
+            changed = bytes(blob)
+        db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (changed, rowid))
+
+
+@hypothesis.settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
+)
+@hypothesis.given(
+    target=st.sampled_from(DAMAGEABLE),
+    position=st.integers(min_value=0),
+    flip=st.integers(min_value=1, max_value=255),
+    cut=st.booleans(),
+)
+def test_a_damaged_record_is_always_the_named_error_in_a_strict_store(
+    sealed_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    target: tuple[str, str],
+    position: int,
+    flip: int,
+    cut: bool,
+) -> None:
+    copy = tmp_path_factory.mktemp("damaged") / "data"
+    shutil.copytree(sealed_store, copy)
+    damage(copy / SQLITE_FILENAME, *target, position, flip, cut)
+    strict = EncryptionSettings(refuse_plaintext=True)
+
+    async def load() -> None:
+        async with open_store("sqlite", data_dir=str(copy), encryption=strict) as store:
+            await store.load("b")
+
+    with pytest.raises(DecryptionFailed):
+        asyncio.run(load())
+
+
+def test_strict_reads_refuse_plaintext_and_on_reads_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        plain = EncryptionSettings(enabled=False)
+        async with open_store("sqlite", data_dir=str(tmp_path), encryption=plain) as store:
+            await store.append({"b": [b"\x01from before"]})
+        async with open_store("sqlite", data_dir=str(tmp_path)) as store:
+            assert [e.update for e in (await store.load("b")).updates] == [b"\x01from before"]
+        strict = EncryptionSettings(refuse_plaintext=True)
+        async with open_store("sqlite", data_dir=str(tmp_path), encryption=strict) as store:
+            with pytest.raises(DecryptionFailed, match="strict"):
+                await store.load("b")
+        await reencrypt(str(tmp_path))
+        async with open_store("sqlite", data_dir=str(tmp_path), encryption=strict) as store:
+            assert [e.update for e in (await store.load("b")).updates] == [b"\x01from before"]
+
+    asyncio.run(scenario())
