@@ -210,6 +210,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
     assert EncryptionSettings.from_environment({}) == EncryptionSettings()
     off = EncryptionSettings.from_environment({ENCRYPTION_SETTING: "off"})
     assert not off.enabled
+    strict = EncryptionSettings.from_environment({ENCRYPTION_SETTING: "strict"})
+    assert strict.enabled and strict.refuse_plaintext
     named = EncryptionSettings.from_environment({KEY_FILE_SETTING: "/run/secrets/ring.json"})
     assert named.key_path("/data") == "/run/secrets/ring.json"
     assert EncryptionSettings().key_path(str(tmp_path)) == str(tmp_path / "keys" / "at-rest.json")
