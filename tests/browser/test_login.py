@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api")
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
 from tests.browser.conftest import ROOT, WAIT_MS, chromium_unavailable
 from tests.browser.pages import add_card, card, column, expect_saved
@@ -450,3 +450,35 @@ def test_a_session_ended_elsewhere_asks_to_log_in_and_keeps_the_board(
     again = visitors.open(f"{server.base_url}#/b/{board_id}")
     log_in(again, lou, then="Desk")
     expect(card(again, "To do", "Made offline")).to_be_visible()
+
+
+def test_an_open_page_renews_its_access_before_it_ends(
+    short_token_server: AuthServer, visitors: Visitors
+) -> None:
+    server = short_token_server
+    page = visitors.open(server.base_url)
+    refused: list[str] = []
+    renewed: list[float] = []
+    listed: list[float] = []
+
+    def seen(response: Response) -> None:
+        path = response.url.split("?")[0]
+        if response.status == 401 and "/v1/auth/login" not in path and "/v1/me" not in path:
+            refused.append(f"{response.request.method} {path}")
+        if path.endswith("/v1/auth/refresh") and response.ok:
+            renewed.append(time.monotonic())
+        if path.endswith("/v1/projects") and response.ok:
+            listed.append(time.monotonic())
+
+    log_in(page, server.add_user("max"))
+    page.on("response", seen)
+    # Open for several token lives, the list read again meanwhile (every 10 s).
+    deadline = time.monotonic() + 120 * TIMEOUT_SCALE
+    while time.monotonic() < deadline and not (
+        len(renewed) >= 3 and listed and listed[-1] > renewed[1]
+    ):
+        page.wait_for_timeout(250)
+    assert len(renewed) >= 3, renewed
+    assert listed and listed[-1] > renewed[1], "the list was not read again"
+    assert not refused, f"requests refused for an expired token: {refused}"
+    expect(page.get_by_role("heading", name="Log in to Boardcast")).to_have_count(0)

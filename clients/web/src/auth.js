@@ -9,7 +9,7 @@ export const AUTH_LIMITS = Object.freeze({
   // Refresh when this share of the access token's lifetime has gone by.
   refreshAtFraction: 0.75,
   // Never schedule a refresh sooner than this (a server answering expires_in: 0 must not spin).
-  minRefreshDelayMs: 5_000,
+  minRefreshDelayMs: 1_000,
   // A refresh that failed for a reason other than 401 (network, 5xx) is tried again this late.
   retryDelayMs: 10_000,
   // How long a request to the auth endpoints may take.
