@@ -106,8 +106,11 @@ def start_server(port: int, data_dir: str) -> subprocess.Popen[str]:
     script = Path(sys.executable).with_name("boardcast")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "boardcast"]
     process = subprocess.Popen(
-        [*command, "serve", "--backend", "local", "--port", str(port), "--data-dir", data_dir]
-        + ["--auth", "none"],
+        [
+            *command,
+            *("serve", "--backend", "local", "--port", str(port)),
+            *("--data-dir", data_dir, "--auth", "none"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

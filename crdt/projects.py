@@ -5,7 +5,10 @@ It is a Yjs document of its own, hosted and stored like a board under the id
 projects and boards live from it, and the REST API writes the same document::
 
     projects: Y.Map  project id -> Y.Map {name, position, created_at}
-    boards:   Y.Map  board id   -> Y.Map {title, project, position, created_at}
+    boards:   Y.Map  board id   -> Y.Map {title, project, position, created_at, members?}
+
+Each project has ``members`` (user id -> role); a board's ``members`` narrows the
+roles of its project's members on that board (docs/security.md).
 
 ``position`` orders the lists (fractional-index keys, :mod:`crdt.positions`). Reads
 are tolerant of what a careless client wrote; only ``Y.Map`` entries are edited.
@@ -142,6 +145,30 @@ class Directory:
             return False
         del members[user]
         return True
+
+    def board_roles(self, board_id: str) -> dict[str, str]:
+        """Roles a board narrows its project's to, by user; ``KeyError`` if no such board."""
+        value = _entry(self._boards, board_id)
+        if value is None:
+            raise KeyError(board_id)
+        roles = value.get("members")
+        if not isinstance(roles, dict):
+            return {}
+        return {user: role for user, role in roles.items() if isinstance(role, str)}
+
+    def narrow_board_role(self, board_id: str, user: str, role: str | None) -> None:
+        """Narrow ``user``'s role on one board (None: take the project's again)."""
+        board = self._editable(self._boards, board_id)
+        roles = board.get("members")
+        if role is None:
+            if isinstance(roles, Map) and user in roles:
+                del roles[user]
+            return
+        if not isinstance(roles, Map):
+            roles = Map()
+            board["members"] = roles
+        if roles.get(user) != role:
+            roles[user] = role
 
     # -- boards ----------------------------------------------------------------
 

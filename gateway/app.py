@@ -19,9 +19,9 @@ from gateway.auth import open_auth_service
 from gateway.auth.guard import Guard
 from gateway.auth.routes import AuthRoutes
 from gateway.auth.watch import SessionWatch
-from gateway.limits_middleware import limits_middleware, open_limits
+from gateway.limits_middleware import LIMITS, limits_middleware, open_limits
 from gateway.metrics import metrics_handler
-from gateway.rest import add_rest_api, rest_limits
+from gateway.rest.mount import add_rest_api, rest_limits
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
@@ -55,10 +55,11 @@ def create_app(
         own_cluster: close the cluster (flushing every board) when the app stops.
         shared: state shared with other gateways; default from ``settings.redis``.
     """
+    limits = open_limits(settings.redis, cluster=settings.cluster_name)
     app = web.Application(
-        client_max_size=settings.max_frame_bytes,
-        middlewares=[limits_middleware(open_limits(settings.redis, cluster=settings.cluster_name))],
+        client_max_size=settings.max_frame_bytes, middlewares=[limits_middleware(limits)]
     )
+    app[LIMITS] = settings.gateway_limits
     shared_state = (
         shared
         if shared is not None
@@ -127,6 +128,7 @@ def create_app(
         await app[ROUTER].close()
         if own_cluster:
             await cluster.close()
+        await limits.close()
         if verifier is not None:
             await verifier.close()
         if service is not None:

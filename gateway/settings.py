@@ -19,6 +19,7 @@ from auth.oidc import OidcSettings
 from auth.service import AuthSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
+from gateway.limits import GatewayLimits
 from gateway.routing import RoutingLimits
 from persistence.history import DEFAULT_HISTORY, parse_history_policy
 
@@ -98,6 +99,36 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    # Limits at the gateway (docs/limits.md): the fields of gateway.limits.GatewayLimits.
+    rest_per_ip_per_second: float = 20.0  # requests of one IP, past them 429 rate-limited
+    rest_per_ip_burst: int = 100
+    rest_per_user_per_second: float = 20.0  # requests of one signed-in user (check_user)
+    rest_per_user_burst: int = 100
+    ws_upgrades_per_ip_per_second: float = 5.0  # WebSocket upgrades of one IP; past them 429
+    ws_upgrades_per_ip_burst: int = 60  # a NAT full of clients reconnecting after a restart
+    max_sockets_per_ip: int = 256  # open WebSockets of one IP; past it 429 before the upgrade
+    max_sockets_per_user: int = 32  # open WebSockets of one user; past it close code 4430
+    login_per_username_per_hour: float = 10.0  # slow brute force on one account
+    login_per_username_burst: int = 10
+    login_per_ip_per_hour: float = 100.0  # slow brute force from one address
+    login_per_ip_burst: int = 30
+    # From TCP accept (or the end of the previous response) to a complete request head,
+    # WebSocket upgrade requests included; also how long an idle keep-alive connection stays.
+    handshake_timeout_seconds: float = 15.0
+    body_timeout_seconds: float = 60.0  # to receive a request body in full; past it 408
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    max_forwarded_for_chars: int = 2048  # a longer X-Forwarded-For is ignored
+    ipv6_prefix_length: int = 64  # IPv6 clients share limits per network of this size
+    max_tracked_keys: int = 100_000  # buckets kept in process; least recently used dropped
+    redis_fail_open: bool = True  # Redis down: allow requests and sockets (False: refuse)
+    login_fail_open: bool = False  # Redis down: allow login attempts (False: refuse them)
+    redis_timeout_seconds: float = 0.5  # one Redis call of a limiter
+    socket_count_ttl_seconds: float = 30.0  # a dead gateway's socket counts vanish after this
+    refusal_log_seconds: float = 60.0  # at most one log line per refused key in this time
+    exempt_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
+    # Clients no per-address limit applies to: this machine (tests, benchmarks, tools on the
+    # host). Behind a proxy on the same host, list it in trusted_proxies, or all are exempt.
+    exempt_addresses: tuple[str, ...] = ("127.0.0.0/8", "::1")
     # An external OpenID Connect issuer whose tokens log users in (docs/oidc.md); "" is none.
     oidc_issuer: str = ""
     oidc_audience: str = ""  # Boardcast's client id at the issuer
@@ -108,6 +139,13 @@ class Settings:
     tls_cert: str = ""  # PEM certificate chain: serve https and wss
     tls_key: str = ""  # its private key
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gateway_limits(self) -> GatewayLimits:
+        """What the gateway allows each client address and user."""
+        return GatewayLimits(
+            **{spec.name: getattr(self, spec.name) for spec in dataclasses.fields(GatewayLimits)}
+        )
 
     @property
     def oidc_settings(self) -> OidcSettings | None:
@@ -221,16 +259,23 @@ class Settings:
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ValueError("tls_cert and tls_key go together")
         settings.oidc_settings  # noqa: B018 - a bad issuer configuration fails at start
+        settings.gateway_limits  # noqa: B018 - and so does a bad limit (a CIDR, a negative rate)
         # Fail at start, with the setting's name, rather than at the first compaction.
         parse_history_policy(settings.history)
         return settings
+
+
+#: Settings written as comma-separated lists.
+_LIST_SETTINGS = frozenset(
+    {"dedicated_boards", "extensions", "trusted_proxies", "exempt_paths", "exempt_addresses"}
+)
 
 
 def _parse(name: str, raw: str) -> Any:
     default = getattr(Settings(), name)
     if name in {"address", "redis"}:
         return raw or None
-    if name in {"dedicated_boards", "extensions"}:
+    if name in _LIST_SETTINGS:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if isinstance(default, bool):
         return raw.lower() in {"1", "true", "yes", "on"}

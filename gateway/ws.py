@@ -23,6 +23,7 @@ from crdt.projects import DIRECTORY_BOARD
 from gateway.auth.guard import Guard
 from gateway.auth.watch import SessionWatch, WatchedSession
 from gateway.connection import ClientConnection
+from gateway.limits_middleware import admit_user_socket
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
@@ -106,6 +107,11 @@ async def board_socket(
         code = CloseCode.FORBIDDEN
         await ws.close(code=code, message=REASONS[code].encode())
         return ws
+    if guard.required:
+        capped = await admit_user_socket(request, principal.user_id)
+        if capped is not None:
+            await ws.close(code=int(capped), message=REASONS[capped].encode())
+            return ws
     session = Session(
         identity=principal.user_id if guard.required else None,
         read_only=read_only(access.role),

@@ -66,17 +66,21 @@ def _issuer_of(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
-def _access_on(board: Board, user_id: str, board_id: str) -> tuple[str | None, str | None]:
-    """Run on the directory's actor: the board's project and the user's role there."""
+def _access_on(
+    board: Board, user_id: str, board_id: str
+) -> tuple[str | None, str | None, str | None]:
+    """Run on the directory's actor: the board's project, the user's role there, and
+    the board's narrower role for the user, if it has one."""
     directory = Directory(board.doc)
     entry = directory.get_board(board_id)
     if entry is None:
-        return None, None
+        return None, None, None
+    narrowed = directory.board_roles(board_id).get(user_id)
     try:
         members = directory.members(entry.project)
     except KeyError:
-        return entry.project, None
-    return entry.project, members.get(user_id)
+        return entry.project, None, narrowed
+    return entry.project, members.get(user_id), narrowed
 
 
 def _project_role_on(board: Board, user_id: str, project_id: str) -> str | None:
@@ -195,13 +199,13 @@ class Guard:
         outcome = await self.cluster.run(
             DIRECTORY_BOARD, lambda board: _access_on(board, principal.user_id, board_id)
         )
-        project_id, label = outcome.value or (None, None)
-        member = _role(label)
+        project_id, label, narrowed = outcome.value or (None, None, None)
+        member = effective_role(_role(label), _role(narrowed) if narrowed else None)
         if principal.admin:
             return BoardAccess(Role.OWNER, project_id)
         scoped = principal.scoped_role
         if scoped is None:
-            return BoardAccess(effective_role(member, None), project_id)
+            return BoardAccess(member, project_id)
         scope = principal.scope
         if scope.get("board") == board_id or (
             project_id is not None and scope.get("project") == project_id

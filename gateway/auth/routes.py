@@ -18,6 +18,8 @@ from auth import mfa
 from auth.roles import Role
 from auth.service import AuthRefused, Grant, Principal
 from gateway.auth.guard import ACCESS_COOKIE, REFRESH_COOKIE, Guard
+from gateway.limits import check_login
+from gateway.limits_middleware import rate_limited, request_client_ip, request_limits_state
 from gateway.rest.access import authenticate, refusal_problem
 from gateway.rest.inputs import RestLimits, an_object, only_keys, read_json
 from gateway.rest.problems import Problem
@@ -112,10 +114,13 @@ class AuthRoutes:
         password = _string(body, "password")
         totp = _string(body, "totp", required=False)
         assert name is not None and password is not None
+        ip = request_client_ip(request)
+        decision = await check_login(request_limits_state(request), name, ip)
+        if not decision.allowed:
+            # Not audited: a flood of refused attempts must not grow the store.
+            raise rate_limited(decision, "too many login attempts")
         try:
-            grant = await self.guard.call(
-                lambda: self._service.login(name, password, totp, ip=request.remote)
-            )
+            grant = await self.guard.call(lambda: self._service.login(name, password, totp, ip=ip))
         except AuthRefused as refused:
             raise _problem(refused) from None
         return self._granted(grant)

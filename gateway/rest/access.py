@@ -28,6 +28,8 @@ from auth.service import AuthRefused, Principal
 from crdt.close_codes import CloseCode
 from crdt.projects import DIRECTORY_BOARD
 from gateway.auth.guard import ACCESS_COOKIE, Guard
+from gateway.limits import check_user
+from gateway.limits_middleware import rate_limited, request_limits_state
 from gateway.rest.problems import Problem
 
 log = logging.getLogger("boardcast.rest")
@@ -74,8 +76,12 @@ async def authenticate(request: web.Request, guard: Guard) -> Principal:
         principal = await guard.principal(request.headers, request.cookies)
     except AuthRefused as refused:
         raise refusal_problem(refused) from None
-    if guard.required and request.method not in _SAFE_METHODS:
-        check_cookie_origin(request)
+    if guard.required:
+        decision = await check_user(request_limits_state(request), principal.user_id)
+        if not decision.allowed:
+            raise rate_limited(decision, "too many requests from this user")
+        if request.method not in _SAFE_METHODS:
+            check_cookie_origin(request)
     return principal
 
 
