@@ -19,7 +19,7 @@ from pycrdt import Map
 
 from clients.provider import BoardClient, ConnectionLost
 from crdt.close_codes import CloseCode
-from persistence.mongo import MongoStore
+from persistence.factory import open_store
 from tests.conftest import serve, wait_until
 from tests.persistence_servers import MongoServer, require_secantus
 from tests.writers import (
@@ -59,9 +59,10 @@ async def store_down(mongo: MongoServer) -> AsyncIterator[None]:
             await asyncio.to_thread(mongo.start)
 
 
-async def keys_in_mongo(url: str) -> set[str]:
-    """The task keys the store at ``url`` holds, read from this process."""
-    async with MongoStore(url) as store:
+async def keys_in_mongo(url: str, data_dir: Path) -> set[str]:
+    """The task keys the store at ``url`` holds, read from this process (with the key ring
+    the server made under ``data_dir``)."""
+    async with open_store(url, data_dir=str(data_dir)) as store:
         return await keys_in_store(store)
 
 
@@ -90,7 +91,9 @@ async def test_a_store_outage_loses_nothing(tmp_path: Path, mongo: MongoServer) 
         assert not acked_before & written_during
         await asyncio.to_thread(mongo.start)
         # ...and what was acknowledged survived the store's crash.
-        assert_nothing_lost(acked_before, await keys_in_mongo(store_url), "from the store")
+        assert_nothing_lost(
+            acked_before, await keys_in_mongo(store_url, tmp_path), "from the store"
+        )
         written_by = {w.name: w.written for w in writers}
         await wait_until(
             lambda: all(
@@ -108,7 +111,9 @@ async def test_a_store_outage_loses_nothing(tmp_path: Path, mongo: MongoServer) 
         written = {f"{w.name}-{n}" for w in writers for n in range(w.written)}
         assert acknowledged_keys(writers) == written
         assert len(written) > 100
-        assert_nothing_lost(written, await keys_in_mongo(store_url), "from the store at the end")
+        assert_nothing_lost(
+            written, await keys_in_mongo(store_url, tmp_path), "from the store at the end"
+        )
     # A fresh server on the same database gives every one of them to a brand-new client.
     async with serve("local", tmp_path, store=store_url) as server:
         assert_nothing_lost(written, await keys_seen_by_newcomer(server.url), "for a newcomer")
@@ -140,7 +145,9 @@ async def test_past_the_bound_writes_are_refused_with_4503_and_nothing_is_lost(
                 assert client.close_code == CloseCode.STORE_UNAVAILABLE
             # The store is back. Before the client sends anything again, it holds what
             # the client had acknowledged.
-            assert_nothing_lost({"before"}, await keys_in_mongo(store_url), "from the store")
+            assert_nothing_lost(
+                {"before"}, await keys_in_mongo(store_url, tmp_path), "from the store"
+            )
             # The client still holds its refused edits; reconnecting sends them.
             for _ in range(50):
                 try:
@@ -153,7 +160,7 @@ async def test_past_the_bound_writes_are_refused_with_4503_and_nothing_is_lost(
             expected = set(tasks.keys())
         assert len(expected) > 2
         # Acknowledged on the new connection: in the store, and given to a newcomer.
-        assert_nothing_lost(expected, await keys_in_mongo(store_url), "from the store")
+        assert_nothing_lost(expected, await keys_in_mongo(store_url, tmp_path), "from the store")
         assert_nothing_lost(expected, await keys_seen_by_newcomer(server.url), "for a newcomer")
 
 
