@@ -608,6 +608,49 @@ def remove_member(
     return None
 
 
+def board_members(board: Board, board_id: str) -> list[dict[str, str]] | Refusal:
+    """The board's project members with their role on this board."""
+    directory = Directory(board.doc)
+    entry = directory.get_board(board_id)
+    if entry is None:
+        return Refusal("not-found", f"no board {board_id!r}")
+    try:
+        members = directory.members(entry.project)
+    except KeyError:
+        members = {}
+    narrowed = directory.board_roles(board_id)
+    found = []
+    for user in sorted(members):
+        role = _role_of(members[user])
+        if user in narrowed:
+            role = min(role, _role_of(narrowed[user]))
+        found.append({"id": user, "user": user, "role": role.label})
+    return found
+
+
+def narrow_board_member(
+    board: Board, board_id: str, user: str, role: str | None, granter: int
+) -> dict[str, str] | Refusal | None:
+    """Narrow ``user``'s role on a board (``role`` None: back to the project's)."""
+    directory = Directory(board.doc)
+    entry = directory.get_board(board_id)
+    if entry is None:
+        return Refusal("not-found", f"no board {board_id!r}")
+    try:
+        members = directory.members(entry.project)
+    except KeyError:
+        members = {}
+    if user not in members:
+        return Refusal("not-found", f"{user!r} is not a member of the board's project")
+    current = _role_of(members[user])
+    if current > Role(granter):
+        return Refusal("forbidden", "the role of someone above you is not yours to narrow")
+    directory.narrow_board_role(board_id, user, role)
+    if role is None:
+        return None
+    return {"id": user, "user": user, "role": min(current, Role.parse(role)).label}
+
+
 # -- comments (the board app's shape: a ``comments`` array of maps on the task) ----
 
 

@@ -546,6 +546,33 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     parameters=[project, _id_parameter("user", "user")],
                 ),
             },
+            "/v1/boards/{board_id}/members": {
+                "get": _operation(
+                    "Roles on this board: the project's, narrowed by the board's own",
+                    _answer("200", _page_of("Member"), "the members"),
+                    parameters=[board],
+                )
+            },
+            "/v1/boards/{board_id}/members/{user}": {
+                "put": _operation(
+                    "Narrow a member's role on this board (never above their project role)",
+                    _answer("200", _ref("Member"), "the member, with their role on the board"),
+                    parameters=[board, _id_parameter("user", "user")],
+                    body=_json_body(
+                        {
+                            "type": "object",
+                            "required": ["role"],
+                            "additionalProperties": False,
+                            "properties": {"role": {"type": "string", "enum": list(ASSIGNABLE)}},
+                        }
+                    ),
+                ),
+                "delete": _operation(
+                    "Give a member their project role on this board again",
+                    no_content,
+                    parameters=[board, _id_parameter("user", "user")],
+                ),
+            },
             "/v1/boards/{board_id}/tasks/{task_id}/comments": {
                 "get": _operation(
                     "A task's comments, oldest first",

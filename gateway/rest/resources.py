@@ -121,6 +121,9 @@ class Api:
             web.get("/v1/boards/{board_id}/tasks/{task_id}", self.get_task),
             web.patch("/v1/boards/{board_id}/tasks/{task_id}", self.update_task),
             web.delete("/v1/boards/{board_id}/tasks/{task_id}", self.delete_task),
+            web.get("/v1/boards/{board_id}/members", self.list_board_members),
+            web.put("/v1/boards/{board_id}/members/{user}", self.narrow_board_member),
+            web.delete("/v1/boards/{board_id}/members/{user}", self.widen_board_member),
             web.get("/v1/boards/{board_id}/tasks/{task_id}/comments", self.list_comments),
             web.post("/v1/boards/{board_id}/tasks/{task_id}/comments", self.add_comment),
             web.delete(
@@ -881,6 +884,58 @@ class Api:
         await self.guard.call(
             lambda: service.store.audit("role-changed", user, by=caller.identity, change=what)
         )
+
+    async def list_board_members(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        await self._caller(request, board_id)
+        outcome = await self._run(
+            DIRECTORY_BOARD, partial(commands.board_members, board_id=board_id)
+        )
+        return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
+
+    async def narrow_board_member(self, request: web.Request) -> web.Response:
+        """Narrow a member's role on one board: ``{"role": ...}``."""
+        board_id = self._board_id(request)
+        caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
+        user = an_id(request.match_info["user"], "a user")
+        body = an_object(await read_json(request, self.limits))
+        only_keys(body, {"role"})
+        role = body.get("role")
+        if role not in commands.ROLES:
+            raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.narrow_board_member,
+                board_id=board_id,
+                user=user,
+                role=role,
+                granter=int(caller.role),
+            ),
+            caller=caller,
+        )
+        member = self._value(outcome)
+        await self._access_changed(user, caller, f"role on board {board_id} narrowed to {role}")
+        return self._json(member, outcome, etag=True)
+
+    async def widen_board_member(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
+        user = an_id(request.match_info["user"], "a user")
+        outcome = await self._run(
+            DIRECTORY_BOARD,
+            partial(
+                commands.narrow_board_member,
+                board_id=board_id,
+                user=user,
+                role=None,
+                granter=int(caller.role),
+            ),
+            caller=caller,
+        )
+        self._refused(outcome)
+        await self._access_changed(user, caller, f"role on board {board_id} back to the project's")
+        return self._no_content(outcome)
 
     # -- comments ------------------------------------------------------------------
 

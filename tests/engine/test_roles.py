@@ -195,3 +195,32 @@ async def test_disabling_an_account_closes_its_sockets(tmp_path: Path) -> None:
             assert eddie.close_code == 4401
         assert (await server.call("GET", "/v1/me", people["eddie"]))[0] == 401
         await asyncio.sleep(0)
+
+
+async def test_a_board_narrows_its_projects_roles_and_never_widens_them(tmp_path: Path) -> None:
+    async with auth_server(tmp_path) as server:
+        people = await _people(server)
+        project, board = await server.project_with(people["owner"], {"eddie": "editor"})
+        status, other = await server.call(
+            "POST", f"/v1/projects/{project}/boards", people["owner"], {"name": "Other"}
+        )
+        assert status == 201
+        members = f"/v1/boards/{board}/members/{people['eddie'].user_id}"
+        eddie = BoardClient(server.ws, board, params={"token": people["eddie"].token})
+        async with eddie:
+            await eddie.synced()
+            status, narrowed = await server.call(
+                "PUT", members, people["owner"], {"role": "viewer"}
+            )
+            assert status == 200 and narrowed["role"] == "viewer"
+            await wait_for(lambda: eddie.close_code is not None, timeout=10)
+            assert eddie.close_code == 4403
+        assert (await server.add_task(people["eddie"], board, "x"))[0] == 403
+        assert (await server.call("GET", f"/v1/boards/{board}/tasks", people["eddie"]))[0] == 200
+        # The project's other board is not narrowed.
+        assert (await server.add_task(people["eddie"], other["id"], "y"))[0] == 201
+        # "owner" on the board is still at most the project role: editor.
+        status, widened = await server.call("PUT", members, people["owner"], {"role": "owner"})
+        assert status == 200 and widened["role"] == "editor"
+        assert (await server.call("DELETE", members, people["owner"]))[0] == 204
+        assert (await server.add_task(people["eddie"], board, "z"))[0] == 201
