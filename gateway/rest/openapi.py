@@ -350,9 +350,10 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
     no_content = {"204": {"description": "done", "headers": _VERSION}, **_PROBLEMS}
     query_parameters: list[dict[str, Any]] = [
         *_PAGE_PARAMETERS,
+        {"name": "board", "in": "query", "schema": {"type": "string", "pattern": _ID_PATTERN}},
         *(
             {"name": name, "in": "query", "schema": {"type": "string", "maxLength": 200}}
-            for name in ("board", "column", "assignee", "label")
+            for name in ("column", "assignee", "label")
         ),
         {"name": "due_from", "in": "query", "schema": {"type": "string", "format": "date"}},
         {"name": "due_to", "in": "query", "schema": {"type": "string", "format": "date"}},
@@ -380,7 +381,11 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     "Tasks across every board, from the read model",
                     query_answer,
                     parameters=[
-                        {"name": "project", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "project",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": _ID_PATTERN},
+                        },
                         *query_parameters,
                     ],
                 )

@@ -736,8 +736,9 @@ class Api:
         """
         if self.index is None:
             raise Problem("unavailable", "this store keeps no read model")
-        project = request.match_info.get("project_id") or request.query.get("project")
-        board = request.query.get("board")
+        # An empty filter is no filter.
+        project = request.match_info.get("project_id") or request.query.get("project") or None
+        board = request.query.get("board") or None
         if project is not None:
             await project_caller(
                 request, an_id(project, "a project id"), Action.READ, self.guard, self.extensions
