@@ -185,7 +185,7 @@ function openBoard (boardId) {
   connection.provider.on('sync', (synced) => {
     if (!synced) return
     connection.unauthorised = 0
-    if (!roleAsked && directory.roleIn) {
+    if (!roleAsked && directory.roleOn) {
       roleAsked = true
       showRole(view)
     }
@@ -215,17 +215,15 @@ function openBoard (boardId) {
 }
 
 /**
- * With accounts: a viewer or commenter of the board's project gets the view-only board at
- * once, instead of when the server first refuses an edit. (The server decides either way.)
+ * With accounts: a viewer or commenter of the board gets the view-only board at once,
+ * instead of when the server first refuses an edit. (The server decides either way.)
  */
 function showRole (view) {
-  const project = view.model.meta.get('project')
-  if (typeof project !== 'string' || !project) return
-  directory.roleIn(project, session.user.id).then((role) => {
+  directory.roleOn(view.boardId, session.user.id).then((role) => {
     if (current?.view !== view || !READ_ONLY_ROLES.has(role)) return
     view.setReadOnly(true)
     showStatus()
-  }, (error) => console.warn('Boardcast: could not read your role in the project', error))
+  }, (error) => console.warn('Boardcast: could not read your role on the board', error))
 }
 
 /** A new access token: sockets the server refused for want of one connect again. */

@@ -78,9 +78,9 @@ export class RestDirectory extends EventTarget {
     return board.id
   }
 
-  /** The user's role in a project (`viewer`, `editor`...), or null when not a member. */
-  async roleIn (projectId, userId) {
-    const body = await this.auth.request(`/v1/projects/${encodeURIComponent(projectId)}/members`)
+  /** The user's role on a board (`viewer`, `editor`...: the project's, or narrower), or null. */
+  async roleOn (boardId, userId) {
+    const body = await this.auth.request(`/v1/boards/${encodeURIComponent(boardId)}/members`)
     const found = (body?.items || []).find((m) => m.user === userId || m.id === userId)
     return typeof found?.role === 'string' ? found.role : null
   }
