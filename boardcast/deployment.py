@@ -64,7 +64,10 @@ async def join_cluster(settings: Settings) -> Cluster:
     from actors import ray_backend
 
     ray_backend.init_ray(settings.address, node_ip=settings.node_ip or None)
-    return await ray_backend.RayCluster.join(cluster_name=settings.cluster_name)
+    # A configured secret that differs from the running deployment's is an error here too.
+    return await ray_backend.RayCluster.join(
+        cluster_name=settings.cluster_name, cluster_secret=settings.host_settings.cluster_secret
+    )
 
 
 def _local_cluster(settings: Settings, event_sink: EventSink | None) -> LocalCluster:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.directory import ClusterTimings
+from actors.handshake import parse_cluster_secret
 from actors.host import HostSettings
 from auth.oidc import OidcSettings
 from auth.service import AuthSettings
@@ -99,6 +100,11 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    # What gateways and board hosts prove to each other before a frame stream opens
+    # (docs/cluster-streams.md): hex or base64, at least 32 bytes; "": made up at start.
+    cluster_secret: str = field(default="", repr=False)
+    stream_handshake_seconds: float = 2.0  # a new gateway-host stream must authenticate within this
+    max_pending_handshakes: int = 256  # streams one host lets wait in the handshake; more dropped
     # Limits at the gateway (docs/limits.md): the fields of gateway.limits.GatewayLimits.
     rest_per_ip_per_second: float = 20.0  # requests of one IP, past them 429 rate-limited
     rest_per_ip_burst: int = 100
@@ -202,6 +208,11 @@ class Settings:
             max_queued_hooks=self.max_queued_hooks,
             max_remembered_transactions=self.max_remembered_transactions,
             read_model=self.read_model,
+            cluster_secret=parse_cluster_secret(self.cluster_secret)
+            if self.cluster_secret
+            else None,
+            stream_handshake_seconds=self.stream_handshake_seconds,
+            max_pending_handshakes=self.max_pending_handshakes,
         )
 
     @property
@@ -238,6 +249,7 @@ class Settings:
             connect_timeout_seconds=self.connect_timeout_seconds,
             close_timeout_seconds=self.close_timeout_seconds,
             max_cached_boards=self.max_cached_boards,
+            stream_handshake_seconds=self.stream_handshake_seconds,
         )
 
     @classmethod
@@ -260,6 +272,8 @@ class Settings:
             raise ValueError("tls_cert and tls_key go together")
         settings.oidc_settings  # noqa: B018 - a bad issuer configuration fails at start
         settings.gateway_limits  # noqa: B018 - and so does a bad limit (a CIDR, a negative rate)
+        if settings.cluster_secret:
+            parse_cluster_secret(settings.cluster_secret)  # too short, not hex or base64
         # Fail at start, with the setting's name, rather than at the first compaction.
         parse_history_policy(settings.history)
         return settings
