@@ -388,6 +388,11 @@ class AccountStore:
             )
             db.execute("UPDATE families SET last_used = ? WHERE id = ?", (now, family_id))
 
+    def family_of_refresh(self, digest: str) -> str | None:
+        """The family a refresh token (by hash) belongs to."""
+        rows = self._rows("SELECT family FROM refresh_tokens WHERE hash = ?", digest)
+        return str(rows[0][0]) if rows else None
+
     def rotate_refresh(
         self, digest: str, successor: str, *, expires_at: float, grace_seconds: float
     ) -> tuple[str, RefreshRecord | None]:

@@ -267,6 +267,16 @@ class AuthService:
         if user_id is not None:
             self.store.audit("logout", user_id, family=family)
 
+    def logout_by_refresh(self, token: str) -> bool:
+        """End the login a refresh token (spent or not) belongs to; False if unknown."""
+        if not token.startswith("brt_") or len(token) > 200:
+            return False
+        family = self.store.family_of_refresh(token_hash(token))
+        if family is None:
+            return False
+        self.logout(family)
+        return True
+
     # -- checking credentials ----------------------------------------------------------------
 
     def authenticate(self, token: str) -> Principal:

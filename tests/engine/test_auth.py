@@ -272,3 +272,17 @@ async def test_readiness_and_session_lists_tell_anonymous_callers_nothing(tmp_pa
         assert status == 200 and isinstance(detailed["hosts"], list)
         assert (await server.call("GET", "/boards/b1/sessions", None))[0] == 404
         assert (await server.call("GET", "/boards/b1/sessions", admin))[0] == 200
+
+
+async def test_logout_with_only_the_refresh_cookie_ends_the_login(tmp_path: Path) -> None:
+    async with auth_server(tmp_path) as server:
+        mia = await server.add_person("mia")
+        status, _ = await server.call(
+            "POST", "/v1/auth/logout", None, Cookie=f"boardcast_refresh={mia.refresh}"
+        )
+        assert status == 204
+        assert (await server.call("GET", "/v1/me", mia))[0] == 401
+        status, _ = await server.call(
+            "POST", "/v1/auth/logout", None, Cookie="boardcast_refresh=brt_unknown"
+        )
+        assert status == 401
