@@ -135,6 +135,10 @@ class Settings:
     # Clients no per-address limit applies to: this machine (tests, benchmarks, tools on the
     # host). Behind a proxy on the same host, list it in trusted_proxies, or all are exempt.
     exempt_addresses: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    # Encryption at rest (docs/encryption.md): "on", "strict" (refuse unsealed records) or
+    # "off". Read from the environment by every process that opens a store, hosts included.
+    encryption: str = "on"
+    encryption_key_file: str = ""  # "": keys/at-rest.json beside the embedded store's file
     # An external OpenID Connect issuer whose tokens log users in (docs/oidc.md); "" is none.
     oidc_issuer: str = ""
     oidc_audience: str = ""  # Boardcast's client id at the issuer
@@ -272,6 +276,8 @@ class Settings:
             raise ValueError("tls_cert and tls_key go together")
         settings.oidc_settings  # noqa: B018 - a bad issuer configuration fails at start
         settings.gateway_limits  # noqa: B018 - and so does a bad limit (a CIDR, a negative rate)
+        if settings.encryption not in {"on", "strict", "off"}:
+            raise ValueError(f"encryption must be on, strict or off, not {settings.encryption!r}")
         if settings.cluster_secret:
             parse_cluster_secret(settings.cluster_secret)  # too short, not hex or base64
         # Fail at start, with the setting's name, rather than at the first compaction.

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from crdt.close_codes import CloseCode
+from crdt.errors import DecryptionFailed
 
 log = logging.getLogger("boardcast.rest")
 
@@ -130,6 +131,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return Problem("too-large", exc.text or "the body is too large").response(request.path)
     except web.HTTPException:
         raise
+    except DecryptionFailed:
+        # Stored data that does not decrypt (a missing key, damaged bytes): the operator's
+        # problem, and not the caller's fault; the log says which record.
+        log.exception("%s %s: stored data does not decrypt", request.method, request.path)
+        return Problem("unavailable", "stored data cannot be read right now").response(request.path)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return Problem("internal", "the request failed; see the server log").response(request.path)
