@@ -171,9 +171,7 @@ async def test_a_cluster_that_does_not_answer_closes_the_client_with_1013(
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
-    settings = Settings(
-        port=0, data_dir=str(tmp_path), control_timeout_seconds=0.5, auth="none"
-    )
+    settings = Settings(port=0, data_dir=str(tmp_path), control_timeout_seconds=0.5, auth="none")
 
     async def store_factory() -> BoardStore:
         return open_store("memory", data_dir=str(tmp_path))
