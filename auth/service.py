@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from auth import mfa
-from auth.accounts import AccountError, AccountStore, ApiToken, User, token_hash
+from auth.accounts import AccountError, Accounts, ApiToken, User, token_hash
 from auth.passwords import check_new_password, hash_password, needs_rehash, verify_password
 from auth.roles import Role
 from auth.tokens import TokenClaims, TokenRefused, TokenSigner, new_key_id, new_private_key_pem
@@ -91,7 +91,7 @@ class Grant:
 class AuthService:
     """Accounts and credentials of one data directory."""
 
-    def __init__(self, store: AccountStore, settings: AuthSettings | None = None) -> None:
+    def __init__(self, store: Accounts, settings: AuthSettings | None = None) -> None:
         self.store = store
         self.settings = settings or AuthSettings()
         self.signer = TokenSigner(issuer=self.settings.issuer, audience=self.settings.audience)

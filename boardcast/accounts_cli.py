@@ -74,7 +74,7 @@ def _password(args: argparse.Namespace) -> str:
 
 def run_accounts(args: argparse.Namespace, settings: Settings) -> int:
     """Carry out a ``user`` or ``token`` command; the exit status."""
-    service = open_auth_service(settings.data_dir, settings.auth_settings)
+    service = open_auth_service(settings.data_dir, settings.auth_settings, store_url=settings.store)
     try:
         return _dispatch(args, service)
     except AuthRefused as refused:

@@ -75,7 +75,7 @@ def create_app(
     app[ROUTER] = Router(cluster, shared_state, limits=settings.routing_limits)
     app[SOCKETS] = weakref.WeakSet()
     service = (
-        open_auth_service(settings.data_dir, settings.auth_settings)
+        open_auth_service(settings.data_dir, settings.auth_settings, store_url=settings.store)
         if settings.auth == "required"
         else None
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from auth.accounts import ACCOUNTS_FILENAME, AccountStore, FieldCipher
+from auth.accounts import ACCOUNTS_FILENAME, Accounts, AccountStore, FieldCipher
 from auth.service import AuthService, AuthSettings
 from persistence.keyring import EncryptionSettings, KeyRing
 
@@ -14,9 +14,12 @@ def open_auth_service(
     settings: AuthSettings | None = None,
     *,
     encryption: EncryptionSettings | None = None,
+    store_url: str | None = None,
 ) -> AuthService:
     """The accounts of ``data_dir``, with a signing key ready.
 
+    With a MongoDB ``store_url`` (the board store's), the accounts live in its database,
+    shared by every gateway that names it; otherwise in ``<data_dir>/accounts.sqlite3``.
     E-mail addresses, TOTP secrets and signing keys are encrypted with the at-rest
     key ring unless encryption is off (``BOARDCAST_ENCRYPTION=off``).
     """
@@ -24,7 +27,15 @@ def open_auth_service(
     cipher: FieldCipher | None = None
     if chosen.enabled:
         cipher = KeyRing.open(chosen.key_path(data_dir))
-    store = AccountStore(os.path.join(data_dir, ACCOUNTS_FILENAME), cipher=cipher)
+    store: Accounts
+    url = (store_url or "").strip()
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        # pymongo is imported only by deployments that use MongoDB.
+        from auth.mongo_accounts import MongoAccountStore
+
+        store = MongoAccountStore(url, cipher=cipher)
+    else:
+        store = AccountStore(os.path.join(data_dir, ACCOUNTS_FILENAME), cipher=cipher)
     service = AuthService(store, settings)
     service.ensure_signing_key()
     return service
