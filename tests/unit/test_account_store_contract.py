@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from auth.accounts import ACCOUNTS_FILENAME, AccountError, Accounts, AccountStore, ApiToken
-from auth.mongo_accounts import MongoAccountStore
+from auth.mongo_accounts import MongoAccountsSettings, MongoAccountStore
 from persistence.keyring import KeyRing
 from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 
@@ -326,3 +326,26 @@ def test_two_stores_on_one_place_see_each_other(open_accounts: Opener) -> None:
     assert found is not None and found.id == user_id
     one.announce(user_id, "logout")
     assert [entry.user_id for entry in two.revocations_after(0)] == [user_id]
+
+
+# -- MongoDB only: the feed's numbers are taken before their entries are written ----------
+
+
+def test_the_mongodb_feed_waits_for_a_number_taken_but_not_yet_written(
+    mongo_url: str,  # noqa: F811 - the fixture
+) -> None:
+    patient = MongoAccountStore(mongo_url, settings=MongoAccountsSettings(feed_gap_seconds=3600))
+    hasty = MongoAccountStore(mongo_url, settings=MongoAccountsSettings(feed_gap_seconds=0))
+    try:
+        patient.announce("first", "logout")
+        # A writer elsewhere has taken the next number and not yet inserted its entry.
+        taken = patient._next_seq("revocations")
+        patient.announce("third", "logout")
+        # A poller that read "third" now would step past the missing entry for good.
+        assert [e.user_id for e in patient.revocations_after(0)] == ["first"]
+        # Once the gap outlasts feed_gap_seconds, the writer is taken to have died.
+        assert [e.user_id for e in hasty.revocations_after(0)] == ["first", "third"]
+        assert taken not in [e.seq for e in hasty.revocations_after(0)]
+    finally:
+        patient.close()
+        hasty.close()
