@@ -92,8 +92,10 @@ def _serve(port: int, data_dir: str, backend: str, limits_on: bool) -> int:
 class Server:
     """The child server process, started and stopped by pid."""
 
-    def __init__(self, backend: str, limits_on: bool, log_path: Path) -> None:
+    def __init__(self, backend: str, limits_on: bool, log_path: Path, auth: str = "none") -> None:
         self.port = free_port()
+        self.auth = auth
+        self.token: str | None = None
         self.data_dir = tempfile.mkdtemp(prefix="bench-auth-flood-")
         self.log_path = log_path
         self.command = [
@@ -104,8 +106,10 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> None:
-        env = {**os.environ, "BOARDCAST_AUTH": "none", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "BOARDCAST_AUTH": self.auth, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        if self.auth == "required":
+            self.token = _calm_token(self.data_dir, env)
         # Repeats append to one log: only what this server writes counts as its ready line.
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
@@ -132,20 +136,46 @@ class Server:
         self.process = None
 
 
+def _calm_token(data_dir: str, env: dict[str, str]) -> str:
+    """An account and an operator's token for the calm client's board, made with the CLI."""
+    cli = [sys.executable, "-m", "boardcast"]
+    subprocess.run(
+        [*cli, "user", "add", "calm", "--password-stdin", "--data-dir", data_dir],
+        input=b"a long enough password\n",
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    issued = subprocess.run(
+        [
+            *cli,
+            *("token", "issue", "--data-dir", data_dir, "--user", "calm"),
+            *("--board", "calm", "--role", "editor"),
+        ],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return issued.stdout.decode().strip()
+
+
 # -- the calm client ----------------------------------------------------------------------
 
 
-async def _calm(port: int, seconds: float, rate: float) -> dict[str, Any]:
+async def _calm(port: int, seconds: float, rate: float, token: str | None) -> dict[str, Any]:
     """Update round trips of one writer to one reader on a board of their own."""
     base = f"ws://127.0.0.1:{port}/ws"
+    params = {"token": token} if token else None
     latencies: list[float] = []
     pending: dict[str, float] = {}
     changed = asyncio.Event()
     http = aiohttp.ClientSession(headers={"X-Forwarded-For": CALM_ADDRESS})
     async with (
         http,
-        BoardClient(base, "calm", session=http, ack=False) as writer,
-        BoardClient(base, "calm", session=http, ack=False) as reader,
+        BoardClient(base, "calm", session=http, ack=False, params=params) as writer,
+        BoardClient(base, "calm", session=http, ack=False, params=params) as reader,
     ):
         await writer.synced(timeout=60)
         await reader.synced(timeout=60)
@@ -224,6 +254,15 @@ async def _flood(
                 continue
             status = head.split(b" ", 2)[1]
             if status == b"101":
+                # With auth on, an upgrade without credentials is closed at once (4401).
+                first = b""
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    first = await asyncio.wait_for(reader.read(64), 0.5)
+                if first[:1] == b"\x88":
+                    code = int.from_bytes(first[2:4], "big") if len(first) >= 4 else 0
+                    counts[f"ws_closed_{code}"] += 1
+                    writer.close()
+                    continue
                 counts["ws_accepted"] += 1
                 held.append(writer)  # held open and never read
                 continue
@@ -288,13 +327,15 @@ def _run_flood_child(args: argparse.Namespace, port: int) -> subprocess.Popen[by
 
 
 def _scenario(args: argparse.Namespace, limits_on: bool, log_dir: Path) -> dict[str, Any]:
-    server = Server(args.backend, limits_on, log_dir / f"server-limits-{limits_on}.log")
+    server = Server(
+        args.backend, limits_on, log_dir / f"server-limits-{limits_on}.log", auth=args.auth
+    )
     server.start()
     try:
-        quiet = asyncio.run(_calm(server.port, args.seconds, args.rate))
+        quiet = asyncio.run(_calm(server.port, args.seconds, args.rate, server.token))
         flood = _run_flood_child(args, server.port)
         time.sleep(1.0)  # the flood is under way
-        flooded = asyncio.run(_calm(server.port, args.seconds - 2, args.rate))
+        flooded = asyncio.run(_calm(server.port, args.seconds - 2, args.rate, server.token))
         out, _ = flood.communicate(timeout=args.seconds + 120)
         return {"quiet": quiet, "flooded": flooded, "flood": json.loads(out)}
     finally:
@@ -322,6 +363,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--sockets", type=int, default=4000)
     parser.add_argument("--slow", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each scenario")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "required"],
+        default="none",
+        help="required: the calm client has a token, the flood has none",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--flood", type=int, help=argparse.SUPPRESS)
