@@ -176,15 +176,15 @@ class MongoAccountStore:
 
     def get_user(self, user_id: str) -> User | None:
         """The user with this id."""
-        return self._one_user({"_id": user_id})
+        return self._one_user({"_id": _key(user_id)})
 
     def find_user(self, name: str) -> User | None:
         """The user with this name (case-insensitive)."""
-        return self._one_user({"name_folded": fold_name(name)})
+        return self._one_user({"name_folded": fold_name(_key(name))})
 
     def find_external(self, issuer: str, subject: str) -> User | None:
         """The user linked to an external identity."""
-        return self._one_user({"external": _external_key(issuer, subject)})
+        return self._one_user({"external": _external_key(_key(issuer), _key(subject))})
 
     def users(self) -> list[User]:
         """Every user, by name."""
@@ -261,7 +261,7 @@ class MongoAccountStore:
 
     def get_family(self, family_id: str) -> Family | None:
         """A refresh family by id."""
-        found = self._families.find_one({"_id": family_id})
+        found = self._families.find_one({"_id": _key(family_id)})
         if found is None:
             return None
         return Family(
@@ -278,7 +278,7 @@ class MongoAccountStore:
         now = time.time()
         # Only the call that flips revoked from None announces: a logout seen twice says so once.
         flipped = self._families.find_one_and_update(
-            {"_id": family_id, "revoked": None}, {"$set": {"revoked": now}}
+            {"_id": _key(family_id), "revoked": None}, {"$set": {"revoked": now}}
         )
         if flipped is not None:
             user = str(flipped["user"])
@@ -318,7 +318,7 @@ class MongoAccountStore:
 
     def family_of_refresh(self, digest: str) -> str | None:
         """The family a refresh token (by hash) belongs to."""
-        found = self._refresh.find_one({"_id": digest}, {"family": 1})
+        found = self._refresh.find_one({"_id": _key(digest)}, {"family": 1})
         return None if found is None else str(found["family"])
 
     def rotate_refresh(
@@ -334,7 +334,7 @@ class MongoAccountStore:
         # The spend is one document update filtered on "not spent yet": of any number of
         # concurrent callers exactly one gets the document back as it was before.
         spent = self._refresh.find_one_and_update(
-            {"_id": digest, "rotated": None},
+            {"_id": _key(digest), "rotated": None},
             {"$set": {"rotated": now}},
             return_document=ReturnDocument.BEFORE,
         )
@@ -377,7 +377,7 @@ class MongoAccountStore:
 
     def get_api_token(self, token_id: str) -> ApiToken | None:
         """A scoped token by id."""
-        found = self._api_tokens.find_one({"_id": token_id})
+        found = self._api_tokens.find_one({"_id": _key(token_id)})
         if found is None:
             return None
         return ApiToken(
@@ -394,7 +394,7 @@ class MongoAccountStore:
         """Revoke a scoped token and announce it; its user, or None if there is no such token."""
         now = time.time()
         flipped = self._api_tokens.find_one_and_update(
-            {"_id": token_id, "revoked": None}, {"$set": {"revoked": now}}
+            {"_id": _key(token_id), "revoked": None}, {"$set": {"revoked": now}}
         )
         if flipped is None:
             return None
@@ -423,7 +423,7 @@ class MongoAccountStore:
         """Spend a code: its (user, subject), or None if unknown, expired or spent."""
         now = time.time()
         spent = self._codes.find_one_and_update(
-            {"_id": digest, "kind": kind, "used": None, "expires": {"$gte": now}},
+            {"_id": _key(digest), "kind": _key(kind), "used": None, "expires": {"$gte": now}},
             {"$set": {"used": now}},
         )
         if spent is None:
@@ -544,6 +544,14 @@ class MongoAccountStore:
             )
             for document in found
         ]
+
+
+def _key(value: str) -> str:
+    # Lookups take strings only: a dict such as {"$ne": ""} reaching a filter would be a
+    # query operator, not a value.
+    if not isinstance(value, str):
+        raise TypeError(f"an account key is a string, not {type(value).__name__}")
+    return value
 
 
 def _external_key(issuer: str, subject: str) -> str:

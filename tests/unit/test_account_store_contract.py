@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from auth.accounts import ACCOUNTS_FILENAME, AccountError, Accounts, AccountStore, ApiToken
 from auth.mongo_accounts import MongoAccountsSettings, MongoAccountStore
@@ -349,3 +351,48 @@ def test_the_mongodb_feed_waits_for_a_number_taken_but_not_yet_written(
     finally:
         patient.close()
         hasty.close()
+
+
+# -- hostile lookups: what a client sends never selects an account it does not name ------
+
+_HOSTILE_VALUES = st.one_of(
+    st.text(max_size=80),
+    st.dictionaries(st.sampled_from(["$ne", "$gt", "$regex", "$exists"]), st.text(max_size=4)),
+    st.lists(st.text(max_size=4), max_size=3),
+    st.integers(),
+    st.none(),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=_HOSTILE_VALUES)
+def test_hostile_lookups_find_nothing(accounts: Accounts, value: object) -> None:
+    if accounts.count_users() == 0:
+        _user(accounts, "victim")
+        accounts.add_family("victim-family", "victim-id", ("pwd",))
+        accounts.add_refresh("victim-refresh", "victim-family", time.time() + 60)
+        accounts.add_code("victim-code", "ticket", "victim-id", "board", ttl=60)
+    lookups: list[Callable[[], object]] = [
+        lambda: accounts.find_user(value),  # type: ignore[arg-type]
+        lambda: accounts.get_user(value),  # type: ignore[arg-type]
+        lambda: accounts.get_family(value),  # type: ignore[arg-type]
+        lambda: accounts.family_of_refresh(value),  # type: ignore[arg-type]
+        lambda: accounts.use_code(value, "ticket"),  # type: ignore[arg-type]
+        lambda: accounts.get_api_token(value),  # type: ignore[arg-type]
+        lambda: accounts.rotate_refresh(
+            value,  # type: ignore[arg-type]
+            uuid.uuid4().hex,
+            expires_at=time.time() + 60,
+            grace_seconds=10,
+        )[0],
+    ]
+    for lookup in lookups:
+        try:
+            found = lookup()
+        except Exception:  # a refusal of a value of the wrong type, by either store
+            continue
+        assert found in (None, "unknown"), (value, found)
+    assert accounts.family_of_refresh("victim-refresh") == "victim-family"
+    assert accounts.count_users() == 1
