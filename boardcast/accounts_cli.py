@@ -74,7 +74,12 @@ def _password(args: argparse.Namespace) -> str:
 
 def run_accounts(args: argparse.Namespace, settings: Settings) -> int:
     """Carry out a ``user`` or ``token`` command; the exit status."""
-    service = open_auth_service(settings.data_dir, settings.auth_settings, store_url=settings.store)
+    service = open_auth_service(
+        settings.data_dir,
+        settings.auth_settings,
+        store_url=settings.store,
+        mongo=settings.accounts_mongo,
+    )
     try:
         return _dispatch(args, service)
     except AuthRefused as refused:

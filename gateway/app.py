@@ -75,7 +75,12 @@ def create_app(
     app[ROUTER] = Router(cluster, shared_state, limits=settings.routing_limits)
     app[SOCKETS] = weakref.WeakSet()
     service = (
-        open_auth_service(settings.data_dir, settings.auth_settings, store_url=settings.store)
+        open_auth_service(
+            settings.data_dir,
+            settings.auth_settings,
+            store_url=settings.store,
+            mongo=settings.accounts_mongo,
+        )
         if settings.auth == "required"
         else None
     )

@@ -11,7 +11,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.directory import ClusterTimings
 from actors.handshake import parse_cluster_secret
@@ -23,6 +23,9 @@ from crdt.room import RoomLimits
 from gateway.limits import GatewayLimits
 from gateway.routing import RoutingLimits
 from persistence.history import DEFAULT_HISTORY, parse_history_policy
+
+if TYPE_CHECKING:
+    from auth.mongo_accounts import MongoAccountsSettings
 
 ENV_PREFIX = "BOARDCAST_"
 
@@ -139,6 +142,11 @@ class Settings:
     # "off". Read from the environment by every process that opens a store, hosts included.
     encryption: str = "on"
     encryption_key_file: str = ""  # "": keys/at-rest.json beside the embedded store's file
+    # The account store on MongoDB (when the store URL is one; docs/security.md).
+    accounts_mongo_server_selection_timeout_seconds: float = 5.0
+    accounts_mongo_connect_timeout_seconds: float = 5.0
+    accounts_mongo_socket_timeout_seconds: float = 20.0
+    accounts_feed_gap_seconds: float = 5.0  # a revocation-feed gap is read past after this
     # An external OpenID Connect issuer whose tokens log users in (docs/oidc.md); "" is none.
     oidc_issuer: str = ""
     oidc_audience: str = ""  # Boardcast's client id at the issuer
@@ -169,6 +177,18 @@ class Settings:
             algorithms=tuple(a.strip() for a in self.oidc_algorithms.split(",") if a.strip()),
             leeway_seconds=self.oidc_leeway_seconds,
             min_refetch_seconds=self.oidc_min_refetch_seconds,
+        )
+
+    @property
+    def accounts_mongo(self) -> MongoAccountsSettings:
+        """Bounds of the account store on MongoDB."""
+        from auth.mongo_accounts import MongoAccountsSettings
+
+        return MongoAccountsSettings(
+            server_selection_timeout_seconds=self.accounts_mongo_server_selection_timeout_seconds,
+            connect_timeout_seconds=self.accounts_mongo_connect_timeout_seconds,
+            socket_timeout_seconds=self.accounts_mongo_socket_timeout_seconds,
+            feed_gap_seconds=self.accounts_feed_gap_seconds,
         )
 
     @property

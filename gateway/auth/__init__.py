@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from auth.accounts import ACCOUNTS_FILENAME, Accounts, AccountStore, FieldCipher
 from auth.service import AuthService, AuthSettings
+
+if TYPE_CHECKING:
+    from auth.mongo_accounts import MongoAccountsSettings
 from persistence.keyring import EncryptionSettings, KeyRing
 
 
@@ -15,6 +19,7 @@ def open_auth_service(
     *,
     encryption: EncryptionSettings | None = None,
     store_url: str | None = None,
+    mongo: MongoAccountsSettings | None = None,
 ) -> AuthService:
     """The accounts of ``data_dir``, with a signing key ready.
 
@@ -33,7 +38,7 @@ def open_auth_service(
         # pymongo is imported only by deployments that use MongoDB.
         from auth.mongo_accounts import MongoAccountStore
 
-        store = MongoAccountStore(url, cipher=cipher)
+        store = MongoAccountStore(url, cipher=cipher, settings=mongo)
     else:
         store = AccountStore(os.path.join(data_dir, ACCOUNTS_FILENAME), cipher=cipher)
     service = AuthService(store, settings)
