@@ -441,12 +441,18 @@ class BoardHost:
         return board
 
     async def _activate(self, board: BoardActor) -> None:
-        loaded = self._loaded.pop(board.board_id, None)
+        # The future stays in _loaded until the load is over: a server-side call that
+        # arrives meanwhile (a REST read while a socket's open is loading the board)
+        # waits for it rather than running on a board that is not loaded yet.
+        loaded = self._loaded.get(board.board_id)
         try:
             await self._load(board)
         finally:
-            if loaded is not None and not loaded.done():
-                loaded.set_result(board.phase is BoardPhase.ACTIVE)
+            if loaded is not None:
+                if not loaded.done():
+                    loaded.set_result(board.phase is BoardPhase.ACTIVE)
+                if self._loaded.get(board.board_id) is loaded:
+                    del self._loaded[board.board_id]
 
     async def _load(self, board: BoardActor) -> None:
         try:

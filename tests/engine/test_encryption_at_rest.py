@@ -332,7 +332,9 @@ async def test_a_tampered_blob_makes_its_board_unavailable_and_no_other(
             await store.load("tampered")
 
     async with serve("local", data_dir) as server:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}") as http:
+        # Bounded, so a stuck step fails here, named, rather than at the suite's timeout.
+        bound = aiohttp.ClientTimeout(total=60 * TIMEOUT_SCALE)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{server.port}", timeout=bound) as http:
             async with http.get("/v1/boards/tampered/tasks") as response:
                 body = await response.json(content_type=None)
                 assert response.status == 503, body
