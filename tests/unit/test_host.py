@@ -475,3 +475,35 @@ async def test_a_step1_queued_behind_an_update_is_answered_with_that_update(
     finally:
         await link.close()
     assert answer.get("tasks", type=Map).to_py() == {"seeded": "yes"}
+
+
+class SlowLoadStore(MemoryStore):
+    """A memory store whose loads can be held, to act while a board is loading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_gate = _Gate()
+
+    async def load(self, board_id: str) -> StoredBoard:
+        await self.load_gate.pass_through()
+        return await super().load(board_id)
+
+
+async def test_a_server_side_call_during_a_loading_open_sees_the_loaded_board(
+    make_host: MakeHost,
+) -> None:
+    store = SlowLoadStore()
+    stored: Doc[Any] = Doc()
+    stored.get("t", type=Text).insert(0, "stored words")
+    await store.append({BOARD: [stored.get_update()]})
+    host, gateway = await make_host(store)
+    store.load_gate.close()
+    gateway.join(1)  # a socket's open starts loading the board; the load waits
+    await asyncio.wait_for(store.load_gate.entered.wait(), 10)
+    # A REST read arrives meanwhile: it must wait for the board, not read an empty one.
+    call = asyncio.create_task(host.run(BOARD, lambda board: str(board.doc.get("t", type=Text))))
+    await asyncio.sleep(0.1)
+    assert not call.done()
+    store.load_gate.open()
+    outcome = await asyncio.wait_for(call, 10)
+    assert outcome.value == "stored words"
