@@ -173,9 +173,7 @@ class Accounts(Protocol):
 
     def revoke_family(self, family_id: str, kind: str) -> str | None: ...
 
-    def revoke_user_sessions(self, user_id: str, kind: str) -> None: ...
-
-    def revoke_other_sessions(self, user_id: str, *, keep: str | None, kind: str) -> None: ...
+    def revoke_sessions(self, user_id: str, kind: str, *, keep: str | None = None) -> None: ...
 
     def add_refresh(self, digest: str, family_id: str, expires_at: float) -> None: ...
 
@@ -436,20 +434,8 @@ class AccountStore:
                 )
         return str(user)
 
-    def revoke_user_sessions(self, user_id: str, kind: str) -> None:
-        """Revoke every family of a user (password change, disabled account) and announce it."""
-        now = time.time()
-        with self._write() as db:
-            db.execute(
-                "UPDATE families SET revoked = ? WHERE user = ? AND revoked IS NULL",
-                (now, user_id),
-            )
-            db.execute(
-                "INSERT INTO revocations (at, user, kind) VALUES (?, ?, ?)", (now, user_id, kind)
-            )
-
-    def revoke_other_sessions(self, user_id: str, *, keep: str | None, kind: str) -> None:
-        """Revoke every family of a user but ``keep``, and announce it."""
+    def revoke_sessions(self, user_id: str, kind: str, *, keep: str | None = None) -> None:
+        """Revoke every family of a user (but ``keep``, the caller's own), and announce it."""
         now = time.time()
         with self._write() as db:
             db.execute(

@@ -287,14 +287,8 @@ class MongoAccountStore:
         found = self._families.find_one({"_id": family_id}, {"user": 1})
         return None if found is None else str(found["user"])
 
-    def revoke_user_sessions(self, user_id: str, kind: str) -> None:
-        """Revoke every family of a user (password change, disabled account) and announce it."""
-        now = time.time()
-        self._families.update_many({"user": user_id, "revoked": None}, {"$set": {"revoked": now}})
-        self._announce(user_id, kind, now)
-
-    def revoke_other_sessions(self, user_id: str, *, keep: str | None, kind: str) -> None:
-        """Revoke every family of a user but ``keep``, and announce it."""
+    def revoke_sessions(self, user_id: str, kind: str, *, keep: str | None = None) -> None:
+        """Revoke every family of a user (but ``keep``, the caller's own), and announce it."""
         now = time.time()
         self._families.update_many(
             {"user": user_id, "revoked": None, "_id": {"$ne": keep or ""}},

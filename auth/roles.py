@@ -72,6 +72,17 @@ MINIMUM_ROLE: dict[Action, Role] = {
 SENSITIVE = frozenset({Action.DELETE_BOARD, Action.MANAGE_MEMBERS, Action.DELETE_PROJECT})
 
 
+def role_named(label: str | None) -> Role:
+    """The role a stored label names; ``Role.NONE`` for none or one no role has (a careless
+    client may have written anything into the directory)."""
+    if not label:
+        return Role.NONE
+    try:
+        return Role.parse(label)
+    except ValueError:
+        return Role.NONE
+
+
 def allows(role: Role, action: Action) -> bool:
     """Whether ``role`` may do ``action``."""
     return role >= MINIMUM_ROLE[action]

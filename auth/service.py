@@ -163,7 +163,7 @@ class AuthService:
         """Disable an account: every session and token of it stops working at once."""
         self.store.set_disabled(user_id, disabled)
         if disabled:
-            self.store.revoke_user_sessions(user_id, "disabled")
+            self.store.revoke_sessions(user_id, "disabled")
         self.store.audit("user-disabled" if disabled else "user-enabled", user_id)
 
     # -- logins ----------------------------------------------------------------------------
@@ -450,12 +450,17 @@ class AuthService:
             current is not None and verify_password(user.password_hash, current)
         ):
             raise AuthRefused("invalid-credentials", "the current password is wrong")
+        self.reset_password(user.id, new, keep=principal.family)
+
+    def reset_password(self, user_id: str, new: str, *, keep: str | None = None) -> None:
+        """Set a password (no old one asked: for the operator, or after checking it);
+        every login of the user but ``keep`` ends."""
         problem = check_new_password(new)
         if problem:
             raise AuthRefused("weak-password", problem)
-        self.store.set_password(user.id, hash_password(new))
-        self.store.revoke_other_sessions(user.id, keep=principal.family, kind="password-changed")
-        self.store.audit("password-changed", user.id)
+        self.store.set_password(user_id, hash_password(new))
+        self.store.revoke_sessions(user_id, "password-changed", keep=keep)
+        self.store.audit("password-changed", user_id)
 
     # -- second factor ------------------------------------------------------------------------
 

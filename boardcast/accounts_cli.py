@@ -95,16 +95,7 @@ def _dispatch(args: argparse.Namespace, service: AuthService) -> int:
         user = service.create_user(args.name, _password(args), email=args.email, admin=args.admin)
         print(user.id)
     elif command == "user" and action == "passwd":
-        from auth.passwords import check_new_password, hash_password
-
-        user = service.user_by_name(args.name)
-        password = _password(args)
-        problem = check_new_password(password)
-        if problem:
-            raise AuthRefused("weak-password", problem)
-        service.store.set_password(user.id, hash_password(password))
-        service.store.revoke_user_sessions(user.id, "password-changed")
-        service.store.audit("password-changed", user.id)
+        service.reset_password(service.user_by_name(args.name).id, _password(args))
     elif command == "user" and action == "disable":
         service.disable_user(service.user_by_name(args.name).id)
     elif command == "user" and action == "link":

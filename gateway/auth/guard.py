@@ -24,7 +24,7 @@ import jwt
 
 from actors.cluster import Cluster
 from auth.oidc import ExternalIdentity, OidcVerifier
-from auth.roles import Role, effective_role
+from auth.roles import Role, effective_role, role_named
 from auth.service import LOCAL_PRINCIPAL, AuthRefused, AuthService, Principal
 from crdt.board import Board
 from crdt.errors import TokenRefused
@@ -97,15 +97,6 @@ def _member_projects_on(board: Board, user_id: str) -> list[str]:
         if user_id in directory.members(project.id):
             found.append(project.id)
     return found
-
-
-def _role(label: str | None) -> Role:
-    if label is None:
-        return Role.NONE
-    try:
-        return Role.parse(label)
-    except ValueError:
-        return Role.NONE
 
 
 class Guard:
@@ -200,7 +191,7 @@ class Guard:
             DIRECTORY_BOARD, lambda board: _access_on(board, principal.user_id, board_id)
         )
         project_id, label, narrowed = outcome.value or (None, None, None)
-        member = effective_role(_role(label), _role(narrowed) if narrowed else None)
+        member = effective_role(role_named(label), role_named(narrowed) if narrowed else None)
         if principal.admin:
             return BoardAccess(Role.OWNER, project_id)
         scoped = principal.scoped_role
@@ -222,7 +213,7 @@ class Guard:
         outcome = await self.cluster.run(
             DIRECTORY_BOARD, lambda board: _project_role_on(board, principal.user_id, project_id)
         )
-        member = _role(outcome.value)
+        member = role_named(outcome.value)
         scoped = principal.scoped_role
         if scoped is None:
             return member

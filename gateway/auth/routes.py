@@ -20,7 +20,7 @@ from auth.service import AuthRefused, Grant, Principal
 from gateway.auth.guard import ACCESS_COOKIE, REFRESH_COOKIE, Guard
 from gateway.limits import check_login
 from gateway.limits_middleware import rate_limited, request_client_ip, request_limits_state
-from gateway.rest.access import authenticate, refusal_problem
+from gateway.rest.access import authenticate, refusal_problem, require_second_factor
 from gateway.rest.inputs import RestLimits, an_object, only_keys, read_json
 from gateway.rest.problems import Problem
 
@@ -282,11 +282,7 @@ class AuthRoutes:
         principal = await authenticate(request, self.guard)
         if principal.scope:
             raise Problem("forbidden", "a scoped token cannot make tokens")
-        otp = request.headers.get("Boardcast-OTP")
-        if not principal.mfa_enrolled or not await self.guard.call(
-            self._service.fresh_second_factor, principal, otp
-        ):
-            raise Problem("mfa-required", "creating a token needs a current second factor")
+        await require_second_factor(request, self.guard, principal)
         body = await self._body(request, {"board", "project", "role", "ttl_days", "label"})
         scope = {key: body[key] for key in ("board", "project", "role") if key in body}
         if not all(isinstance(value, str) and len(value) <= 200 for value in scope.values()):

@@ -106,7 +106,7 @@ async def board_caller(
     principal = await authenticate(request, guard)
     access = await guard.board_access(principal, board_id)
     caller = await _narrowed(request, board_id, principal, access.role, guard, extensions)
-    _check(caller, action, request, guard, f"board {board_id!r}")
+    await _check(caller, action, request, guard, f"board {board_id!r}")
     return caller
 
 
@@ -121,7 +121,7 @@ async def project_caller(
     principal = await authenticate(request, guard)
     role = await guard.project_role(principal, project_id)
     caller = await _narrowed(request, DIRECTORY_BOARD, principal, role, guard, extensions)
-    _check(caller, action, request, guard, f"project {project_id!r}")
+    await _check(caller, action, request, guard, f"project {project_id!r}")
     return caller
 
 
@@ -134,16 +134,26 @@ async def user_caller(request: web.Request, guard: Guard, extensions: Extensions
     return await _narrowed(request, DIRECTORY_BOARD, principal, role, guard, extensions)
 
 
-def _check(caller: Caller, action: Action, request: web.Request, guard: Guard, what: str) -> None:
+async def _check(
+    caller: Caller, action: Action, request: web.Request, guard: Guard, what: str
+) -> None:
     if caller.role is Role.NONE:
         raise Problem("not-found", f"no {what}")
     caller.require(action)
-    if action in SENSITIVE and guard.service is not None:
-        code = request.headers.get(OTP_HEADER)
-        if not caller.principal.mfa_enrolled:
-            raise Problem("mfa-required", "this needs a second factor: enrol TOTP first")
-        if not guard.service.fresh_second_factor(caller.principal, code):
-            raise Problem("mfa-required", f"send a current code in the {OTP_HEADER} header")
+    if action in SENSITIVE:
+        await require_second_factor(request, guard, caller.principal)
+
+
+async def require_second_factor(request: web.Request, guard: Guard, principal: Principal) -> None:
+    """Refuse a sensitive action without a fresh second factor (docs/security.md)."""
+    service = guard.service
+    if service is None:
+        return
+    if not principal.mfa_enrolled:
+        raise Problem("mfa-required", "this needs a second factor: enrol TOTP first")
+    code = request.headers.get(OTP_HEADER)
+    if not await guard.call(service.fresh_second_factor, principal, code):
+        raise Problem("mfa-required", f"send a current code in the {OTP_HEADER} header")
 
 
 async def _narrowed(

@@ -22,7 +22,7 @@ from typing import Any
 
 from pycrdt import Array, Map
 
-from auth.roles import ASSIGNABLE, Role, may_grant
+from auth.roles import ASSIGNABLE, Role, effective_role, may_grant, role_named
 from crdt.board import Board
 from crdt.board_values import TASK_FIELDS, Column, Task
 from crdt.positions import is_valid_position, position_between
@@ -561,20 +561,13 @@ def _membership_refusal(
     members: dict[str, str], user: str, new_role: Role | None, granter: Role
 ) -> Refusal | None:
     """Why ``granter`` may not give ``user`` ``new_role`` (None: remove), if they may not."""
-    current = _role_of(members.get(user))
+    current = role_named(members.get(user))
     if current > granter or (new_role is not None and not may_grant(granter, new_role)):
         return Refusal("forbidden", f"the {granter.label} role may not grant or change that role")
-    owners = [name for name, label in members.items() if _role_of(label) is Role.OWNER]
+    owners = [name for name, label in members.items() if role_named(label) is Role.OWNER]
     if current is Role.OWNER and owners == [user] and new_role is not Role.OWNER:
         return Refusal("conflict", "a project keeps at least one owner")
     return None
-
-
-def _role_of(label: str | None) -> Role:
-    try:
-        return Role.parse(label) if label else Role.NONE
-    except ValueError:
-        return Role.NONE
 
 
 def set_member(
@@ -608,24 +601,35 @@ def remove_member(
     return None
 
 
-def board_members(board: Board, board_id: str) -> list[dict[str, str]] | Refusal:
-    """The board's project members with their role on this board."""
-    directory = Directory(board.doc)
+def _board_project_members(directory: Directory, board_id: str) -> dict[str, str] | Refusal:
+    """The members of a board's project (none if the board's project is gone)."""
     entry = directory.get_board(board_id)
     if entry is None:
         return Refusal("not-found", f"no board {board_id!r}")
     try:
-        members = directory.members(entry.project)
+        return directory.members(entry.project)
     except KeyError:
-        members = {}
+        return {}
+
+
+def board_members(board: Board, board_id: str) -> list[dict[str, str]] | Refusal:
+    """The board's project members with their role on this board."""
+    directory = Directory(board.doc)
+    members = _board_project_members(directory, board_id)
+    if isinstance(members, Refusal):
+        return members
     narrowed = directory.board_roles(board_id)
-    found = []
-    for user in sorted(members):
-        role = _role_of(members[user])
-        if user in narrowed:
-            role = min(role, _role_of(narrowed[user]))
-        found.append({"id": user, "user": user, "role": role.label})
-    return found
+    return [
+        {
+            "id": user,
+            "user": user,
+            "role": effective_role(
+                role_named(members[user]),
+                role_named(narrowed[user]) if user in narrowed else None,
+            ).label,
+        }
+        for user in sorted(members)
+    ]
 
 
 def narrow_board_member(
@@ -633,22 +637,18 @@ def narrow_board_member(
 ) -> dict[str, str] | Refusal | None:
     """Narrow ``user``'s role on a board (``role`` None: back to the project's)."""
     directory = Directory(board.doc)
-    entry = directory.get_board(board_id)
-    if entry is None:
-        return Refusal("not-found", f"no board {board_id!r}")
-    try:
-        members = directory.members(entry.project)
-    except KeyError:
-        members = {}
+    members = _board_project_members(directory, board_id)
+    if isinstance(members, Refusal):
+        return members
     if user not in members:
         return Refusal("not-found", f"{user!r} is not a member of the board's project")
-    current = _role_of(members[user])
+    current = role_named(members[user])
     if current > Role(granter):
         return Refusal("forbidden", "the role of someone above you is not yours to narrow")
     directory.narrow_board_role(board_id, user, role)
     if role is None:
         return None
-    return {"id": user, "user": user, "role": min(current, Role.parse(role)).label}
+    return {"id": user, "user": user, "role": effective_role(current, Role.parse(role)).label}
 
 
 # -- comments (the board app's shape: a ``comments`` array of maps on the task) ----

@@ -348,6 +348,14 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
     column = _id_parameter("column_id", "column")
     task = _id_parameter("task_id", "task")
     no_content = {"204": {"description": "done", "headers": _VERSION}, **_PROBLEMS}
+    role_body = _json_body(
+        {
+            "type": "object",
+            "required": ["role"],
+            "additionalProperties": False,
+            "properties": {"role": {"type": "string", "enum": list(ASSIGNABLE)}},
+        }
+    )
     query_parameters: list[dict[str, Any]] = [
         *_PAGE_PARAMETERS,
         {"name": "board", "in": "query", "schema": {"type": "string", "pattern": _ID_PATTERN}},
@@ -536,14 +544,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     "Add a member or change their role",
                     _answer("200", _ref("Member"), "the member"),
                     parameters=[project, _id_parameter("user", "user")],
-                    body=_json_body(
-                        {
-                            "type": "object",
-                            "required": ["role"],
-                            "additionalProperties": False,
-                            "properties": {"role": {"type": "string", "enum": list(ASSIGNABLE)}},
-                        }
-                    ),
+                    body=role_body,
                 ),
                 "delete": _operation(
                     "Take a member out of the project",
@@ -563,14 +564,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     "Narrow a member's role on this board (never above their project role)",
                     _answer("200", _ref("Member"), "the member, with their role on the board"),
                     parameters=[board, _id_parameter("user", "user")],
-                    body=_json_body(
-                        {
-                            "type": "object",
-                            "required": ["role"],
-                            "additionalProperties": False,
-                            "properties": {"role": {"type": "string", "enum": list(ASSIGNABLE)}},
-                        }
-                    ),
+                    body=role_body,
                 ),
                 "delete": _operation(
                     "Give a member their project role on this board again",

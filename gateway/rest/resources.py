@@ -839,52 +839,22 @@ class Api:
         return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
 
     async def put_member(self, request: web.Request) -> web.Response:
-        """Add a member, or change their role: ``{"role": "viewer" | "editor" | "admin"}``."""
+        """Add a member, or change their role: ``{"role": "viewer" | ... | "owner"}``."""
         caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
-        user = an_id(request.match_info["user"], "a user")
-        body = an_object(await read_json(request, self.limits))
-        only_keys(body, {"role"})
-        role = body.get("role")
-        if role not in commands.ROLES:
-            raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
-        outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.set_member,
-                project_id=project_id,
-                user=user,
-                role=role,
-                granter=int(caller.role),
-            ),
-            caller=caller,
+        role = await self._requested_role(request)
+        setter = partial(commands.set_member, project_id=project_id, role=role)
+        outcome = await self._change_membership(
+            request, caller, setter, f"role in {project_id} set to {role}"
         )
-        member = self._value(outcome)
-        await self._access_changed(user, caller, f"role in {project_id} set to {role}")
-        return self._json(member, outcome, etag=True)
+        return self._json(self._value(outcome), outcome, etag=True)
 
     async def delete_member(self, request: web.Request) -> web.Response:
         caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
-        user = an_id(request.match_info["user"], "a user")
-        outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.remove_member, project_id=project_id, user=user, granter=int(caller.role)
-            ),
-            caller=caller,
+        remover = partial(commands.remove_member, project_id=project_id)
+        outcome = await self._change_membership(
+            request, caller, remover, f"removed from {project_id}"
         )
-        self._refused(outcome)
-        await self._access_changed(user, caller, f"removed from {project_id}")
         return self._no_content(outcome)
-
-    async def _access_changed(self, user: str, caller: Caller, what: str) -> None:
-        """Record a role change, and have every gateway check the user's open sockets."""
-        service = self.guard.service
-        if service is None:
-            return
-        await self.guard.call(service.store.announce, user, "role-changed")
-        await self.guard.call(
-            lambda: service.store.audit("role-changed", user, by=caller.identity, change=what)
-        )
 
     async def list_board_members(self, request: web.Request) -> web.Response:
         board_id = self._board_id(request)
@@ -898,45 +868,48 @@ class Api:
         """Narrow a member's role on one board: ``{"role": ...}``."""
         board_id = self._board_id(request)
         caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
-        user = an_id(request.match_info["user"], "a user")
+        role = await self._requested_role(request)
+        narrower = partial(commands.narrow_board_member, board_id=board_id, role=role)
+        outcome = await self._change_membership(
+            request, caller, narrower, f"role on board {board_id} narrowed to {role}"
+        )
+        return self._json(self._value(outcome), outcome, etag=True)
+
+    async def widen_board_member(self, request: web.Request) -> web.Response:
+        board_id = self._board_id(request)
+        caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
+        widener = partial(commands.narrow_board_member, board_id=board_id, role=None)
+        outcome = await self._change_membership(
+            request, caller, widener, f"role on board {board_id} back to the project's"
+        )
+        return self._no_content(outcome)
+
+    async def _requested_role(self, request: web.Request) -> str:
+        """The ``{"role": ...}`` body of a membership change."""
         body = an_object(await read_json(request, self.limits))
         only_keys(body, {"role"})
         role = body.get("role")
         if role not in commands.ROLES:
             raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
-        outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.narrow_board_member,
-                board_id=board_id,
-                user=user,
-                role=role,
-                granter=int(caller.role),
-            ),
-            caller=caller,
-        )
-        member = self._value(outcome)
-        await self._access_changed(user, caller, f"role on board {board_id} narrowed to {role}")
-        return self._json(member, outcome, etag=True)
+        return str(role)
 
-    async def widen_board_member(self, request: web.Request) -> web.Response:
-        board_id = self._board_id(request)
-        caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
+    async def _change_membership(
+        self, request: web.Request, caller: Caller, change: Callable[..., Any], what: str
+    ) -> Outcome[Any]:
+        """Run a membership change for the path's user (refusals answered), then have
+        every gateway check that user's open sockets and record it in the audit log."""
         user = an_id(request.match_info["user"], "a user")
         outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.narrow_board_member,
-                board_id=board_id,
-                user=user,
-                role=None,
-                granter=int(caller.role),
-            ),
-            caller=caller,
+            DIRECTORY_BOARD, partial(change, user=user, granter=int(caller.role)), caller=caller
         )
         self._refused(outcome)
-        await self._access_changed(user, caller, f"role on board {board_id} back to the project's")
-        return self._no_content(outcome)
+        service = self.guard.service
+        if service is not None:
+            await self.guard.call(service.store.announce, user, "role-changed")
+            await self.guard.call(
+                lambda: service.store.audit("role-changed", user, by=caller.identity, change=what)
+            )
+        return outcome
 
     # -- comments ------------------------------------------------------------------
 

@@ -286,3 +286,25 @@ async def test_logout_with_only_the_refresh_cookie_ends_the_login(tmp_path: Path
             "POST", "/v1/auth/logout", None, Cookie="boardcast_refresh=brt_unknown"
         )
         assert status == 401
+
+
+async def test_a_users_own_scoped_token_needs_a_second_factor_and_is_capped(
+    tmp_path: Path,
+) -> None:
+    async with auth_server(tmp_path) as server:
+        plain = await server.add_person("nora")
+        status, body = await server.call(
+            "POST", "/v1/me/tokens", plain, {"board": "b1", "role": "editor"}
+        )
+        assert status == 401 and body["type"] == "urn:boardcast:problem:mfa-required"
+        owen = await server.add_person("owen", mfa=True)  # logged in with a code just now
+        status, body = await server.call(
+            "POST", "/v1/me/tokens", owen, {"board": "b1", "role": "owner"}
+        )
+        assert status == 201, body
+        # Owen is no member of b1: his own token grants nothing there.
+        fate = await socket_fate(socket_url(server.ws, "b1", {"token": body["token"]}))
+        assert fate == 4403
+        assert (await server.call("DELETE", f"/v1/me/tokens/{body['id']}", owen))[0] == 204
+        fate = await socket_fate(socket_url(server.ws, "b1", {"token": body["token"]}))
+        assert fate == 4401

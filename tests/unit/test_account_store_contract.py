@@ -154,14 +154,14 @@ def test_revoking_other_sessions_keeps_the_current_one(accounts: Accounts) -> No
     user_id = _user(accounts)
     for family in ("a", "b", "c"):
         accounts.add_family(family, user_id, ("pwd",))
-    accounts.revoke_other_sessions(user_id, keep="b", kind="password-changed")
+    accounts.revoke_sessions(user_id, "password-changed", keep="b")
     states = {f: accounts.get_family(f) for f in ("a", "b", "c")}
     assert {f: s is not None and s.revoked_at is not None for f, s in states.items()} == {
         "a": True,
         "b": False,
         "c": True,
     }
-    accounts.revoke_user_sessions(user_id, "disabled")
+    accounts.revoke_sessions(user_id, "disabled")
     kept = accounts.get_family("b")
     assert kept is not None and kept.revoked_at is not None
     kinds = [entry.kind for entry in accounts.revocations_after(0)]
