@@ -12,15 +12,25 @@ deleted one only ``TaskDeleted``; otherwise a change of ``column`` and/or ``posi
 ``TaskMoved``, a change of ``assignees`` is one ``TaskAssigned``, and any other field (text
 edits inside ``description`` included) is named in one ``TaskUpdated``. ``updated_at`` alone is
 bookkeeping and yields nothing. Plain objects stored as tasks or columns count as entries;
-any other value under a task or column id is ignored.
+any other value under a task or column id is ignored. A comment appended to a task's
+``comments`` is a ``TaskCommented`` (with the ``@username`` mentions in its text).
+
+Some events carry context values beside what changed (the column a task was created in, a
+task's ``due`` after the change, a column's ``position``): consumers such as analytics need
+them without reading the board. They take no part in comparing events.
+
+On a project's document (``boardcast.project.<id>``, ``crdt/project_doc.py``), a change of the
+project's ``members`` or of a board's narrowed ``members`` is one ``MemberChanged`` per user.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any, ClassVar
 
 import msgpack
@@ -35,6 +45,22 @@ _log = logging.getLogger(__name__)
 _COLUMN_FIELDS = ("name", "position")
 _META_FIELDS = ("title", "project")
 _QUIET_FIELDS = frozenset({"updated_at"})
+# The ids project documents are hosted under start with this (crdt/project_doc.py).
+PROJECT_DOC_PREFIX = "boardcast.project."
+# A mention in a comment: "@" then a user name, not preceded by a word character (mail).
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9_.-]{0,63})")
+_MAX_MENTIONS = 50
+
+
+def mentions_in(text: str) -> tuple[str, ...]:
+    """The distinct user names ``@mentioned`` in ``text``, in order (at most 50)."""
+    names = (match.group(1).rstrip(".") for match in _MENTION.finditer(text))
+    return tuple(dict.fromkeys(name for name in names if name))[:_MAX_MENTIONS]
+
+
+def _context(default: Any = None) -> Any:
+    """A context value: carried in ``to_dict``, ignored when events are compared."""
+    return field(default=default, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +83,8 @@ class TaskCreated(_Event):
 
     kind: ClassVar[str] = "task.created"
     task_id: str
+    column: str = _context("")  # the column it was created in
+    due: str | None = _context()  # its due date, if it has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +94,7 @@ class TaskUpdated(_Event):
     kind: ClassVar[str] = "task.updated"
     task_id: str
     fields: tuple[str, ...]
+    due: str | None = _context()  # the due date after the change (when "due" is in fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +119,17 @@ class TaskAssigned(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class TaskCommented(_Event):
+    """A comment was added to a task; ``mentions`` are the users it ``@mentions``."""
+
+    kind: ClassVar[str] = "task.commented"
+    task_id: str
+    comment_id: str
+    author: str
+    mentions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TaskDeleted(_Event):
     """A task was removed from the board."""
 
@@ -103,6 +143,7 @@ class ColumnCreated(_Event):
 
     kind: ClassVar[str] = "column.created"
     column_id: str
+    position: str = _context("")  # its ordering key among columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +153,7 @@ class ColumnUpdated(_Event):
     kind: ClassVar[str] = "column.updated"
     column_id: str
     fields: tuple[str, ...]
+    position: str = _context("")  # its ordering key after the change
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +170,22 @@ class MetaUpdated(_Event):
 
     kind: ClassVar[str] = "meta.updated"
     fields: tuple[str, ...]
+    done_column: str | None = _context()  # the board's "done" column setting after the change
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged(_Event):
+    """Someone's role on a project or board changed (``role`` None: no longer a member there).
+
+    ``scope`` is ``"project"`` (``target`` a project id) or ``"board"`` (a board's narrowed
+    role, ``target`` a board id). Emitted by project documents only.
+    """
+
+    kind: ClassVar[str] = "member.changed"
+    scope: str
+    target: str
+    user: str
+    role: str | None
 
 
 DomainEvent = (
@@ -135,11 +193,13 @@ DomainEvent = (
     | TaskUpdated
     | TaskMoved
     | TaskAssigned
+    | TaskCommented
     | TaskDeleted
     | ColumnCreated
     | ColumnUpdated
     | ColumnDeleted
     | MetaUpdated
+    | MemberChanged
 )
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     event_type.kind: event_type
@@ -148,11 +208,13 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         TaskUpdated,
         TaskMoved,
         TaskAssigned,
+        TaskCommented,
         TaskDeleted,
         ColumnCreated,
         ColumnUpdated,
         ColumnDeleted,
         MetaUpdated,
+        MemberChanged,
     )
 }
 
@@ -165,6 +227,8 @@ def event_from_dict(data: Mapping[str, Any]) -> DomainEvent:
     try:
         values: dict[str, Any] = {}
         for spec in fields(event_type):
+            if spec.name not in data and not spec.compare:
+                continue  # a context value events stored before it existed lack
             value = data[spec.name]
             values[spec.name] = tuple(value) if isinstance(value, list) else value
         return event_type(**values)
@@ -203,6 +267,8 @@ class _TaskChange:
     # Where the new assignees can be read: the Y.Array edited, or the value that replaced it.
     assignees: Any = None
     fields: set[str] = field(default_factory=set)
+    due: Any = None  # the new due value, when "due" was set
+    comments: list[Any] = field(default_factory=list)  # comment entries appended
 
 
 class BoardEventRecorder:
@@ -226,6 +292,16 @@ class BoardEventRecorder:
             columns.integrated.observe_deep(self._guarded(self._on_columns)),
             meta.integrated.observe_deep(self._guarded(self._on_meta)),
         ]
+        if board_id.startswith(PROJECT_DOC_PREFIX):
+            project = board_id.removeprefix(PROJECT_DOC_PREFIX)
+            members: Map[Any] = doc.get("members", type=Map)
+            boards: Map[Any] = doc.get("boards", type=Map)
+            self._subscriptions += [
+                members.integrated.observe_deep(
+                    self._guarded(partial(self._on_project_members, project))
+                ),
+                boards.integrated.observe_deep(self._guarded(self._on_board_members)),
+            ]
 
     def drain(self) -> list[DomainEvent]:
         """Return the events gathered since the last call, oldest first, and forget them."""
@@ -266,6 +342,8 @@ class BoardEventRecorder:
             if len(path) > 1:
                 if path[1] == "assignees":
                     entry.assignees = event.target
+                elif path[1] == "comments" and len(path) == 2 and _only_inserts(event):
+                    entry.comments.extend(_inserted(event))
                 else:
                     entry.fields.add(str(path[1]))
                 continue
@@ -284,7 +362,11 @@ class BoardEventRecorder:
         if entry.created is not None:
             created = _plain(entry.created, txn)
             self._assignees[task_id] = _strings(created.get("assignees"))
-            self._events.append(TaskCreated(board, task_id))
+            due = created.get("due")
+            column = _string(created.get("column"))
+            self._events.append(
+                TaskCreated(board, task_id, column, due if isinstance(due, str) else None)
+            )
         if entry.created is not None or entry.deleted:
             return
         if entry.moved and entry.task is not None:
@@ -298,7 +380,28 @@ class BoardEventRecorder:
             self._events.append(TaskMoved(board, task_id, from_column, to_column, position))
         updated = entry.fields - _QUIET_FIELDS
         if updated:
-            self._events.append(TaskUpdated(board, task_id, _ordered(updated, TASK_FIELDS)))
+            due = _plain(entry.due, txn) if "due" in updated else None
+            self._events.append(
+                TaskUpdated(
+                    board,
+                    task_id,
+                    _ordered(updated, TASK_FIELDS),
+                    due if isinstance(due, str) else None,
+                )
+            )
+        for comment in _comment_entries(entry.comments, txn):
+            plain = _plain(comment, txn)
+            if isinstance(plain, dict) and isinstance(plain.get("id"), str):
+                text = plain.get("text")
+                self._events.append(
+                    TaskCommented(
+                        board,
+                        task_id,
+                        plain["id"],
+                        _string(plain.get("author")),
+                        mentions_in(text) if isinstance(text, str) else (),
+                    )
+                )
         if entry.assignees is not None:
             before = self._assignees.get(task_id, ())
             after = _strings(_plain(entry.assignees, txn))
@@ -311,7 +414,9 @@ class BoardEventRecorder:
     def _on_columns(self, events: list[Any]) -> None:
         board = self._board_id
         updated: dict[str, set[str]] = {}
+        positions: dict[str, str] = {}
         gone: set[str] = set()
+        txn = events[0].transaction if events else None
         for event in events:
             path = event.path
             if not path:
@@ -319,25 +424,95 @@ class BoardEventRecorder:
                     if _is_entry(change.get("oldValue")):
                         gone.add(column_id)
                         self._events.append(ColumnDeleted(board, column_id))
-                    if _is_entry(change.get("newValue")):
+                    new_value = change.get("newValue")
+                    if _is_entry(new_value):
                         gone.discard(column_id)
-                        self._events.append(ColumnCreated(board, column_id))
+                        created = _plain(new_value, txn) if txn is not None else {}
+                        position = created.get("position") if isinstance(created, dict) else ""
+                        self._events.append(ColumnCreated(board, column_id, _string(position)))
                 continue
             keys = [str(path[1])] if len(path) > 1 else event.keys
             updated.setdefault(str(path[0]), set()).update(keys)
+            if len(path) == 1 and "position" in event.keys:
+                positions[str(path[0])] = _string(event.keys["position"].get("newValue"))
         for column_id, names in updated.items():
             if column_id not in gone:
                 self._events.append(
-                    ColumnUpdated(board, column_id, _ordered(names, _COLUMN_FIELDS))
+                    ColumnUpdated(
+                        board,
+                        column_id,
+                        _ordered(names, _COLUMN_FIELDS),
+                        positions.get(column_id, ""),
+                    )
                 )
 
     def _on_meta(self, events: list[Any]) -> None:
         names: set[str] = set()
+        done_column: str | None = None
         for event in events:
             path = event.path
             names.update([str(path[0])] if path else event.keys)
+            if not path and "done_column" in event.keys:
+                value = event.keys["done_column"].get("newValue")
+                done_column = value if isinstance(value, str) else None
         if names:
-            self._events.append(MetaUpdated(self._board_id, _ordered(names, _META_FIELDS)))
+            self._events.append(
+                MetaUpdated(self._board_id, _ordered(names, _META_FIELDS), done_column)
+            )
+
+    def _on_project_members(self, project: str, events: list[Any]) -> None:
+        """A project document's ``members``: user id -> role."""
+        for event in events:
+            if event.path:
+                continue
+            for user, change in event.keys.items():
+                role = change.get("newValue")
+                self._events.append(
+                    MemberChanged(
+                        self._board_id,
+                        "project",
+                        project,
+                        str(user),
+                        role if isinstance(role, str) else None,
+                    )
+                )
+
+    def _on_board_members(self, events: list[Any]) -> None:
+        """A project document's ``boards``: changes of a board's narrowed ``members``."""
+        for event in events:
+            path = event.path
+            if not path:
+                # A board entry added, replaced or removed: its narrowed roles with it.
+                for target, change in event.keys.items():
+                    old = _plain(change.get("oldValue"), event.transaction)
+                    new = _plain(change.get("newValue"), event.transaction)
+                    self._member_diff("board", str(target), _roles(old), _roles(new))
+            elif len(path) == 1 and "members" in event.keys:
+                change = event.keys["members"]
+                old = _plain(change.get("oldValue"), event.transaction)
+                new = _plain(change.get("newValue"), event.transaction)
+                self._member_diff("board", str(path[0]), _member_map(old), _member_map(new))
+            elif len(path) == 2 and path[1] == "members":
+                for user, change in event.keys.items():
+                    role = change.get("newValue")
+                    self._events.append(
+                        MemberChanged(
+                            self._board_id,
+                            "board",
+                            str(path[0]),
+                            str(user),
+                            role if isinstance(role, str) else None,
+                        )
+                    )
+
+    def _member_diff(
+        self, scope: str, target: str, before: dict[str, str], after: dict[str, str]
+    ) -> None:
+        for user in sorted(set(before) | set(after)):
+            if before.get(user) != after.get(user):
+                self._events.append(
+                    MemberChanged(self._board_id, scope, target, user, after.get(user))
+                )
 
 
 def _note_task_key(entry: _TaskChange, key: str, change: Mapping[str, Any]) -> None:
@@ -351,8 +526,47 @@ def _note_task_key(entry: _TaskChange, key: str, change: Mapping[str, Any]) -> N
         entry.position = _string(new_value)
     elif key == "assignees":
         entry.assignees = new_value if new_value is not None else ()
+    elif key == "comments" and change.get("oldValue") is None and new_value is not None:
+        # The first comment: the array arrives with it, its items inside.
+        entry.comments.append(new_value)
     else:
+        if key == "due":
+            entry.due = new_value
         entry.fields.add(key)
+
+
+def _comment_entries(values: list[Any], txn: _RawTransaction) -> list[Any]:
+    """Comment entries appended, with a whole new ``comments`` array opened into its items."""
+    found: list[Any] = []
+    for value in values:
+        if isinstance(value, _RawArray):
+            found.extend(_plain(value, txn))
+        elif isinstance(value, list):
+            found.extend(value)
+        else:
+            found.append(value)
+    return found
+
+
+def _only_inserts(event: Any) -> bool:
+    """Whether an array event only appended or inserted items (no deletion)."""
+    delta = getattr(event, "delta", None) or []
+    return bool(delta) and all("delete" not in part for part in delta)
+
+
+def _inserted(event: Any) -> list[Any]:
+    return [item for part in event.delta for item in part.get("insert", [])]
+
+
+def _member_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(user): role for user, role in value.items() if isinstance(role, str)}
+
+
+def _roles(entry: object) -> dict[str, str]:
+    """The ``members`` of a directory entry (a project or board), as plain values."""
+    return _member_map(entry.get("members")) if isinstance(entry, dict) else {}
 
 
 def _is_entry(value: object) -> bool:
