@@ -31,7 +31,6 @@ from gateway.app import GUARD, create_app
 from gateway.auth.bootstrap import first_start_link
 from gateway.limits_middleware import app_limits, runner_options
 from gateway.settings import Settings
-from shared.logs import configure_logging
 
 log = logging.getLogger("boardcast")
 
@@ -246,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_reencrypt_command(settings.data_dir, settings.store, key_file=args.key_file))
     if args.command in accounts_cli.COMMANDS:
         sys.exit(accounts_cli.run_accounts(args, settings))
-    configure_logging(settings.log_level, settings.log_format)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     with (
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=_loop_factory()) as runner,
