@@ -146,7 +146,7 @@ def parse_manifest(
     key_ids, raw_entries = document.get("key_ids"), document.get("entries")
     if not isinstance(created_at, int | float) or isinstance(created_at, bool):
         raise NotABackup("the manifest has no created_at time")
-    if store not in STORES:
+    if not isinstance(store, str) or store not in STORES:
         raise NotABackup(f"unknown store kind {store!r}"[:200])
     if not isinstance(key_ids, list) or len(key_ids) > MAX_ENTRIES:
         raise NotABackup("the manifest's key_ids are not a short list")
