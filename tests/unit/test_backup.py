@@ -8,6 +8,7 @@ member longer than its entry, wrong digests, a huge manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -56,10 +57,8 @@ json_values = st.recursive(
 
 @hypothesis.given(st.binary(max_size=2000))
 def test_bytes_are_a_manifest_or_refused(data: bytes) -> None:
-    try:
+    with contextlib.suppress(NotABackup):
         parse_manifest(data)
-    except NotABackup:
-        pass
 
 
 @hypothesis.given(json_values)
@@ -83,7 +82,7 @@ def test_a_manifest_with_one_field_changed_is_read_or_refused(name: str, value: 
     # What was accepted is what a restore can use: every limit still holds.
     assert manifest.store in {"sqlite", "mongodb"}
     for entry in manifest.entries:
-        assert "/" not in entry.name and ".." not in entry.name and 0 <= entry.size
+        assert "/" not in entry.name and ".." not in entry.name and entry.size >= 0
 
 
 @hypothesis.given(st.sampled_from(ENTRY_FIELDS), json_values | st.text(max_size=300))
