@@ -11,6 +11,7 @@ past is never assigned afterwards (see each backend for how).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -71,6 +72,70 @@ class EventLog(Protocol):
         ...
 
 
+class ManagedEventLog(EventLog, Protocol):
+    """What the runtime, retention and tools need besides :class:`EventLog`."""
+
+    async def consumers(self) -> dict[str, int]:
+        """Every consumer that ever committed, with its committed offset."""
+        ...
+
+    async def first_offset(self) -> int:
+        """The oldest offset still kept (0 when the log is empty)."""
+        ...
+
+    async def rewind(self, consumer: str, offset: int) -> None:
+        """Set ``consumer``'s committed offset to ``offset``, backwards too (a replay)."""
+        ...
+
+    async def trim(self, retention: Retention, *, now: float) -> int:
+        """Drop what ``retention`` lets go (see :class:`Retention`); return how many went."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
 def event_id(board_id: str, seq: int, index: int) -> str:
     """The stable id of the ``index``-th event of stored update ``seq`` of ``board_id``."""
     return f"{board_id}:{seq}:{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of the log is kept once every consumer has committed past it.
+
+    An event goes when every known consumer has committed its offset and it is older than
+    ``max_age_seconds`` or more than ``max_count`` events behind the newest. The newest event
+    always stays (its offset is where the next one continues).
+    """
+
+    max_age_seconds: float = 7 * 24 * 3600.0
+    max_count: int = 1_000_000
+
+
+class DataCodec(Protocol):
+    """How an event's ``data`` is stored: plain JSON, or sealed (encryption at rest)."""
+
+    def encode(self, event: NewEvent) -> bytes:
+        """The stored bytes of ``event.data``."""
+        ...
+
+    def decode(self, blob: bytes, board_id: str, event_id: str) -> dict[str, Any]:
+        """``data`` back from what :meth:`encode` stored."""
+        ...
+
+
+class PlainCodec:
+    """``data`` as compact JSON."""
+
+    def encode(self, event: NewEvent) -> bytes:
+        """See :meth:`DataCodec.encode`."""
+        return json.dumps(event.data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, blob: bytes, board_id: str, event_id: str) -> dict[str, Any]:
+        """See :meth:`DataCodec.decode`."""
+        value = json.loads(bytes(blob))
+        if not isinstance(value, dict):
+            raise ValueError(f"event {event_id}: stored data is not an object")
+        return value
