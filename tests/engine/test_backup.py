@@ -139,7 +139,7 @@ def make_accounts(deployment: Deployment) -> str:
         _, token = service.issue_api_token(alice, scope, ttl_seconds=86400)
     finally:
         with contextlib.suppress(Exception):
-            service.store.close()  # type: ignore[attr-defined]
+            service.store.close()
     return token
 
 
