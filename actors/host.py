@@ -51,6 +51,8 @@ from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
 from persistence.read_model import IndexWrite, TaskIndex
 from persistence.store import BoardStore, Record, StoredBoard
+from shared import tracing
+from shared.logs import BOARD_ID, use_json_logs
 
 log = logging.getLogger("boardcast.host")
 
@@ -94,6 +96,9 @@ class HostSettings:
     cluster_secret: bytes | None = field(default=None, repr=False)
     stream_handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # a new stream proves itself
     max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES  # more waiting are dropped
+    log_format: str = "text"  # "json": this process logs one JSON object per line
+    trace_endpoint: str = ""  # OTLP/HTTP traces URL; "" traces nothing
+    store_probe_seconds: float = 2.0  # each sweep checks the store within this
 
 
 @dataclass(slots=True)
@@ -161,6 +166,18 @@ class BoardHost:
             max_pending=self.settings.max_pending_handshakes,
         )
         self.extensions = Extensions.from_specs(self.settings.extensions)
+        if self.settings.log_format == "json":
+            use_json_logs()
+        tracing.configure_tracing(self.settings.trace_endpoint, service_name="boardcast-host")
+        # For /metrics: boards loaded and passivated, the oldest update not yet durable
+        # (clock seconds) and the one in the write under way, the store's last check.
+        self._activations = 0
+        self._passivations = 0
+        self._unsaved_since: float | None = None
+        self._writing_since: float | None = None
+        self.store_reachable = True
+        # Contexts of the transactions whose updates wait for the next group commit.
+        self._commit_parents: list[Any] = []
         self._index: TaskIndex | None = None
         if self.settings.read_model:
             with contextlib.suppress(NotImplementedError):
@@ -267,7 +284,16 @@ class BoardHost:
             "unsaved_bytes": self._unsaved_bytes,
             "handshakes_pending": self._guard.pending,
             "handshakes_refused": self._guard.refused,
+            "activations": self._activations,
+            "passivations": self._passivations,
+            "persistence_lag_seconds": self._persistence_lag(),
+            "store_reachable": self.store_reachable,
         }
+
+    def _persistence_lag(self) -> float:
+        """How long the oldest update not yet durable has waited (0 when all are)."""
+        oldest = [t for t in (self._unsaved_since, self._writing_since) if t is not None]
+        return max(0.0, self._clock() - min(oldest)) if oldest else 0.0
 
     def board_ids(self) -> list[str]:
         """Boards currently in memory."""
@@ -409,6 +435,8 @@ class BoardHost:
                 last.record = replace(last.record, events=encode_events(out.events))
             self._pending.setdefault(board_id, []).extend(unsaved)
             self._unsaved_bytes += sum(len(record.update) for record in out.updates)
+            if self._unsaved_since is None:
+                self._unsaved_since = self._clock()
         for key, count in out.acks:
             self._pending_acks[key] = count
         if out.updates or out.acks:
@@ -455,10 +483,12 @@ class BoardHost:
                     del self._loaded[board.board_id]
 
     async def _load(self, board: BoardActor) -> None:
+        BOARD_ID.set(board.board_id)  # this task's log lines are about this board
         try:
-            stored = await asyncio.wait_for(
-                self.store.load(board.board_id), self.settings.store_timeout_seconds
-            )
+            with tracing.span("board load", attributes={"boardcast.board_id": board.board_id}):
+                stored = await asyncio.wait_for(
+                    self.store.load(board.board_id), self.settings.store_timeout_seconds
+                )
             board.load(stored)
             # Still loading for whoever sends meanwhile: their messages wait in the
             # inbox, behind the ones already there (a client's Open before its frames).
@@ -470,6 +500,8 @@ class BoardHost:
                 # Before any new change of the board can be delivered.
                 await self._redeliver(board, stored)
             board.phase = BoardPhase.ACTIVE
+            self._activations += 1
+            log.info("board %s activated (%d stored updates)", board.board_id, len(stored.updates))
         except Exception:
             log.exception("board %s could not be loaded", board.board_id)
             code = CloseCode.TRY_AGAIN_LATER
@@ -535,7 +567,12 @@ class BoardHost:
             if len(self._transactions) > self.settings.max_remembered_transactions:
                 del self._transactions[next(iter(self._transactions))]
         try:
-            outcome = await self._run(board_id, function, idempotency_key, origin)
+            with tracing.span(
+                "board transaction",
+                carrier=tracing.trace_context_of(function),
+                attributes={"boardcast.board_id": board_id},
+            ):
+                outcome = await self._run(board_id, function, idempotency_key, origin)
         except BaseException as exc:
             if key is not None:
                 # A failed transaction may be retried for real.
@@ -579,6 +616,8 @@ class BoardHost:
         self._apply(board, out)
         if out.error is not None:
             raise out.error
+        if out.updates and (context := tracing.current_context()) is not None:
+            self._commit_parents.append(context)
         # A read waits too: what it saw (others' updates included) is then durable.
         await self.flush()
         return Outcome(board.persisted_seq, values[0] if values else None)
@@ -619,25 +658,45 @@ class BoardHost:
                 return
             batch, self._pending = self._pending, {}
             acks, self._pending_acks = self._pending_acks, {}
+            self._writing_since, self._unsaved_since = self._unsaved_since, None
+            parents, self._commit_parents = self._commit_parents, []
             records = {
                 board_id: [unsaved.record for unsaved in entries]
                 for board_id, entries in batch.items()
             }
             try:
-                seqs = (
-                    await asyncio.wait_for(
-                        self.store.append(records), self.settings.store_timeout_seconds
+                # A transaction's own flush runs in its span; else the first one kept parents it.
+                inside = tracing.current_context() is not None
+                with tracing.span(
+                    "store commit",
+                    parent=None if inside or not parents else parents[0],
+                    links=tuple(parents[1:]),
+                    attributes={
+                        "boardcast.boards": len(records),
+                        "boardcast.updates": sum(len(r) for r in records.values()),
+                    },
+                ):
+                    seqs = (
+                        await asyncio.wait_for(
+                            self.store.append(records), self.settings.store_timeout_seconds
+                        )
+                        if records
+                        else {}
                     )
-                    if records
-                    else {}
-                )
             except BaseException:
                 # Put everything back in front of what arrived meanwhile.
                 for board_id, entries in self._pending.items():
                     batch.setdefault(board_id, []).extend(entries)
                 self._pending = batch
                 self._pending_acks = {**acks, **self._pending_acks}
+                self._commit_parents = parents + self._commit_parents
+                if self._writing_since is not None:
+                    self._unsaved_since = self._writing_since
+                self._writing_since = None
+                self.store_reachable = False
                 raise
+            self._writing_since = None
+            self.store_reachable = True
             self._unsaved_bytes -= sum(
                 len(record.update) for entries in records.values() for record in entries
             )
@@ -856,6 +915,7 @@ class BoardHost:
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_seconds)
+            await self._probe_store()
             now = self._clock()
             for board in list(self._boards.values()):
                 if board.phase is not BoardPhase.ACTIVE:
@@ -865,6 +925,17 @@ class BoardHost:
                 if idle_since is not None and now - idle_since >= self.settings.idle_seconds:
                     with contextlib.suppress(Exception):
                         await self.release(board.board_id)
+
+    async def _probe_store(self) -> None:
+        """Check that the store answers (for readiness); a failing write says so too."""
+        try:
+            await asyncio.wait_for(self.store.exists(), self.settings.store_probe_seconds)
+        except Exception as exc:
+            if self.store_reachable:
+                log.warning("store check failed: %s", exc)
+            self.store_reachable = False
+        else:
+            self.store_reachable = True
 
     async def release(self, board_id: str) -> bool:
         """Passivate an idle board: make it durable, snapshot it, drop it from memory.
@@ -888,5 +959,6 @@ class BoardHost:
             return False
         del self._boards[board_id]
         board.release()
-        log.debug("board %s passivated", board_id)
+        self._passivations += 1
+        log.info("board %s passivated", board_id)
         return True

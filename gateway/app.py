@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from actors.cluster import Cluster
+from actors.local import LocalCluster
 from auth.oidc import OidcVerifier
 from auth.roles import Role
 from auth.service import AuthRefused
@@ -21,6 +22,7 @@ from gateway.auth.routes import AuthRoutes
 from gateway.auth.watch import SessionWatch
 from gateway.limits_middleware import LIMITS, limits_middleware, open_limits
 from gateway.metrics import metrics_handler
+from gateway.observability import TracingCluster, request_middleware
 from gateway.rest.mount import add_rest_api, rest_limits
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
@@ -29,6 +31,7 @@ from gateway.webapp import add_web_app
 from gateway.ws import board_socket, gateway_extensions, problem
 from shared.factory import open_shared_state
 from shared.state import SharedState, SharedStateUnavailable, keep_gateway_alive
+from shared.tracing import configure_tracing
 
 log = logging.getLogger("boardcast.gateway")
 
@@ -56,8 +59,14 @@ def create_app(
         shared: state shared with other gateways; default from ``settings.redis``.
     """
     limits = open_limits(settings.redis, cluster=settings.cluster_name)
+    configure_tracing(settings.trace_endpoint, service_name="boardcast-gateway")
     app = web.Application(
-        client_max_size=settings.max_frame_bytes, middlewares=[limits_middleware(limits)]
+        client_max_size=settings.max_frame_bytes,
+        middlewares=[
+            # Outermost: a refusal of the limits has a request id too.
+            request_middleware(max_request_id_chars=settings.max_request_id_chars),
+            limits_middleware(limits),
+        ],
     )
     app[LIMITS] = settings.gateway_limits
     shared_state = (
@@ -104,13 +113,15 @@ def create_app(
     app.add_routes(
         AuthRoutes(guard, rest_limits(settings), secure_cookies=bool(settings.tls_cert)).routes()
     )
-    add_rest_api(app, cluster, settings, shared_state, guard=guard)
+    # Its calls to boards carry the request's trace context to the board's host.
+    add_rest_api(app, TracingCluster(cluster), settings, shared_state, guard=guard)
 
     async def close_sockets(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers to finish: ending the sessions
         # here lets every WebSocket handler return at once.
         sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
         code = CloseCode.GOING_AWAY
+        app[ROUTER].counters.telemetry.closes[int(code)] += len(sockets)
         await asyncio.gather(
             *(ws.close(code=code, message=REASONS[code].encode()) for ws in list(sockets)),
             return_exceptions=True,
@@ -142,6 +153,14 @@ def create_app(
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+#: Bound on the hosts' answer to a readiness check.
+READY_TIMEOUT_S = 5.0
+
+
+def _not_ready(reason: str) -> web.Response:
+    return web.json_response({"status": "unavailable", "reason": reason}, status=503)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -184,16 +203,22 @@ async def board_sessions(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the board hosts answer too."""
+    """Readiness: board hosts answer, at least one is live, and their store is reachable.
+
+    A failure says which of these in ``reason``, never how (no pids, no exception texts:
+    those go to the log).
+    """
     detailed = await _may_inspect(request, None)
     try:
-        hosts = await request.app[CLUSTER].stats()
+        hosts = await asyncio.wait_for(request.app[CLUSTER].stats(), READY_TIMEOUT_S)
     except Exception as exc:
         log.warning("readiness check failed: %s", exc)
-        body = {"status": "unavailable"}
-        if detailed:
-            body["detail"] = str(exc)
-        return web.json_response(body, status=503)
+        return _not_ready("board hosts not answering")
+    if not hosts and not isinstance(request.app[CLUSTER], LocalCluster):
+        # In-process hosts start with their first board; on Ray, none is a fault.
+        return _not_ready("no board host is live")
+    if not all(host.get("store_reachable", True) for host in hosts):
+        return _not_ready("store unreachable")
     if not detailed:
         # Host names, pids and addresses are for administrators only.
         return web.json_response({"status": "ready", "hosts": len(hosts)})

@@ -19,6 +19,7 @@ import logging
 from aiohttp import web
 
 from crdt.close_codes import REASONS, CloseCode
+from gateway.telemetry import GatewayTelemetry
 
 log = logging.getLogger("boardcast.gateway")
 
@@ -38,6 +39,8 @@ class ClientConnection:
         "origin",
         "read_only",
         "send_limit",
+        "telemetry",
+        "update_in_at",
         "wants_acks",
         "ws",
     )
@@ -53,6 +56,7 @@ class ClientConnection:
         wants_acks: bool = False,
         read_only: bool = False,
         origin: str | None = None,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.board_id = board_id
@@ -68,6 +72,10 @@ class ClientConnection:
         self.origin = origin
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
+        # Where this connection's closes are counted (by code), and when its latest
+        # update arrived (monotonic seconds; 0 once its relay was timed).
+        self.telemetry = telemetry
+        self.update_in_at = 0.0
 
     def send_encoded(self, ws_frame: bytes) -> None:
         """Write an already encoded WebSocket frame (see :mod:`gateway.frames`)."""
@@ -88,6 +96,8 @@ class ClientConnection:
         if self.closing:
             return
         self.closing = True
+        if self.telemetry is not None:
+            self.telemetry.closes[int(code)] += 1
         text = (reason or REASONS[code])[:120]
         self._close_task = asyncio.ensure_future(self._close(int(code), text))
 

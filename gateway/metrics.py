@@ -1,9 +1,10 @@
 """Prometheus metrics at ``/metrics``: this gateway's traffic, and every board host's load.
 
 Read at scrape time, never per frame: the gateway's counters are plain integers the
-router already keeps (:class:`gateway.routing.RoutingCounters`), and the hosts' figures
-come from one ``stats`` call per host (bounded, as ``/readyz``). A host that does not
-answer shows as ``boardcast_host_up 0`` for the hosts it could not list.
+router already keeps (:class:`gateway.routing.RoutingCounters`, with the update counts,
+close codes and fan-out latency buckets of :class:`gateway.telemetry.GatewayTelemetry`),
+and the hosts' figures come from one ``stats`` call per host (bounded, as ``/readyz``).
+When a host does not answer, ``boardcast_hosts_up`` is 0 and no host figures are shown.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from actors.cluster import Cluster
@@ -29,6 +35,18 @@ HOST_GAUGES = (
     ("gateways", "gateways", "Gateways with a frame stream to the host"),
     ("pending_updates", "pending_updates", "Updates received but not yet committed to the store"),
     ("unsaved_bytes", "unsaved_bytes", "Bytes of updates not yet durable (persistence lag)"),
+    (
+        "persistence_lag_seconds",
+        "persistence_lag_seconds",
+        "How long the oldest update not yet durable has waited",
+    ),
+    ("store_reachable", "store_reachable", "1 if the host's last store check or write succeeded"),
+)
+
+# Per-host counters of BoardHost.stats(): metric name suffix, stats key, help.
+HOST_COUNTERS = (
+    ("activations", "activations", "Boards loaded from the store into memory"),
+    ("passivations", "passivations", "Idle boards snapshotted and dropped from memory"),
 )
 
 
@@ -66,6 +84,33 @@ class _Snapshot(Collector):
             ("attach_failures", counters.attach_failures, "Sessions whose host was unreachable"),
         ):
             yield CounterMetricFamily(f"boardcast_gateway_{name}", text, value)
+        telemetry = counters.telemetry
+        yield CounterMetricFamily(
+            "boardcast_gateway_updates_in",
+            "Client frames carrying a document update",
+            telemetry.updates_in,
+        )
+        yield CounterMetricFamily(
+            "boardcast_gateway_updates_out",
+            "Relayed updates written to clients, one per recipient",
+            telemetry.updates_out,
+        )
+        fanout = telemetry.fanout
+        yield HistogramMetricFamily(
+            "boardcast_gateway_fanout_seconds",
+            "From a client's update arriving at this gateway to its relay written to the "
+            "board's other clients here",
+            buckets=fanout.cumulative(),
+            sum_value=fanout.total,
+        )
+        sent = CounterMetricFamily(
+            "boardcast_gateway_closes",
+            "WebSocket closes this gateway sent, by close code (refusals, limits, host requests)",
+            labels=["code"],
+        )
+        for code, count in sorted(telemetry.closes.items()):
+            sent.add_metric([str(code)], count)
+        yield sent
         closes = CounterMetricFamily(
             "boardcast_gateway_host_closes",
             "Clients closed at a board host's request, by WebSocket close code",
@@ -90,6 +135,14 @@ class _Snapshot(Collector):
                     float(host.get(key, 0)),
                 )
             yield family
+        for suffix, key, text in HOST_COUNTERS:
+            counted = CounterMetricFamily(f"boardcast_host_{suffix}", text, labels=["host", "node"])
+            for host in self._hosts or []:
+                counted.add_metric(
+                    [str(host.get("name", "")), str(host.get("node_ip", ""))],
+                    float(host.get(key, 0)),
+                )
+            yield counted
 
 
 async def render(router: Router, cluster: Cluster, sockets: Sized) -> bytes:

@@ -40,6 +40,7 @@ from crdt.protocol import Persisted as PersistedMessage
 from crdt.protocol import encode_message
 from gateway.connection import ClientConnection
 from gateway.frames import encode_binary_frame
+from gateway.telemetry import RELAYED_UPDATE, GatewayTelemetry
 from shared.state import SharedState, SharedStateUnavailable
 
 log = logging.getLogger("boardcast.gateway")
@@ -59,6 +60,7 @@ class RoutingCounters:
     link_failures: int = 0  # host links that ended while this gateway was running
     attach_failures: int = 0  # sessions that could not reach their board's host
     closes: Counter[int] = field(default_factory=Counter)  # clients closed by hosts, by code
+    telemetry: GatewayTelemetry = field(default_factory=GatewayTelemetry)  # updates, latency
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,16 @@ class GatewayLink:
             for conn_id, conn in clients.items():
                 if conn_id != exclude:
                     conn.send_encoded(frame)
-            self.counters.frames_out += len(clients) - (exclude in clients)
+            recipients = len(clients) - (exclude in clients)
+            self.counters.frames_out += recipients
+            if message.data.startswith(RELAYED_UPDATE):
+                telemetry = self.counters.telemetry
+                telemetry.updates_out += recipients
+                sender = clients.get(exclude)
+                if sender is not None and sender.update_in_at:
+                    # The sender is on this gateway: its update has reached the others here.
+                    telemetry.fanout.observe(time.monotonic() - sender.update_in_at)
+                    sender.update_in_at = 0.0
         elif isinstance(message, Send):
             target = self.connections.get(message.conn)
             if target is not None:

@@ -91,6 +91,11 @@ class Settings:
     gateway_id: str = ""  # how this gateway names itself in shared state; "" derives one
     presence_ttl_seconds: float = 15.0  # a silent gateway's sessions vanish after this
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" for a terminal, or "json": one object per line
+    # Where spans go, as OTLP over HTTP (http://collector:4318/v1/traces); "" traces nothing.
+    trace_endpoint: str = ""
+    max_request_id_chars: int = 128  # a longer inbound X-Request-Id is replaced by a new one
+    store_probe_seconds: float = 2.0  # a board host's store check; slower counts as unreachable
     # Who may connect (docs/security.md): "required" (accounts, tokens, roles) or "none"
     # (everyone acts as the local administrator: development and benchmarks only).
     auth: str = "required"
@@ -237,6 +242,9 @@ class Settings:
             else None,
             stream_handshake_seconds=self.stream_handshake_seconds,
             max_pending_handshakes=self.max_pending_handshakes,
+            log_format=self.log_format,
+            trace_endpoint=self.trace_endpoint,
+            store_probe_seconds=self.store_probe_seconds,
         )
 
     @property
@@ -302,6 +310,8 @@ class Settings:
             parse_cluster_secret(settings.cluster_secret)  # too short, not hex or base64
         # Fail at start, with the setting's name, rather than at the first compaction.
         parse_history_policy(settings.history)
+        if settings.log_format not in {"text", "json"}:
+            raise ValueError(f"log_format must be text or json, not {settings.log_format!r}")
         return settings
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import time
 import weakref
 from urllib.parse import urlsplit
 
@@ -27,6 +28,9 @@ from gateway.limits_middleware import admit_user_socket
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
 from gateway.settings import Settings
+from gateway.telemetry import UPDATE_PREFIXES, GatewayTelemetry
+from shared.logs import BOARD_ID as LOGGED_BOARD_ID
+from shared.logs import CONNECTION_ID, USER_ID
 
 log = logging.getLogger("boardcast.gateway")
 
@@ -57,6 +61,18 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
     return parsed.scheme in {"http", "https"} and parsed.netloc.lower() == host.lower()
 
 
+async def close_socket(
+    ws: web.WebSocketResponse,
+    code: CloseCode | int,
+    telemetry: GatewayTelemetry,
+    reason: str | None = None,
+) -> None:
+    """Close a client's socket with ``code``, counted in ``/metrics`` by code."""
+    telemetry.closes[int(code)] += 1
+    text = REASONS[CloseCode(code)] if reason is None else reason[:120]
+    await ws.close(code=int(code), message=text.encode())
+
+
 async def board_socket(
     request: web.Request,
     router: Router,
@@ -67,7 +83,28 @@ async def board_socket(
     watch: SessionWatch,
 ) -> web.StreamResponse:
     """Serve one client's session on one board."""
+    # Every line logged for this session names its board (and later its connection
+    # and user); cleared after, whatever else runs on this task next.
+    LOGGED_BOARD_ID.set(request.match_info["board_id"][:200])
+    try:
+        return await _serve_session(request, router, settings, sockets, sessions, guard, watch)
+    finally:
+        LOGGED_BOARD_ID.set(None)
+        CONNECTION_ID.set(None)
+        USER_ID.set(None)
+
+
+async def _serve_session(
+    request: web.Request,
+    router: Router,
+    settings: Settings,
+    sockets: weakref.WeakSet[web.WebSocketResponse],
+    sessions: SessionRegistry,
+    guard: Guard,
+    watch: SessionWatch,
+) -> web.StreamResponse:
     board_id = request.match_info["board_id"]
+    telemetry = router.counters.telemetry
     if not BOARD_ID.match(board_id):
         return problem(400, "Invalid board id", "a board id is 1-200 characters, no '/'")
     origin = request.headers.get("Origin")
@@ -95,22 +132,22 @@ async def board_socket(
         access = await guard.board_access(principal, board_id)
     except AuthRefused as refused:
         log.info("refused a session on board %s: %s", board_id, refused.reason)
-        await ws.close(code=int(CloseCode.UNAUTHORIZED), message=str(refused)[:120].encode())
+        await close_socket(ws, CloseCode.UNAUTHORIZED, telemetry, str(refused))
         return ws
     except Exception:
         log.exception("access check failed for board %s", board_id)
-        code = CloseCode.TRY_AGAIN_LATER
-        await ws.close(code=code, message=REASONS[code].encode())
+        await close_socket(ws, CloseCode.TRY_AGAIN_LATER, telemetry)
         return ws
+    if guard.required:
+        USER_ID.set(principal.user_id)
     if access.role is Role.NONE:
         log.info("refused %s on board %s: not a member", principal.user_id, board_id)
-        code = CloseCode.FORBIDDEN
-        await ws.close(code=code, message=REASONS[code].encode())
+        await close_socket(ws, CloseCode.FORBIDDEN, telemetry)
         return ws
     if guard.required:
         capped = await admit_user_socket(request, principal.user_id)
         if capped is not None:
-            await ws.close(code=int(capped), message=REASONS[capped].encode())
+            await close_socket(ws, capped, telemetry)
             return ws
     session = Session(
         identity=principal.user_id if guard.required else None,
@@ -122,12 +159,11 @@ async def board_socket(
                 ConnectRequest(board_id, request.headers, request.query, request.remote)
             )
         except Refused as refused:
-            await ws.close(code=int(refused.close_code), message=str(refused)[:120].encode())
+            await close_socket(ws, refused.close_code, telemetry, str(refused))
             return ws
         except Exception:
             log.exception("on_connect failed for board %s", board_id)
-            code = CloseCode.INTERNAL_ERROR
-            await ws.close(code=code, message=REASONS[code].encode())
+            await close_socket(ws, CloseCode.INTERNAL_ERROR, telemetry)
             return ws
         # Extensions may narrow what the guard allowed, never widen it.
         session = Session(
@@ -147,14 +183,16 @@ async def board_socket(
         wants_acks=request.query.get("ack") in {"1", "true"},
         read_only=session.read_only,
         origin=session.identity,
+        telemetry=telemetry,
     )
+    CONNECTION_ID.set(conn.conn_id)
     try:
         link = await router.attach(conn)
     except Exception as exc:
         log.warning("board %s unavailable: %s", board_id, exc)
-        code = CloseCode.TRY_AGAIN_LATER
-        await ws.close(code=code, message=REASONS[code].encode())
+        await close_socket(ws, CloseCode.TRY_AGAIN_LATER, telemetry)
         return ws
+    log.info("session opened on board %s", board_id)
     sessions.joined(board_id, conn.conn_id)
     watched = WatchedSession(ws, board_id, principal, access.role)
     watch.add(watched)
@@ -169,15 +207,17 @@ async def board_socket(
                     try:
                         await extensions.on_message(board_id, session, message.data)
                     except Refused as refused:
-                        code = refused.close_code
-                        await ws.close(code=int(code), message=str(refused)[:120].encode())
+                        await close_socket(ws, refused.close_code, telemetry, str(refused))
                         break
-                link.forward(conn, message.data)
+                data = message.data
+                if data.startswith(UPDATE_PREFIXES):
+                    telemetry.updates_in += 1
+                    conn.update_in_at = time.monotonic()
+                link.forward(conn, data)
                 if link.stream.needs_drain():
                     await link.stream.drain()
             elif message.type is WSMsgType.TEXT:
-                code = CloseCode.UNSUPPORTED_DATA
-                await ws.close(code=code, message=REASONS[code].encode())
+                await close_socket(ws, CloseCode.UNSUPPORTED_DATA, telemetry)
                 break
             elif message.type is WSMsgType.ERROR:
                 log.info("client on board %s: %s", board_id, ws.exception())
@@ -190,6 +230,7 @@ async def board_socket(
         sessions.left(board_id, conn.conn_id)
         if extensions:
             await extensions.on_disconnect(board_id, session)
+        log.info("session closed on board %s (code %s)", board_id, ws.close_code)
     return ws
 
 
