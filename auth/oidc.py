@@ -183,6 +183,7 @@ class OidcVerifier:
         self._keys_fetched_at = 0.0
         self._last_attempt: float | None = None
         self._attempts = 0
+        self._metadata: tuple[float, dict[str, Any]] | None = None
 
     @property
     def settings(self) -> OidcSettings:
@@ -313,21 +314,83 @@ class OidcVerifier:
             raise
         return _parse_jwks(document, self._settings)
 
+    async def provider_metadata(self) -> dict[str, Any]:
+        """The issuer's discovery document, checked; cached for ``jwks_cache_seconds``.
+
+        Its ``issuer`` must be the configured one; ``authorization_endpoint`` and
+        ``token_endpoint``, when present, must be ``https`` (``http`` on loopback). Raises
+        :class:`TokenRefused` ``issuer-unavailable`` when it cannot be had.
+        """
+        now = self._clock()
+        cached = self._metadata
+        if cached is not None and now - cached[0] < self._settings.jwks_cache_seconds:
+            return cached[1]
+        try:
+            document = await self._fetch_json(self._settings.discovery_url)
+            _jwks_url_from(document, self._settings.issuer)
+            for name in ("authorization_endpoint", "token_endpoint"):
+                url = document.get(name)
+                if url is not None:
+                    if not isinstance(url, str):
+                        raise _FetchFailed(f"{name} is not a URL")
+                    try:
+                        _check_url(url, name)
+                    except ValueError as error:
+                        raise _FetchFailed(str(error)) from error
+        except _FetchFailed as error:
+            logger.warning("OIDC %s: discovery failed: %s", self._settings.issuer, error)
+            raise TokenRefused("issuer-unavailable", str(error)) from None
+        self._metadata = (now, document)
+        return dict(document)
+
+    async def post_form(
+        self, url: str, form: Mapping[str, str], *, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """POST ``form`` to one of the issuer's endpoints: its status and JSON body.
+
+        Bounded as every request to the issuer is (time, size, no redirects). A body that
+        is not JSON is ``None``. Raises :class:`TokenRefused` ``issuer-unavailable`` when
+        no answer comes.
+        """
+        try:
+            return await self._request_json(
+                "POST", url, form=form, headers=headers, any_status=True
+            )
+        except _FetchFailed as error:
+            logger.warning("OIDC %s: %s", self._settings.issuer, error)
+            raise TokenRefused("issuer-unavailable", str(error)) from None
+
     async def _fetch_json(self, url: str) -> Any:
+        _, document = await self._request_json("GET", url)
+        return document
+
+    async def _request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        form: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        any_status: bool = False,
+    ) -> tuple[int, Any]:
         limit = self._settings.max_document_bytes
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self._settings.http_timeout_seconds)
+        sent = {"Accept": "application/json", "Accept-Encoding": "identity", **(headers or {})}
         try:
-            async with self._session.get(
+            async with self._session.request(
+                method,
                 url,
+                data=dict(form) if form is not None else None,
                 timeout=timeout,
                 allow_redirects=False,
                 auto_decompress=False,
-                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+                headers=sent,
             ) as response:
-                if response.status != 200:
-                    raise _FetchFailed(f"{url} answered {response.status}")
+                status = response.status
+                if status != 200 and not (any_status and 400 <= status < 500):
+                    raise _FetchFailed(f"{url} answered {status}")
                 if response.content_length is not None and response.content_length > limit:
                     raise _FetchFailed(f"{url} is over {limit} bytes")
                 body = bytearray()
@@ -338,8 +401,10 @@ class OidcVerifier:
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise _FetchFailed(f"{url}: {type(error).__name__}: {error}") from error
         try:
-            return json.loads(body.decode("utf-8"))
+            return status, json.loads(body.decode("utf-8"))
         except (ValueError, RecursionError) as error:
+            if any_status:
+                return status, None
             raise _FetchFailed(f"{url} is not JSON") from error
 
     def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:

@@ -111,7 +111,13 @@ def create_app(
     app.router.add_get("/boards/{board_id}/sessions", board_sessions)
     add_web_app(app)
     app.add_routes(
-        AuthRoutes(guard, rest_limits(settings), secure_cookies=bool(settings.tls_cert)).routes()
+        AuthRoutes(
+            guard,
+            rest_limits(settings),
+            secure_cookies=bool(settings.tls_cert),
+            code_flow=settings.oidc_code_flow,
+            shared=shared_state,
+        ).routes()
     )
     # Its calls to boards carry the request's trace context to the board's host.
     add_rest_api(app, TracingCluster(cluster), settings, shared_state, guard=guard)

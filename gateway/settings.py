@@ -17,6 +17,7 @@ from actors.directory import ClusterTimings
 from actors.handshake import parse_cluster_secret
 from actors.host import HostSettings
 from auth.oidc import OidcSettings
+from auth.oidc_flow import CodeFlowSettings
 from auth.service import AuthSettings
 from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
@@ -159,6 +160,14 @@ class Settings:
     oidc_algorithms: str = "RS256,ES256"
     oidc_leeway_seconds: float = 60.0
     oidc_min_refetch_seconds: float = 60.0  # at most one key-set fetch this often
+    # Signing in from the browser through the issuer (authorization code flow with PKCE).
+    oidc_client_secret: str = field(default="", repr=False)  # "": a public client
+    oidc_redirect_uri: str = ""  # "": {scheme}://{host}/v1/auth/oidc/callback of the request
+    oidc_scopes: str = "openid email profile"
+    oidc_provider_name: str = ""  # the sign-in button's "Sign in with ..."; "": the issuer's host
+    oidc_login_ttl_seconds: float = 600.0  # a started sign-in must come back within this
+    oidc_max_pending_logins: int = 10_000  # sign-ins one gateway keeps open; more get 503
+    oidc_max_code_chars: int = 2048  # the longest authorization code a callback may carry
     tls_cert: str = ""  # PEM certificate chain: serve https and wss
     tls_key: str = ""  # its private key
     extra: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +191,22 @@ class Settings:
             algorithms=tuple(a.strip() for a in self.oidc_algorithms.split(",") if a.strip()),
             leeway_seconds=self.oidc_leeway_seconds,
             min_refetch_seconds=self.oidc_min_refetch_seconds,
+        )
+
+    @property
+    def oidc_code_flow(self) -> CodeFlowSettings | None:
+        """Boardcast as the issuer's client for browser sign-ins, if an issuer is configured."""
+        if not self.oidc_issuer:
+            return None
+        return CodeFlowSettings(
+            client_id=self.oidc_audience,
+            client_secret=self.oidc_client_secret,
+            redirect_uri=self.oidc_redirect_uri,
+            scopes=tuple(self.oidc_scopes.split()),
+            provider_name=self.oidc_provider_name,
+            login_ttl_seconds=self.oidc_login_ttl_seconds,
+            max_pending_logins=self.oidc_max_pending_logins,
+            max_code_chars=self.oidc_max_code_chars,
         )
 
     @property
@@ -303,6 +328,7 @@ class Settings:
         if bool(settings.tls_cert) != bool(settings.tls_key):
             raise ValueError("tls_cert and tls_key go together")
         settings.oidc_settings  # noqa: B018 - a bad issuer configuration fails at start
+        settings.oidc_code_flow  # noqa: B018 - as does a bad client (redirect URI, scopes)
         settings.gateway_limits  # noqa: B018 - and so does a bad limit (a CIDR, a negative rate)
         if settings.encryption not in {"on", "strict", "off"}:
             raise ValueError(f"encryption must be on, strict or off, not {settings.encryption!r}")

@@ -13,6 +13,13 @@ forgeries (``alg: none``, HMAC with a public key as the secret) that no library 
 ``requests`` counts what clients fetched (``paths``: every request, by path);
 ``serve_jwks`` and ``fail_with`` make the issuer misbehave. A second ``LocalIssuer`` is
 a handy attacker's server.
+
+It is also a real authorization server for the code flow with PKCE: ``/authorize`` checks
+the request (client id, registered redirect URI, ``S256`` challenge, ``state``, ``nonce``)
+and shows a small sign-in form (a username is enough); signing in sends the browser back
+to the redirect URI with a single-use code, which ``/token`` exchanges (client secret by
+HTTP Basic or in the form, PKCE verifier checked) for an ID token carrying the nonce.
+``id_token_claims`` changes what the ID tokens say; ``exchanges`` records each exchange.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import base64
 import collections
 import hashlib
 import hmac
+import html
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus, urlencode
 
 import jwt
 from aiohttp import web
@@ -37,6 +46,19 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from auth.oidc import OidcSettings
 
 DEFAULT_AUDIENCE = "boardcast-web"
+DEFAULT_CLIENT_SECRET = "local-issuer-client-secret"
+CODE_TTL_SECONDS = 60.0
+
+
+@dataclass
+class _IssuedCode:
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    nonce: str
+    username: str
+    expires_at: float
+    used: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,9 +138,29 @@ class LocalIssuer:
             issuers have.
     """
 
-    def __init__(self, *, audience: str = DEFAULT_AUDIENCE, path: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        path: str = "",
+        host: str = "127.0.0.1",
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        redirect_uris: Iterable[str] = (),
+    ) -> None:
         self.audience = audience
         self._path = path.rstrip("/")
+        #: The name in its URL: ``localhost`` makes it another site than 127.0.0.1 to a
+        #: browser (it always listens on 127.0.0.1).
+        self.host = host
+        #: The secret of the client ``audience`` ("": a public client, PKCE alone).
+        self.client_secret = client_secret
+        #: Callback URLs registered for the client; :attr:`redirect_uris` may grow later.
+        self.redirect_uris: set[str] = set(redirect_uris)
+        #: Claims replacing those of the ID tokens ``/token`` issues (a wrong nonce...).
+        self.id_token_claims: dict[str, Any] = {}
+        #: Every code exchange: ``(status answered, error or "")``.
+        self.exchanges: list[tuple[int, str]] = []
+        self._codes: dict[str, _IssuedCode] = {}
         self.keys: list[SigningKey] = [SigningKey.generate("RS256"), SigningKey.generate("ES256")]
         #: Requests served, by endpoint: ``"discovery"``, ``"jwks"``.
         self.requests: collections.Counter[str] = collections.Counter()
@@ -138,6 +180,9 @@ class LocalIssuer:
         app = web.Application(middlewares=[self._count_path])
         app.router.add_get(self._path + "/.well-known/openid-configuration", self._discovery)
         app.router.add_get(self._path + "/jwks", self._jwks)
+        app.router.add_get(self._path + "/authorize", self._authorize_form)
+        app.router.add_post(self._path + "/authorize", self._authorize)
+        app.router.add_post(self._path + "/token", self._token)
         self._runner = web.AppRunner(app, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)
@@ -166,7 +211,7 @@ class LocalIssuer:
     @property
     def url(self) -> str:
         """The issuer identifier: ``iss`` of its tokens and ``issuer`` of its discovery."""
-        return f"http://127.0.0.1:{self._port}{self._path}"
+        return f"http://{self.host}:{self._port}{self._path}"
 
     @property
     def jwks_url(self) -> str:
@@ -286,3 +331,118 @@ class LocalIssuer:
         if self._jwks_override is not None:
             return web.Response(body=self._jwks_override, content_type="application/json")
         return web.json_response(self.jwks())
+
+    # -- the authorization code flow
+
+    def _authorization_error(self, query: Any) -> str | None:
+        """Why an authorization request is refused (before any redirect), or None."""
+        if query.get("client_id") != self.audience:
+            return "unknown client_id"
+        if query.get("redirect_uri") not in self.redirect_uris:
+            return "redirect_uri is not registered for this client"
+        if query.get("response_type") != "code":
+            return "response_type must be code"
+        if "openid" not in str(query.get("scope", "")).split():
+            return "scope must include openid"
+        if query.get("code_challenge_method") != "S256":
+            return "code_challenge_method must be S256"
+        if len(str(query.get("code_challenge", ""))) != 43:
+            return "code_challenge is not an S256 challenge"
+        if not query.get("state") or not query.get("nonce"):
+            return "state and nonce are required"
+        return None
+
+    async def _authorize_form(self, request: web.Request) -> web.StreamResponse:
+        self.requests["authorize"] += 1
+        refused = self._authorization_error(request.query)
+        if refused is not None:
+            return web.Response(status=400, text=refused)
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+            for name, value in request.query.items()
+        )
+        page = (
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            "<title>Local ID</title></head><body><main><h1>Sign in to Local ID</h1>"
+            f'<form method="post" action="{html.escape(self._path)}/authorize">{hidden}'
+            '<label for="u">Username</label> <input id="u" name="username" required>'
+            ' <button type="submit">Sign in</button></form></main></body></html>'
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def _authorize(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        refused = self._authorization_error(form)
+        username = str(form.get("username", "")).strip()
+        if refused is not None or not username:
+            return web.Response(status=400, text=refused or "a username is required")
+        code = secrets.token_urlsafe(24)
+        self._codes[code] = _IssuedCode(
+            client_id=str(form["client_id"]),
+            redirect_uri=str(form["redirect_uri"]),
+            challenge=str(form["code_challenge"]),
+            nonce=str(form["nonce"]),
+            username=username,
+            expires_at=time.monotonic() + CODE_TTL_SECONDS,
+        )
+        back = {"code": code, "state": str(form["state"]), "iss": self.url}
+        raise web.HTTPFound(f"{form['redirect_uri']}?{urlencode(back)}")
+
+    def _client_of(self, request: web.Request, form: Any) -> str | None:
+        """The authenticated client id of a token request (Basic or form), or None."""
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                pair = base64.b64decode(header[6:], validate=True).decode()
+            except ValueError:
+                return None
+            # RFC 6749 2.3.1: each part is form-encoded before the Basic encoding.
+            client_id, _, secret = (unquote_plus(part) for part in pair.partition(":"))
+        else:
+            client_id = str(form.get("client_id", ""))
+            secret = str(form.get("client_secret", ""))
+        if client_id != self.audience or not hmac.compare_digest(secret, self.client_secret):
+            return None
+        return client_id
+
+    def _token_error(self, status: int, error: str) -> web.Response:
+        self.exchanges.append((status, error))
+        return web.json_response({"error": error}, status=status)
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        self.requests["token"] += 1
+        if self._failure_status is not None:
+            return web.Response(status=self._failure_status)
+        form = await request.post()
+        if form.get("grant_type") != "authorization_code":
+            return self._token_error(400, "unsupported_grant_type")
+        client_id = self._client_of(request, form)
+        if client_id is None:
+            return self._token_error(401, "invalid_client")
+        issued = self._codes.get(str(form.get("code", "")))
+        if issued is None or issued.used or issued.expires_at < time.monotonic():
+            return self._token_error(400, "invalid_grant")
+        issued.used = True  # single use, even when the rest of the request is wrong
+        verifier = str(form.get("code_verifier", ""))
+        challenge = _base64url(hashlib.sha256(verifier.encode()).digest())
+        if not hmac.compare_digest(challenge, issued.challenge):
+            return self._token_error(400, "invalid_grant")
+        if form.get("redirect_uri") != issued.redirect_uri or client_id != issued.client_id:
+            return self._token_error(400, "invalid_grant")
+        claims = self.claims(
+            sub=f"local-{issued.username}",
+            name=issued.username,
+            email=f"{issued.username}@example.org",
+            nonce=issued.nonce,
+        )
+        claims.update(self.id_token_claims)
+        self.exchanges.append((200, ""))
+        return web.json_response(
+            {
+                "access_token": secrets.token_urlsafe(24),
+                "token_type": "Bearer",
+                "expires_in": 600,
+                "id_token": self.mint(claims),
+            },
+            headers={"Cache-Control": "no-store"},
+        )

@@ -15,14 +15,18 @@ from typing import Any
 from aiohttp import web
 
 from auth import mfa
+from auth.oidc import ExternalIdentity
+from auth.oidc_flow import CodeFlowSettings
 from auth.roles import Role
 from auth.service import AuthRefused, Grant, Principal
 from gateway.auth.guard import ACCESS_COOKIE, REFRESH_COOKIE, Guard
+from gateway.auth.oidc_login import START_PATH, OidcLogin
 from gateway.limits import check_login
 from gateway.limits_middleware import rate_limited, request_client_ip, request_limits_state
 from gateway.rest.access import authenticate, refusal_problem, require_second_factor
 from gateway.rest.inputs import RestLimits, an_object, only_keys, read_json
 from gateway.rest.problems import Problem
+from shared.state import SharedState
 
 #: Problems a refusal's reason answers with (others: 401 unauthorized).
 _REASON_PROBLEMS = {
@@ -53,16 +57,32 @@ def _string(body: dict[str, Any], name: str, *, required: bool = True) -> str | 
 class AuthRoutes:
     """Handlers for logging in and out, refreshing, tickets, MFA and scoped tokens."""
 
-    def __init__(self, guard: Guard, limits: RestLimits, *, secure_cookies: bool) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        limits: RestLimits,
+        *,
+        secure_cookies: bool,
+        code_flow: CodeFlowSettings | None = None,
+        shared: SharedState | None = None,
+    ) -> None:
         self.guard = guard
         self.limits = limits
         self.secure_cookies = secure_cookies
+        # The browser sign-in through the external issuer, when one is configured.
+        self.sign_in = (
+            OidcLogin(self, code_flow, shared)
+            if code_flow is not None and shared is not None and guard.oidc is not None
+            else None
+        )
 
     def routes(self) -> list[web.RouteDef]:
         """Every auth route (``config`` alone when auth is off)."""
         found = [web.get("/v1/auth/config", self.config)]
         if self.guard.service is None:
             return found
+        if self.sign_in is not None:
+            found.extend(self.sign_in.route_defs())
         return [
             *found,
             web.post("/v1/auth/login", self.login),
@@ -103,8 +123,17 @@ class AuthRoutes:
             if oidc is not None
             else None
         )
+        sign_in = (
+            {"name": self.sign_in.provider_name, "url": START_PATH}
+            if self.sign_in is not None
+            else None
+        )
         return web.json_response(
-            {"auth": "required" if self.guard.required else "none", "oidc": issuer}
+            {
+                "auth": "required" if self.guard.required else "none",
+                "oidc": issuer,
+                "sign_in": sign_in,
+            }
         )
 
     async def login(self, request: web.Request) -> web.Response:
@@ -128,8 +157,7 @@ class AuthRoutes:
     async def login_oidc(self, request: web.Request) -> web.Response:
         """An ID token of the configured issuer in, Boardcast tokens out.
 
-        The first login makes the account (named from the token's name or e-mail);
-        later ones find it by issuer and subject. An e-mail is kept only if verified.
+        The first login makes the account; later ones find it by issuer and subject.
         """
         body = await self._body(request, {"id_token"})
         token = _string(body, "id_token")
@@ -140,15 +168,22 @@ class AuthRoutes:
             if refused.reason == "issuer-unavailable":
                 raise Problem("unavailable", "the identity provider cannot be reached") from None
             raise _problem(refused) from None
-        email = identity.email if identity.email_verified else None
-        name = identity.name or (email.split("@")[0] if email else identity.subject)
         try:
-            grant = await self.guard.call(
-                lambda: self._service.login_external(identity.issuer, identity.subject, name, email)
-            )
+            grant = await self.log_in_external(identity)
         except AuthRefused as refused:
             raise _problem(refused) from None
         return self._granted(grant)
+
+    async def log_in_external(self, identity: ExternalIdentity) -> Grant:
+        """The login of the account of an external identity (made on its first login).
+
+        Named from the identity's name or e-mail; an e-mail is kept only if verified.
+        """
+        email = identity.email if identity.email_verified else None
+        name = identity.name or (email.split("@")[0] if email else identity.subject)
+        return await self.guard.call(
+            lambda: self._service.login_external(identity.issuer, identity.subject, name, email)
+        )
 
     async def refresh(self, request: web.Request) -> web.Response:
         """Rotate the refresh token (body or cookie): a new pair."""
@@ -193,7 +228,7 @@ class AuthRoutes:
         except AuthRefused as refused:
             raise _problem(refused) from None
         response = web.HTTPSeeOther("/")
-        self._set_cookies(response, grant)
+        self.set_session_cookies(response, grant)
         return response
 
     async def ticket(self, request: web.Request) -> web.Response:
@@ -389,10 +424,11 @@ class AuthRoutes:
             },
             headers={"Cache-Control": "no-store"},
         )
-        self._set_cookies(response, grant)
+        self.set_session_cookies(response, grant)
         return response
 
-    def _set_cookies(self, response: web.StreamResponse, grant: Grant) -> None:
+    def set_session_cookies(self, response: web.StreamResponse, grant: Grant) -> None:
+        """The access and refresh cookies of ``grant`` on ``response``."""
         common: dict[str, Any] = {
             "httponly": True,
             "samesite": "Strict",
