@@ -172,6 +172,7 @@ function openBoard (boardId) {
     connection,
     directory,
     session,
+    auth, // with accounts, comments are posted over REST (a commenter's socket is read-only)
     onTitle: (title) => {
       document.title = `${title} · Boardcast`
       crumbs.replaceChildren(h('ol', {}, h('li', {}, h('a', { href: '#/' }, 'Boards')), h('li', { class: 'crumb-next' }, h('span', { 'aria-current': 'page' }, title))))
@@ -221,7 +222,7 @@ function openBoard (boardId) {
 function showRole (view) {
   directory.roleOn(view.boardId, session.user.id).then((role) => {
     if (current?.view !== view || !READ_ONLY_ROLES.has(role)) return
-    view.setReadOnly(true)
+    view.setReadOnly(true, { canComment: role === 'commenter' })
     showStatus()
   }, (error) => console.warn('Boardcast: could not read your role on the board', error))
 }
@@ -274,7 +275,7 @@ async function start () {
     return
   }
   if (config.auth === 'required') {
-    auth = new AuthClient()
+    auth = new AuthClient({ signIn: config.signIn })
     let user
     try {
       user = await auth.resume()
