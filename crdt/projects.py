@@ -1,14 +1,19 @@
-"""The project directory: which projects exist and which boards each one holds.
+"""The project directory: an index of every project and board, for administrators and lookups.
 
 It is a Yjs document of its own, hosted and stored like a board under the id
-:data:`DIRECTORY_BOARD`, so the board app in the browser (``clients/web``) lists
-projects and boards live from it, and the REST API writes the same document::
+:data:`DIRECTORY_BOARD`. The truth about a project (its name, members, roles and
+boards) lives in the project's own document (:mod:`crdt.project_doc`); the
+directory keeps only what finding things needs::
 
     projects: Y.Map  project id -> Y.Map {name, position, created_at}
-    boards:   Y.Map  board id   -> Y.Map {title, project, position, created_at, members?}
+    boards:   Y.Map  board id   -> Y.Map {title, project, position, created_at}
+    layout:   Y.Map  {projects: "documents"} once older directories were split
 
-Each project has ``members`` (user id -> role); a board's ``members`` narrows the
-roles of its project's members on that board (docs/security.md).
+``boards`` answers "which project holds this board" (access checks) and, with
+``projects``, is the live list of everything an administrator sees. Before
+project documents existed, projects and boards here also held ``members``; a
+gateway splits such a directory into project documents when it starts
+(:mod:`gateway.project_split`), then strips them.
 
 ``position`` orders the lists (fractional-index keys, :mod:`crdt.positions`). Reads
 are tolerant of what a careless client wrote; only ``Y.Map`` entries are edited.
@@ -16,7 +21,6 @@ are tolerant of what a careless client wrote; only ``Y.Map`` entries are edited.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +32,13 @@ from crdt.positions import is_valid_position, position_between
 #: The id the directory document is stored and hosted under.
 DIRECTORY_BOARD = "boardcast.directory"
 
+#: ``layout["projects"]`` once every project lives in a document of its own.
+SPLIT_LAYOUT = "documents"
+
 
 @dataclass(frozen=True, slots=True)
 class ProjectEntry:
-    """A project as the directory lists it."""
+    """A project: its id, name, list position and creation time."""
 
     id: str
     name: str
@@ -41,7 +48,7 @@ class ProjectEntry:
 
 @dataclass(frozen=True, slots=True)
 class BoardEntry:
-    """A board as the directory lists it."""
+    """A board as a project lists it."""
 
     id: str
     title: str
@@ -50,202 +57,158 @@ class BoardEntry:
     created_at: str
 
 
-def _now() -> str:
+def now_text() -> str:
+    """The time now, as the board document's timestamps are written."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Directory:
-    """Typed access to the directory document; every method is one Yjs transaction."""
+    """Typed access to the directory index; every method is one Yjs transaction."""
 
-    def __init__(self, doc: Doc[Any], *, clock: Callable[[], str] = _now) -> None:
+    def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
         self._projects: Map[Any] = doc.get("projects", type=Map)
         self._boards: Map[Any] = doc.get("boards", type=Map)
-        self._clock = clock
+        self._layout: Map[Any] = doc.get("layout", type=Map)
 
     # -- projects --------------------------------------------------------------
 
     def projects(self) -> list[ProjectEntry]:
         """Every project, in list order."""
-        found = [
-            ProjectEntry(
-                key,
-                _text(value.get("name")),
-                _text(value.get("position")),
-                _text(value.get("created_at")),
-            )
-            for key, value in _entries(self._projects)
-        ]
+        found = [_project(key, value) for key, value in plain_entries(self._projects)]
         return sorted(found, key=lambda entry: (entry.position, entry.id))
 
     def get_project(self, project_id: str) -> ProjectEntry | None:
-        """The project, or None if the directory has no such one."""
-        value = _entry(self._projects, project_id)
-        if value is None:
-            return None
-        return ProjectEntry(
-            project_id,
-            _text(value.get("name")),
-            _text(value.get("position")),
-            _text(value.get("created_at")),
+        """The project's index entry, or None."""
+        value = plain_entry(self._projects, project_id)
+        return _project(project_id, value) if value is not None else None
+
+    def next_project_position(self) -> str:
+        """A position after every project's."""
+        existing = self.projects()
+        return after(existing[-1].position if existing else None)
+
+    def index_project(self, entry: ProjectEntry) -> None:
+        """Write (or correct) a project's index entry."""
+        upsert_fields(
+            self._projects,
+            entry.id,
+            {"name": entry.name, "position": entry.position, "created_at": entry.created_at},
         )
 
-    def add_project(self, project_id: str, name: str) -> ProjectEntry:
-        """Add a project at the end of the list; ``ValueError`` if the id is taken."""
+    def unindex_project(self, project_id: str) -> None:
+        """Drop a project's index entry, if there is one."""
         if project_id in self._projects:
-            raise ValueError(f"project {project_id!r} already exists")
-        existing = self.projects()
-        position = _after(existing[-1].position if existing else None)
-        created = self._clock()
-        with self.doc.transaction():
-            self._projects[project_id] = Map(
-                {"name": name, "position": position, "created_at": created}
-            )
-        return ProjectEntry(project_id, name, position, created)
-
-    def rename_project(self, project_id: str, name: str) -> None:
-        """Rename a project; ``KeyError`` if there is none."""
-        value = self._editable(self._projects, project_id)
-        if value.get("name") != name:
-            value["name"] = name
-
-    def delete_project(self, project_id: str) -> None:
-        """Remove a project from the directory; ``KeyError`` if there is none."""
-        if project_id not in self._projects:
-            raise KeyError(project_id)
-        del self._projects[project_id]
-
-    # -- members ---------------------------------------------------------------
-
-    def members(self, project_id: str) -> dict[str, str]:
-        """The project's members and their roles; ``KeyError`` if there is no such project."""
-        value = _entry(self._projects, project_id)
-        if value is None:
-            raise KeyError(project_id)
-        members = value.get("members")
-        if not isinstance(members, dict):
-            return {}
-        return {user: role for user, role in members.items() if isinstance(role, str)}
-
-    def set_member(self, project_id: str, user: str, role: str) -> None:
-        """Give ``user`` ``role`` in the project; ``KeyError`` if there is no such project."""
-        project = self._editable(self._projects, project_id)
-        members = project.get("members")
-        if not isinstance(members, Map):
-            members = Map()
-            project["members"] = members
-        if members.get(user) != role:
-            members[user] = role
-
-    def remove_member(self, project_id: str, user: str) -> bool:
-        """Take ``user`` out of the project; False if they were not in it."""
-        project = self._editable(self._projects, project_id)
-        members = project.get("members")
-        if not isinstance(members, Map) or user not in members:
-            return False
-        del members[user]
-        return True
-
-    def board_roles(self, board_id: str) -> dict[str, str]:
-        """Roles a board narrows its project's to, by user; ``KeyError`` if no such board."""
-        value = _entry(self._boards, board_id)
-        if value is None:
-            raise KeyError(board_id)
-        roles = value.get("members")
-        if not isinstance(roles, dict):
-            return {}
-        return {user: role for user, role in roles.items() if isinstance(role, str)}
-
-    def narrow_board_role(self, board_id: str, user: str, role: str | None) -> None:
-        """Narrow ``user``'s role on one board (None: take the project's again)."""
-        board = self._editable(self._boards, board_id)
-        roles = board.get("members")
-        if role is None:
-            if isinstance(roles, Map) and user in roles:
-                del roles[user]
-            return
-        if not isinstance(roles, Map):
-            roles = Map()
-            board["members"] = roles
-        if roles.get(user) != role:
-            roles[user] = role
+            del self._projects[project_id]
 
     # -- boards ----------------------------------------------------------------
 
     def boards(self, project_id: str | None = None) -> list[BoardEntry]:
         """The boards (of one project, if given), in list order."""
         found = [
-            self._board_entry(key, value)
-            for key, value in _entries(self._boards)
-            if project_id is None or _text(value.get("project")) == project_id
+            _board(key, value)
+            for key, value in plain_entries(self._boards)
+            if project_id is None or text(value.get("project")) == project_id
         ]
         return sorted(found, key=lambda entry: (entry.position, entry.id))
 
     def get_board(self, board_id: str) -> BoardEntry | None:
-        """The board's directory entry, or None."""
-        value = _entry(self._boards, board_id)
-        return self._board_entry(board_id, value) if value is not None else None
+        """The board's index entry, or None."""
+        value = plain_entry(self._boards, board_id)
+        return _board(board_id, value) if value is not None else None
 
-    def add_board(self, board_id: str, title: str, project_id: str) -> BoardEntry:
-        """List a board in a project, at the end; ``ValueError`` if the id is taken."""
-        if board_id in self._boards:
-            raise ValueError(f"board {board_id!r} already exists")
-        existing = self.boards(project_id)
-        position = _after(existing[-1].position if existing else None)
-        created = self._clock()
-        with self.doc.transaction():
-            self._boards[board_id] = Map(
-                {
-                    "title": title,
-                    "project": project_id,
-                    "position": position,
-                    "created_at": created,
-                }
-            )
-        return BoardEntry(board_id, title, project_id, position, created)
-
-    def rename_board(self, board_id: str, title: str) -> None:
-        """Retitle a board's entry; ``KeyError`` if there is none."""
-        value = self._editable(self._boards, board_id)
-        if value.get("title") != title:
-            value["title"] = title
-
-    def delete_board(self, board_id: str) -> None:
-        """Remove a board from the directory; ``KeyError`` if there is none."""
-        if board_id not in self._boards:
-            raise KeyError(board_id)
-        del self._boards[board_id]
-
-    # -- internals -------------------------------------------------------------
-
-    @staticmethod
-    def _board_entry(board_id: str, value: dict[str, Any]) -> BoardEntry:
-        return BoardEntry(
-            board_id,
-            _text(value.get("title")) or board_id,
-            _text(value.get("project")),
-            _text(value.get("position")),
-            _text(value.get("created_at")),
+    def index_board(self, entry: BoardEntry) -> None:
+        """Write (or correct) a board's index entry."""
+        upsert_fields(
+            self._boards,
+            entry.id,
+            {
+                "title": entry.title,
+                "project": entry.project,
+                "position": entry.position,
+                "created_at": entry.created_at,
+            },
         )
 
-    @staticmethod
-    def _editable(entries: Map[Any], key: str) -> Map[Any]:
-        value = entries.get(key)
-        if not isinstance(value, Map):
-            raise KeyError(key)
-        return value
+    def unindex_board(self, board_id: str) -> None:
+        """Drop a board's index entry, if there is one."""
+        if board_id in self._boards:
+            del self._boards[board_id]
+
+    # -- the layout before project documents -------------------------------------
+
+    def is_split(self) -> bool:
+        """Whether every project already lives in a document of its own."""
+        return self._layout.get("projects") == SPLIT_LAYOUT
+
+    def mark_split(self) -> None:
+        """Record that the split is done, and drop what the older layout kept here."""
+        with self.doc.transaction():
+            for entries in (self._projects, self._boards):
+                for key in list(entries.keys()):
+                    value = entries.get(key)
+                    if isinstance(value, Map) and "members" in value:
+                        del value["members"]
+            self._layout["projects"] = SPLIT_LAYOUT
+
+    def legacy_members(self, project_id: str) -> dict[str, str]:
+        """A project's members as the older layout kept them here."""
+        return _roles(plain_entry(self._projects, project_id))
+
+    def legacy_board_roles(self, board_id: str) -> dict[str, str]:
+        """A board's narrowed roles as the older layout kept them here."""
+        return _roles(plain_entry(self._boards, board_id))
 
 
-def _entries(entries: Map[Any]) -> list[tuple[str, dict[str, Any]]]:
+def _project(project_id: str, value: dict[str, Any]) -> ProjectEntry:
+    return ProjectEntry(
+        project_id,
+        text(value.get("name")),
+        text(value.get("position")),
+        text(value.get("created_at")),
+    )
+
+
+def _board(board_id: str, value: dict[str, Any]) -> BoardEntry:
+    return BoardEntry(
+        board_id,
+        text(value.get("title")) or board_id,
+        text(value.get("project")),
+        text(value.get("position")),
+        text(value.get("created_at")),
+    )
+
+
+def _roles(value: dict[str, Any] | None) -> dict[str, str]:
+    members = value.get("members") if value is not None else None
+    if not isinstance(members, dict):
+        return {}
+    return {user: role for user, role in members.items() if isinstance(role, str)}
+
+
+def upsert_fields(entries: Map[Any], key: str, fields: dict[str, str]) -> None:
+    """Write ``fields`` into the map entry ``key`` (made if missing), only where they differ."""
+    value = entries.get(key)
+    if not isinstance(value, Map):
+        entries[key] = Map(fields)
+        return
+    for name, field in fields.items():
+        if value.get(name) != field:
+            value[name] = field
+
+
+def plain_entries(entries: Map[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The map's entries that are maps (or plain objects), as plain dicts."""
     found: list[tuple[str, dict[str, Any]]] = []
     for key in list(entries.keys()):
-        value = _entry(entries, key)
+        value = plain_entry(entries, key)
         if value is not None:
             found.append((key, value))
     return found
 
 
-def _entry(entries: Map[Any], key: str) -> dict[str, Any] | None:
+def plain_entry(entries: Map[Any], key: str) -> dict[str, Any] | None:
+    """One entry of the map as a plain dict, or None if it is not a map."""
     value = entries.get(key)
     if isinstance(value, Map):
         plain = value.to_py()
@@ -253,9 +216,11 @@ def _entry(entries: Map[Any], key: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
+    """``value`` if it is a string, else the empty string (tolerant reads)."""
     return value if isinstance(value, str) else ""
 
 
-def _after(position: str | None) -> str:
+def after(position: str | None) -> str:
+    """A position after ``position`` (None or an invalid key: the first)."""
     return position_between(position if position and is_valid_position(position) else None, None)

@@ -18,6 +18,7 @@ from auth.service import AuthRefused
 from crdt.close_codes import REASONS, CloseCode
 from gateway.auth import open_auth_service
 from gateway.auth.guard import Guard
+from gateway.auth.role_cache import RoleCache
 from gateway.auth.routes import AuthRoutes
 from gateway.auth.watch import SessionWatch
 from gateway.limits_middleware import LIMITS, limits_middleware, open_limits
@@ -95,7 +96,10 @@ def create_app(
     )
     oidc = settings.oidc_settings
     verifier = OidcVerifier(oidc) if oidc is not None and service is not None else None
-    guard = app[GUARD] = Guard(service, cluster, oidc=verifier)
+    roles = RoleCache(
+        max_entries=settings.auth_role_cache_entries, ttl_seconds=settings.auth_role_cache_seconds
+    )
+    guard = app[GUARD] = Guard(service, cluster, oidc=verifier, roles=roles)
     watch = SessionWatch(guard, poll_seconds=settings.auth_revocation_poll_seconds)
 
     async def socket_route(request: web.Request) -> web.StreamResponse:

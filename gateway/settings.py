@@ -109,6 +109,8 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    auth_role_cache_entries: int = 10_000  # (person, project) roles one gateway remembers
+    auth_role_cache_seconds: float = 60.0  # a remembered role is read again after this long
     # What gateways and board hosts prove to each other before a frame stream opens
     # (docs/cluster-streams.md): hex or base64, at least 32 bytes; "": made up at start.
     cluster_secret: str = field(default="", repr=False)

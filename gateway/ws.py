@@ -20,7 +20,7 @@ from actors.extensions import ConnectRequest, Extensions, Refused, Session
 from auth.roles import Role, read_only
 from auth.service import AuthRefused
 from crdt.close_codes import REASONS, CloseCode
-from crdt.projects import DIRECTORY_BOARD
+from crdt.project_doc import served_read_only
 from gateway.auth.guard import Guard
 from gateway.auth.watch import SessionWatch, WatchedSession
 from gateway.connection import ClientConnection
@@ -113,8 +113,9 @@ async def _serve_session(
         # with sessions, their cookies): browsers send Origin, so refuse it here.
         log.info("refused a WebSocket for board %s from origin %s", board_id, origin[:200])
         return problem(403, "Origin not allowed", "this origin may not open board sessions")
-    if board_id.startswith("boardcast.") and board_id != DIRECTORY_BOARD:
-        # The server's own documents (calendar feeds, ...) are never served to clients.
+    if board_id.startswith("boardcast.") and not served_read_only(board_id):
+        # The server's own documents (calendar feeds, ...) are never served to clients;
+        # the directory, project documents and lists of projects are, read-only.
         return problem(403, "Reserved board id", f"{board_id!r} is the server's own document")
     extensions = gateway_extensions(settings)
     ws = web.WebSocketResponse(

@@ -4,9 +4,13 @@ One :class:`Guard` per gateway serves the WebSocket pump and the REST API alike,
 so a board's role is decided the same way on every path. Credentials are read
 from (in this order) a single-use ``ticket`` query parameter, a ``token`` query
 parameter (what the stock y-websocket client can send), an ``Authorization:
-Bearer`` header and the ``boardcast_access`` cookie. Roles come from the project
-directory (``members`` of the board's project); server administrators are owners
-everywhere, and scoped tokens carry their own role.
+Bearer`` header and the ``boardcast_access`` cookie. Roles come from the board's
+project document (``members``, narrowed by the board's entry there), found through
+the directory index; a bounded :class:`~gateway.auth.role_cache.RoleCache` keeps
+them between checks, forgotten per person when the revocation feed announces a
+change. Server administrators are owners everywhere, and scoped tokens carry their
+own role. Project documents are readable by their members, a person's list of
+projects by that person; nobody writes either over a socket.
 
 With ``auth`` set to ``none`` the guard says yes to everything, as the local
 administrator: for development and benchmarks only.
@@ -18,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import jwt
@@ -26,9 +31,12 @@ from actors.cluster import Cluster
 from auth.oidc import ExternalIdentity, OidcVerifier
 from auth.roles import Role, effective_role, role_named
 from auth.service import LOCAL_PRINCIPAL, AuthRefused, AuthService, Principal
-from crdt.board import Board
 from crdt.errors import TokenRefused
-from crdt.projects import DIRECTORY_BOARD, Directory
+from crdt.project_doc import project_doc_id, project_of_doc
+from crdt.project_list import list_doc_id, user_of_list
+from crdt.projects import DIRECTORY_BOARD
+from gateway.auth.role_cache import RoleCache, Standing
+from gateway.rest.project_commands import board_project, member_standing, read_listing
 
 log = logging.getLogger("boardcast.auth")
 
@@ -66,48 +74,21 @@ def _issuer_of(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
-def _access_on(
-    board: Board, user_id: str, board_id: str
-) -> tuple[str | None, str | None, str | None]:
-    """Run on the directory's actor: the board's project, the user's role there, and
-    the board's narrower role for the user, if it has one."""
-    directory = Directory(board.doc)
-    entry = directory.get_board(board_id)
-    if entry is None:
-        return None, None, None
-    narrowed = directory.board_roles(board_id).get(user_id)
-    try:
-        members = directory.members(entry.project)
-    except KeyError:
-        return entry.project, None, narrowed
-    return entry.project, members.get(user_id), narrowed
-
-
-def _project_role_on(board: Board, user_id: str, project_id: str) -> str | None:
-    try:
-        return Directory(board.doc).members(project_id).get(user_id)
-    except KeyError:
-        return None
-
-
-def _member_projects_on(board: Board, user_id: str) -> list[str]:
-    directory = Directory(board.doc)
-    found = []
-    for project in directory.projects():
-        if user_id in directory.members(project.id):
-            found.append(project.id)
-    return found
-
-
 class Guard:
     """Authenticates requests and sockets, and finds roles; ``service`` None means no auth."""
 
     def __init__(
-        self, service: AuthService | None, cluster: Cluster, *, oidc: OidcVerifier | None = None
+        self,
+        service: AuthService | None,
+        cluster: Cluster,
+        *,
+        oidc: OidcVerifier | None = None,
+        roles: RoleCache | None = None,
     ) -> None:
         self.service = service
         self.cluster = cluster
         self.oidc = oidc if service is not None else None
+        self.roles = roles if roles is not None else RoleCache()
 
     @property
     def required(self) -> bool:
@@ -181,17 +162,34 @@ class Guard:
     # -- where ------------------------------------------------------------------------
 
     async def board_access(self, principal: Principal, board_id: str) -> BoardAccess:
-        """The principal's role on a board (``Role.NONE``: not even that it exists)."""
+        """The principal's role on a board (``Role.NONE``: not even that it exists).
+
+        The server's own documents are read-only for whoever may see them: the
+        directory for administrators, a project's document for its members, a
+        person's list of projects for that person.
+        """
+        owner_of_list = user_of_list(board_id)
+        if owner_of_list is not None:
+            mine = principal.user_id == owner_of_list and not principal.scope
+            seen = self.service is None or principal.admin or mine
+            return BoardAccess(Role.VIEWER if seen else Role.NONE, None)
+        project_doc = project_of_doc(board_id)
+        if project_doc is not None:
+            role = await self.project_role(principal, project_doc)
+            return BoardAccess(Role.VIEWER if role is not Role.NONE else Role.NONE, project_doc)
         if self.service is None:
             return BoardAccess(Role.OWNER, None)
         if board_id == DIRECTORY_BOARD:
-            # The directory lists every project and member: administrators only, read-only.
+            # The directory lists every project: administrators only, read-only.
             return BoardAccess(Role.VIEWER if principal.admin else Role.NONE, None)
-        outcome = await self.cluster.run(
-            DIRECTORY_BOARD, lambda board: _access_on(board, principal.user_id, board_id)
-        )
-        project_id, label, narrowed = outcome.value or (None, None, None)
-        member = effective_role(role_named(label), role_named(narrowed) if narrowed else None)
+        project_id = await self.board_project(board_id)
+        member = Role.NONE
+        if project_id is not None:
+            standing = await self.standing(principal.user_id, project_id)
+            narrowed = standing.narrowed.get(board_id)
+            member = effective_role(
+                role_named(standing.role), role_named(narrowed) if narrowed else None
+            )
         if principal.admin:
             return BoardAccess(Role.OWNER, project_id)
         scoped = principal.scoped_role
@@ -210,10 +208,7 @@ class Guard:
         """The principal's role in a project."""
         if self.service is None or principal.admin:
             return Role.OWNER
-        outcome = await self.cluster.run(
-            DIRECTORY_BOARD, lambda board: _project_role_on(board, principal.user_id, project_id)
-        )
-        member = role_named(outcome.value)
+        member = role_named((await self.standing(principal.user_id, project_id)).role)
         scoped = principal.scoped_role
         if scoped is None:
             return member
@@ -228,7 +223,51 @@ class Guard:
         if principal.scope:
             project = principal.scope.get("project")
             return {project} if project else set()
+        return {entry["id"] for entry in await self.listed_projects(principal.user_id)}
+
+    async def listed_projects(self, user_id: str) -> list[dict[str, str]]:
+        """The projects ``user_id``'s list shows that they are still a member of.
+
+        The list is a copy kept from the project documents; each entry is checked
+        against its project (through the cache), so a copy a crash left behind
+        never shows a project the person has left.
+        """
+        outcome = await self.cluster.run(list_doc_id(user_id), read_listing)
+        found = []
+        for entry in outcome.value or []:
+            standing = await self.standing(user_id, entry["id"])
+            if standing.exists and role_named(standing.role) is not Role.NONE:
+                found.append({**entry, "role": standing.role or entry["role"]})
+        return found
+
+    # -- the cache ----------------------------------------------------------------------
+
+    async def board_project(self, board_id: str) -> str | None:
+        """The project that lists ``board_id`` (the directory index), or None."""
+        cached = self.roles.board_project(board_id)
+        if cached is not None:
+            return cached
+        generation = self.roles.board_generation()
+        outcome = await self.cluster.run(DIRECTORY_BOARD, partial(board_project, board_id=board_id))
+        if outcome.value is not None:
+            self.roles.store_board_project(board_id, outcome.value, generation)
+        return outcome.value
+
+    async def standing(self, user_id: str, project_id: str) -> Standing:
+        """``user_id``'s role in a project and the boards narrowing it (cached)."""
+        cached = self.roles.standing(user_id, project_id)
+        if cached is not None:
+            return cached
+        generation = self.roles.generation(user_id)
         outcome = await self.cluster.run(
-            DIRECTORY_BOARD, lambda board: _member_projects_on(board, principal.user_id)
+            project_doc_id(project_id), partial(member_standing, user=user_id)
         )
-        return set(outcome.value or [])
+        exists, role, narrowed = outcome.value or (False, None, {})
+        standing = Standing(exists, role, dict(narrowed))
+        self.roles.store_standing(user_id, project_id, standing, generation)
+        return standing
+
+    def forget(self, user_ids: set[str]) -> None:
+        """These people's roles changed (the revocation feed said so): read them again."""
+        for user_id in user_ids:
+            self.roles.forget_user(user_id)

@@ -95,6 +95,8 @@ class SessionWatch:
                 if KEYS_CHANGED in users:
                     users.discard(KEYS_CHANGED)
                     await self.guard.call(service.reload_keys)
+                # Roles the guard remembers for these people may have changed.
+                self.guard.forget(users)
                 for user_id in users:
                     await self.recheck(user_id)
                 if time.monotonic() - last_expiry_check >= 5.0:

@@ -22,11 +22,10 @@ from typing import Any
 
 from pycrdt import Array, Map
 
-from auth.roles import ASSIGNABLE, Role, effective_role, may_grant, role_named
+from auth.roles import ASSIGNABLE
 from crdt.board import Board
 from crdt.board_values import TASK_FIELDS, Column, Task
 from crdt.positions import is_valid_position, position_between
-from crdt.projects import BoardEntry, Directory, ProjectEntry
 
 _ID_NAMESPACE = uuid.UUID("6f1d5e0c-2b61-4f55-9a55-7c1b0c5d1e42")
 
@@ -51,7 +50,8 @@ def derived_id(seed: str, index: int) -> str:
     return uuid.uuid5(_ID_NAMESPACE, f"{seed}/{index}").hex
 
 
-def _precondition(current: Any, if_match: str | None) -> Refusal | None:
+def precondition(current: Any, if_match: str | None) -> Refusal | None:
+    """A precondition-failed refusal if ``If-Match`` does not name ``current``'s ETag."""
     if if_match is None or if_match == "*":
         return None
     etag = etag_of(current)
@@ -61,19 +61,6 @@ def _precondition(current: Any, if_match: str | None) -> Refusal | None:
 
 
 # -- representations -----------------------------------------------------------
-
-
-def project_json(entry: ProjectEntry) -> dict[str, Any]:
-    return {"id": entry.id, "name": entry.name, "created_at": entry.created_at}
-
-
-def board_entry_json(entry: BoardEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "name": entry.title,
-        "project_id": entry.project,
-        "created_at": entry.created_at,
-    }
 
 
 def column_json(column: Column) -> dict[str, Any]:
@@ -86,103 +73,6 @@ def task_json(task: Task) -> dict[str, Any]:
         value = getattr(task, name)
         out[name] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-# -- the directory: projects and the boards they hold --------------------------
-
-
-def list_projects(board: Board) -> list[dict[str, Any]]:
-    return [project_json(entry) for entry in Directory(board.doc).projects()]
-
-
-def get_project(board: Board, project_id: str) -> dict[str, Any] | Refusal:
-    entry = Directory(board.doc).get_project(project_id)
-    if entry is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    return project_json(entry)
-
-
-def list_projects_of(board: Board, visible: frozenset[str] | None) -> list[dict[str, Any]]:
-    """The projects a caller may see (``visible`` None: all of them)."""
-    return [
-        project_json(entry)
-        for entry in Directory(board.doc).projects()
-        if visible is None or entry.id in visible
-    ]
-
-
-def create_project(
-    board: Board, project_id: str, name: str, owner: str | None = None
-) -> dict[str, Any] | Refusal:
-    directory = Directory(board.doc)
-    if directory.get_project(project_id) is not None:
-        return Refusal("conflict", f"project {project_id!r} already exists")
-    entry = directory.add_project(project_id, name)
-    if owner is not None:
-        # In the same transaction: there is never a project without an owner.
-        directory.set_member(project_id, owner, Role.OWNER.label)
-    return project_json(entry)
-
-
-def rename_project(
-    board: Board, project_id: str, name: str, if_match: str | None
-) -> dict[str, Any] | Refusal:
-    directory = Directory(board.doc)
-    entry = directory.get_project(project_id)
-    if entry is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    refused = _precondition(project_json(entry), if_match)
-    if refused is not None:
-        return refused
-    directory.rename_project(project_id, name)
-    renamed = directory.get_project(project_id)
-    assert renamed is not None
-    return project_json(renamed)
-
-
-def delete_project(board: Board, project_id: str, if_match: str | None) -> Refusal | None:
-    directory = Directory(board.doc)
-    entry = directory.get_project(project_id)
-    if entry is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    refused = _precondition(project_json(entry), if_match)
-    if refused is not None:
-        return refused
-    if directory.boards(project_id):
-        return Refusal("conflict", "the project still has boards: delete them first")
-    directory.delete_project(project_id)
-    return None
-
-
-def list_project_boards(board: Board, project_id: str) -> list[dict[str, Any]] | Refusal:
-    directory = Directory(board.doc)
-    if directory.get_project(project_id) is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    return [board_entry_json(entry) for entry in directory.boards(project_id)]
-
-
-def list_board_entry(
-    board: Board, board_id: str, title: str, project_id: str
-) -> dict[str, Any] | Refusal:
-    directory = Directory(board.doc)
-    if directory.get_project(project_id) is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    existing = directory.get_board(board_id)
-    if existing is not None:
-        return board_entry_json(existing)
-    return board_entry_json(directory.add_board(board_id, title, project_id))
-
-
-def rename_board_entry(board: Board, board_id: str, title: str) -> None:
-    directory = Directory(board.doc)
-    if directory.get_board(board_id) is not None:
-        directory.rename_board(board_id, title)
-
-
-def unlist_board(board: Board, board_id: str) -> None:
-    directory = Directory(board.doc)
-    if directory.get_board(board_id) is not None:
-        directory.delete_board(board_id)
 
 
 # -- a board -------------------------------------------------------------------
@@ -222,7 +112,7 @@ def rename_board(
     current = board_meta(board, board_id)
     if isinstance(current, Refusal):
         return current
-    refused = _precondition(current, if_match)
+    refused = precondition(current, if_match)
     if refused is not None:
         return refused
     board.set_meta(title=name)
@@ -270,7 +160,7 @@ def update_column(
     column = _find_column(board, column_id)
     if column is None:
         return Refusal("not-found", f"no column {column_id!r}")
-    refused = _precondition(column_json(column), if_match)
+    refused = precondition(column_json(column), if_match)
     if refused is not None:
         return refused
     position = changes.get("position")
@@ -291,7 +181,7 @@ def delete_column(
     column = _find_column(board, column_id)
     if column is None:
         return Refusal("not-found", f"no column {column_id!r}")
-    refused = _precondition(column_json(column), if_match)
+    refused = precondition(column_json(column), if_match)
     if refused is not None:
         return refused
     if move_tasks_to is not None and _find_column(board, move_tasks_to) is None:
@@ -386,7 +276,7 @@ def update_task(
 ) -> dict[str, Any] | Refusal:
     if not board.has_task(task_id):
         return Refusal("not-found", f"no task {task_id!r}")
-    refused = _precondition(task_json(board.get_task(task_id)), if_match)
+    refused = precondition(task_json(board.get_task(task_id)), if_match)
     if refused is not None:
         return refused
     fields = _task_fields(changes)
@@ -404,7 +294,7 @@ def update_task(
 def delete_task(board: Board, task_id: str, if_match: str | None) -> Refusal | None:
     if not board.has_task(task_id):
         return Refusal("not-found", f"no task {task_id!r}")
-    refused = _precondition(task_json(board.get_task(task_id)), if_match)
+    refused = precondition(task_json(board.get_task(task_id)), if_match)
     if refused is not None:
         return refused
     board.delete_task(task_id)
@@ -549,108 +439,6 @@ def import_plan(
 ROLES = ASSIGNABLE
 
 
-def list_members(board: Board, project_id: str) -> list[dict[str, str]] | Refusal:
-    try:
-        members = Directory(board.doc).members(project_id)
-    except KeyError:
-        return Refusal("not-found", f"no project {project_id!r}")
-    return [{"id": user, "user": user, "role": members[user]} for user in sorted(members)]
-
-
-def _membership_refusal(
-    members: dict[str, str], user: str, new_role: Role | None, granter: Role
-) -> Refusal | None:
-    """Why ``granter`` may not give ``user`` ``new_role`` (None: remove), if they may not."""
-    current = role_named(members.get(user))
-    if current > granter or (new_role is not None and not may_grant(granter, new_role)):
-        return Refusal("forbidden", f"the {granter.label} role may not grant or change that role")
-    owners = [name for name, label in members.items() if role_named(label) is Role.OWNER]
-    if current is Role.OWNER and owners == [user] and new_role is not Role.OWNER:
-        return Refusal("conflict", "a project keeps at least one owner")
-    return None
-
-
-def set_member(
-    board: Board, project_id: str, user: str, role: str, granter: int = Role.OWNER
-) -> dict[str, str] | Refusal:
-    directory = Directory(board.doc)
-    if directory.get_project(project_id) is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    refused = _membership_refusal(
-        directory.members(project_id), user, Role.parse(role), Role(granter)
-    )
-    if refused is not None:
-        return refused
-    directory.set_member(project_id, user, role)
-    return {"id": user, "user": user, "role": role}
-
-
-def remove_member(
-    board: Board, project_id: str, user: str, granter: int = Role.OWNER
-) -> Refusal | None:
-    directory = Directory(board.doc)
-    if directory.get_project(project_id) is None:
-        return Refusal("not-found", f"no project {project_id!r}")
-    members = directory.members(project_id)
-    if user not in members:
-        return Refusal("not-found", f"{user!r} is not a member")
-    refused = _membership_refusal(members, user, None, Role(granter))
-    if refused is not None:
-        return refused
-    directory.remove_member(project_id, user)
-    return None
-
-
-def _board_project_members(directory: Directory, board_id: str) -> dict[str, str] | Refusal:
-    """The members of a board's project (none if the board's project is gone)."""
-    entry = directory.get_board(board_id)
-    if entry is None:
-        return Refusal("not-found", f"no board {board_id!r}")
-    try:
-        return directory.members(entry.project)
-    except KeyError:
-        return {}
-
-
-def board_members(board: Board, board_id: str) -> list[dict[str, str]] | Refusal:
-    """The board's project members with their role on this board."""
-    directory = Directory(board.doc)
-    members = _board_project_members(directory, board_id)
-    if isinstance(members, Refusal):
-        return members
-    narrowed = directory.board_roles(board_id)
-    return [
-        {
-            "id": user,
-            "user": user,
-            "role": effective_role(
-                role_named(members[user]),
-                role_named(narrowed[user]) if user in narrowed else None,
-            ).label,
-        }
-        for user in sorted(members)
-    ]
-
-
-def narrow_board_member(
-    board: Board, board_id: str, user: str, role: str | None, granter: int
-) -> dict[str, str] | Refusal | None:
-    """Narrow ``user``'s role on a board (``role`` None: back to the project's)."""
-    directory = Directory(board.doc)
-    members = _board_project_members(directory, board_id)
-    if isinstance(members, Refusal):
-        return members
-    if user not in members:
-        return Refusal("not-found", f"{user!r} is not a member of the board's project")
-    current = role_named(members[user])
-    if current > Role(granter):
-        return Refusal("forbidden", "the role of someone above you is not yours to narrow")
-    directory.narrow_board_role(board_id, user, role)
-    if role is None:
-        return None
-    return {"id": user, "user": user, "role": effective_role(current, Role.parse(role)).label}
-
-
 # -- comments (the board app's shape: a ``comments`` array of maps on the task) ----
 
 
@@ -712,7 +500,7 @@ def empty_board(board: Board, board_id: str, if_match: str | None) -> Refusal | 
     current = board_meta(board, board_id)
     if isinstance(current, Refusal):
         return current
-    refused = _precondition(current, if_match)
+    refused = precondition(current, if_match)
     if refused is not None:
         return refused
     for task in board.tasks():

@@ -29,13 +29,15 @@ from actors.direct import DirectConnection, DirectConnectionClosed
 from actors.extensions import Extensions
 from actors.host import BoardUnavailable
 from actors.transactions import Outcome
-from auth.roles import Action
+from auth.roles import Action, Role
 from crdt.board import Board
 from crdt.errors import BoardcastError, BoardFull, LimitExceeded, TransactionFailed
-from crdt.projects import DIRECTORY_BOARD
+from crdt.project_doc import project_doc_id
+from crdt.projects import DIRECTORY_BOARD, ProjectEntry, now_text
 from gateway.auth.guard import Guard
+from gateway.project_lists import propagate
 from gateway.rest import calendar as calendar_feeds
-from gateway.rest import commands
+from gateway.rest import commands, project_commands
 from gateway.rest.access import Caller, board_caller, project_caller, user_caller
 from gateway.rest.cache import QueryCache
 from gateway.rest.calendar import FEEDS_BOARD, calendar, new_token, token_hash
@@ -263,19 +265,56 @@ class Api:
         return limit, _read_cursor(cursor) if cursor else None
 
     # -- projects ----------------------------------------------------------------
+    # A project's document is the truth; after each change, the directory index and
+    # the lists of the people concerned are written from it (gateway/project_lists.py).
+
+    def _project_doc(self, project_id: str) -> str:
+        return project_doc_id(project_id)
+
+    async def _propagate(self, project_id: str, *, former: tuple[str, ...] = ()) -> None:
+        try:
+            await asyncio.wait_for(
+                propagate(self.cluster, project_id, former=former), self.call_timeout
+            )
+        except (BoardUnavailable, TimeoutError, ConnectionError, BoardcastError) as exc:
+            raise Problem("unavailable", f"project {project_id!r}: {exc}") from None
+
+    async def _announce(self, users: tuple[str, ...], kind: str = "role-changed") -> None:
+        """Have every gateway read these people's roles again (the revocation feed)."""
+        self.guard.forget(set(users))
+        service = self.guard.service
+        if service is not None:
+            for user in users:
+                await self.guard.call(service.store.announce, user, kind)
+
+    async def _existing_project(self, project_id: str) -> None:
+        """404 unless the project exists."""
+        self._value(await self._run(self._project_doc(project_id), project_commands.get_project))
 
     async def list_projects(self, request: web.Request) -> web.Response:
         caller = await self._user_caller(request)
         limit, after = self._page(request)
-        visible = await self.guard.visible_projects(caller.principal)
-        outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.list_projects_of,
-                visible=frozenset(visible) if visible is not None else None,
-            ),
-        )
-        items = outcome.value or []
+        principal = caller.principal
+        outcome: Outcome[Any] = Outcome(0, None)
+        if not self.guard.required or principal.admin:
+            outcome = await self._run(
+                DIRECTORY_BOARD, partial(project_commands.list_projects_of, visible=None)
+            )
+            items = outcome.value or []
+        elif principal.scope:
+            project = principal.scope.get("project")
+            shown = await self.guard.project_role(principal, project) if project else None
+            items = []
+            if project and shown is not None and shown is not Role.NONE:
+                found = await self._run(self._project_doc(project), project_commands.get_project)
+                if not isinstance(found.value, Refusal) and found.value is not None:
+                    items = [{**found.value, "role": shown.label}]
+        else:
+            listed = await self.guard.listed_projects(principal.user_id)
+            items = [
+                {key: entry[key] for key in ("id", "name", "created_at", "role")}
+                for entry in listed
+            ]
         return self._json(_paged(items, limit, after), outcome)
 
     async def create_project(self, request: web.Request) -> web.Response:
@@ -287,26 +326,28 @@ class Api:
         key = self._caller_key(request, caller, "project")
         project_id = commands.derived_id(key, 0) if key else uuid.uuid4().hex
         owner = caller.principal.user_id if self.guard.required else None
+        position = await self._run(DIRECTORY_BOARD, project_commands.next_project_position)
+        entry = ProjectEntry(project_id, name, position.value or "a0", now_text())
         outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(commands.create_project, project_id=project_id, name=name, owner=owner),
+            self._project_doc(project_id),
+            partial(project_commands.create_project, entry=entry, owner=owner),
             caller=caller,
             key=key,
         )
         if not outcome.applied:
-            outcome = await self._run(
-                DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
-            )
+            outcome = await self._run(self._project_doc(project_id), project_commands.get_project)
         project = self._value(outcome)
+        # Also on a retry: a crash may have come between the project and its copies.
+        await self._propagate(project_id)
+        if owner is not None:
+            await self._announce((owner,))
         response = self._json(project, outcome, status=201, etag=True)
         response.headers["Location"] = f"/v1/projects/{project_id}"
         return response
 
     async def get_project(self, request: web.Request) -> web.Response:
         _caller, project_id = await self._project_caller(request)
-        outcome = await self._run(
-            DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
-        )
+        outcome = await self._run(self._project_doc(project_id), project_commands.get_project)
         return self._json(self._value(outcome), outcome, etag=True)
 
     async def update_project(self, request: web.Request) -> web.Response:
@@ -315,27 +356,25 @@ class Api:
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
         outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.rename_project,
-                project_id=project_id,
-                name=name,
-                if_match=self._if_match(request),
-            ),
+            self._project_doc(project_id),
+            partial(project_commands.rename_project, name=name, if_match=self._if_match(request)),
             caller=caller,
         )
-        return self._json(self._value(outcome), outcome, etag=True)
+        renamed = self._value(outcome)
+        await self._propagate(project_id)
+        return self._json(renamed, outcome, etag=True)
 
     async def delete_project(self, request: web.Request) -> web.Response:
         caller, project_id = await self._project_caller(request, Action.DELETE_PROJECT)
         outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.delete_project, project_id=project_id, if_match=self._if_match(request)
-            ),
+            self._project_doc(project_id),
+            partial(project_commands.delete_project, if_match=self._if_match(request)),
             caller=caller,
         )
-        self._refused(outcome)
+        members: list[str] = self._value(outcome)
+        former = tuple(members)
+        await self._propagate(project_id, former=former)
+        await self._announce(former)
         return self._no_content(outcome)
 
     # -- boards ------------------------------------------------------------------
@@ -344,9 +383,27 @@ class Api:
         _caller, project_id = await self._project_caller(request)
         limit, after = self._page(request)
         outcome = await self._run(
-            DIRECTORY_BOARD, partial(commands.list_project_boards, project_id=project_id)
+            self._project_doc(project_id), project_commands.list_project_boards
         )
         return self._json(_paged(self._value(outcome), limit, after), outcome)
+
+    async def _list_board(
+        self, caller: Caller, project_id: str, board_id: str, title: str
+    ) -> Outcome[Any]:
+        """List a board in its project, then in the index and its members' lists."""
+        outcome = await self._run(
+            self._project_doc(project_id),
+            partial(
+                project_commands.add_project_board,
+                board_id=board_id,
+                title=title,
+                created_at=now_text(),
+            ),
+            caller=caller,
+        )
+        self._value(outcome)
+        await self._propagate(project_id)
+        return outcome
 
     async def create_board(self, request: web.Request) -> web.Response:
         caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
@@ -354,10 +411,7 @@ class Api:
         only_keys(body, {"name"})
         name = required_text(body, "name", self.limits.max_name_chars)
         key = self._caller_key(request, caller, f"board/{project_id}")
-        exists = await self._run(
-            DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id)
-        )
-        self._value(exists)
+        await self._existing_project(project_id)
         board_id = commands.derived_id(key, 0) if key else uuid.uuid4().hex
         # The board first, then its entry: a crash in between leaves a board nobody
         # lists, which the retry (same key, same id) lists.
@@ -367,13 +421,7 @@ class Api:
             caller=caller,
             key=key,
         )
-        outcome = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.list_board_entry, board_id=board_id, title=name, project_id=project_id
-            ),
-            caller=caller,
-        )
+        outcome = await self._list_board(caller, project_id, board_id, name)
         board = self._value(outcome)
         response = self._json(board, outcome, status=201, etag=True)
         response.headers["Location"] = f"/v1/boards/{board_id}"
@@ -383,9 +431,7 @@ class Api:
         """A Trello board export becomes a new board of the project, in one transaction."""
         caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
         plan = plan_trello_import(await read_json(request, self.limits), self.limits)
-        self._value(
-            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
-        )
+        await self._existing_project(project_id)
         key = self._caller_key(request, caller, f"trello/{project_id}")
         seed = key or uuid.uuid4().hex
         board_id = commands.derived_id(seed, 0)
@@ -395,13 +441,7 @@ class Api:
             caller=caller,
             key=seed if key else None,
         )
-        listed = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.list_board_entry, board_id=board_id, title=plan.name, project_id=project_id
-            ),
-            caller=caller,
-        )
+        listed = await self._list_board(caller, project_id, board_id, plan.name)
         imported = outcome.value or {
             "columns": len(plan.columns),
             "tasks": len(plan.tasks),
@@ -436,11 +476,14 @@ class Api:
             caller=caller,
         )
         board = self._value(outcome)
-        await self._run(
-            DIRECTORY_BOARD,
-            partial(commands.rename_board_entry, board_id=board_id, title=name),
-            caller=caller,
-        )
+        project_id = await self.guard.board_project(board_id)
+        if project_id is not None:
+            await self._run(
+                self._project_doc(project_id),
+                partial(project_commands.rename_project_board, board_id=board_id, title=name),
+                caller=caller,
+            )
+            await self._propagate(project_id)
         return self._json(board, outcome, etag=True)
 
     async def delete_board(self, request: web.Request) -> web.Response:
@@ -457,9 +500,15 @@ class Api:
             caller=caller,
         )
         self._refused(outcome)
-        await self._run(
-            DIRECTORY_BOARD, partial(commands.unlist_board, board_id=board_id), caller=caller
-        )
+        project_id = await self.guard.board_project(board_id)
+        if project_id is not None:
+            await self._run(
+                self._project_doc(project_id),
+                partial(project_commands.remove_project_board, board_id=board_id),
+                caller=caller,
+            )
+            await self._propagate(project_id)
+        self.guard.roles.forget_board(board_id)
         return self._no_content(outcome)
 
     async def export_board(self, request: web.Request) -> web.Response:
@@ -473,9 +522,7 @@ class Api:
         """A board export becomes a new board of the project, exactly as exported."""
         caller, project_id = await self._project_caller(request, Action.CREATE_BOARD)
         data = an_object(await read_json(request, self.limits))
-        self._value(
-            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
-        )
+        await self._existing_project(project_id)
         found_meta = data.get("meta")
         meta: dict[str, Any] = found_meta if isinstance(found_meta, dict) else {}
         title = text(meta, "title", self.limits.max_name_chars, required=False) or "Imported"
@@ -489,13 +536,7 @@ class Api:
             key=seed if key else None,
         )
         self._refused(outcome)
-        listed = await self._run(
-            DIRECTORY_BOARD,
-            partial(
-                commands.list_board_entry, board_id=board_id, title=title, project_id=project_id
-            ),
-            caller=caller,
-        )
+        listed = await self._list_board(caller, project_id, board_id, title)
         body = {"board": self._value(listed), "imported": outcome.value}
         response = self._json(body, outcome, status=201)
         response.headers["Location"] = f"/v1/boards/{board_id}"
@@ -833,26 +874,27 @@ class Api:
 
     async def list_members(self, request: web.Request) -> web.Response:
         _caller, project_id = await self._project_caller(request)
-        outcome = await self._run(
-            DIRECTORY_BOARD, partial(commands.list_members, project_id=project_id)
-        )
+        outcome = await self._run(self._project_doc(project_id), project_commands.list_members)
         return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
 
     async def put_member(self, request: web.Request) -> web.Response:
         """Add a member, or change their role: ``{"role": "viewer" | ... | "owner"}``."""
         caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
         role = await self._requested_role(request)
-        setter = partial(commands.set_member, project_id=project_id, role=role)
+        setter = partial(project_commands.set_member, role=role)
         outcome = await self._change_membership(
-            request, caller, setter, f"role in {project_id} set to {role}"
+            request, caller, project_id, setter, f"role in {project_id} set to {role}"
         )
         return self._json(self._value(outcome), outcome, etag=True)
 
     async def delete_member(self, request: web.Request) -> web.Response:
         caller, project_id = await self._project_caller(request, Action.MANAGE_MEMBERS)
-        remover = partial(commands.remove_member, project_id=project_id)
         outcome = await self._change_membership(
-            request, caller, remover, f"removed from {project_id}"
+            request,
+            caller,
+            project_id,
+            project_commands.remove_member,
+            f"removed from {project_id}",
         )
         return self._no_content(outcome)
 
@@ -860,7 +902,8 @@ class Api:
         board_id = self._board_id(request)
         await self._caller(request, board_id)
         outcome = await self._run(
-            DIRECTORY_BOARD, partial(commands.board_members, board_id=board_id)
+            self._project_doc(await self._board_project(board_id)),
+            partial(project_commands.board_members, board_id=board_id),
         )
         return self._json({"items": self._value(outcome), "next_cursor": None}, outcome)
 
@@ -869,18 +912,26 @@ class Api:
         board_id = self._board_id(request)
         caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
         role = await self._requested_role(request)
-        narrower = partial(commands.narrow_board_member, board_id=board_id, role=role)
+        narrower = partial(project_commands.narrow_board_member, board_id=board_id, role=role)
         outcome = await self._change_membership(
-            request, caller, narrower, f"role on board {board_id} narrowed to {role}"
+            request,
+            caller,
+            await self._board_project(board_id),
+            narrower,
+            f"role on board {board_id} narrowed to {role}",
         )
         return self._json(self._value(outcome), outcome, etag=True)
 
     async def widen_board_member(self, request: web.Request) -> web.Response:
         board_id = self._board_id(request)
         caller = await self._caller(request, board_id, Action.MANAGE_MEMBERS)
-        widener = partial(commands.narrow_board_member, board_id=board_id, role=None)
+        widener = partial(project_commands.narrow_board_member, board_id=board_id, role=None)
         outcome = await self._change_membership(
-            request, caller, widener, f"role on board {board_id} back to the project's"
+            request,
+            caller,
+            await self._board_project(board_id),
+            widener,
+            f"role on board {board_id} back to the project's",
         )
         return self._no_content(outcome)
 
@@ -893,19 +944,35 @@ class Api:
             raise Problem("validation", f"role must be one of {', '.join(commands.ROLES)}")
         return str(role)
 
+    async def _board_project(self, board_id: str) -> str:
+        """The project listing a board; 404 for a board no project lists."""
+        project_id = await self.guard.board_project(board_id)
+        if project_id is None:
+            raise Problem("not-found", f"no board {board_id!r} in a project")
+        return project_id
+
     async def _change_membership(
-        self, request: web.Request, caller: Caller, change: Callable[..., Any], what: str
+        self,
+        request: web.Request,
+        caller: Caller,
+        project_id: str,
+        change: Callable[..., Any],
+        what: str,
     ) -> Outcome[Any]:
-        """Run a membership change for the path's user (refusals answered), then have
-        every gateway check that user's open sockets and record it in the audit log."""
+        """Run a membership change on the project's document for the path's user
+        (refusals answered), copy the project into that user's list, then have every
+        gateway check the user's roles and open sockets again, and audit it."""
         user = an_id(request.match_info["user"], "a user")
         outcome = await self._run(
-            DIRECTORY_BOARD, partial(change, user=user, granter=int(caller.role)), caller=caller
+            self._project_doc(project_id),
+            partial(change, user=user, granter=int(caller.role)),
+            caller=caller,
         )
         self._refused(outcome)
+        await self._propagate(project_id, former=(user,))
+        await self._announce((user,))
         service = self.guard.service
         if service is not None:
-            await self.guard.call(service.store.announce, user, "role-changed")
             await self.guard.call(
                 lambda: service.store.audit("role-changed", user, by=caller.identity, change=what)
             )
@@ -961,9 +1028,7 @@ class Api:
     async def create_project_feed(self, request: web.Request) -> web.Response:
         """A secret iCalendar URL for the project's tasks with due dates."""
         caller, project_id = await self._project_caller(request)
-        self._value(
-            await self._run(DIRECTORY_BOARD, partial(commands.get_project, project_id=project_id))
-        )
+        await self._existing_project(project_id)
         return await self._new_feed(caller, "project", project_id)
 
     async def create_user_feed(self, request: web.Request) -> web.Response:
