@@ -15,12 +15,13 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
+from actors.event_logging import EventAppender, logged_events, project_of
 from actors.extensions import Change, Extensions
 from actors.handshake import new_cluster_secret
 from actors.indexing import index_write, whole_board
@@ -50,7 +51,7 @@ from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
 from persistence.history import DEFAULT_HISTORY
 from persistence.read_model import IndexWrite, TaskIndex
-from persistence.store import BoardStore, Record, StoredBoard
+from persistence.store import BoardStore, LogEntry, Record, StoredBoard
 from shared import tracing
 from shared.logs import BOARD_ID, use_json_logs
 
@@ -107,6 +108,15 @@ class _Unsaved:
 
     record: Record
     events: list[DomainEvent] = field(default_factory=list)
+
+
+def _stored_events(board_id: str, entry: LogEntry) -> list[DomainEvent]:
+    """The domain events stored with a log entry (none if they do not decode: logged)."""
+    try:
+        return decode_events(entry.events) if entry.events else []
+    except ValueError:
+        log.exception("board %s seq %d: stored events unreadable", board_id, entry.seq)
+        return []
 
 
 def _changes(board_id: str, first_seq: int, entries: list[_Unsaved]) -> list[Change]:
@@ -184,10 +194,17 @@ class BoardHost:
                 self._index = store.task_index()
         self._index_queue: list[IndexWrite] = []
         self._index_ready = asyncio.Event()
+        # The deployment's event log (persistence/event_log.py), beside the store.
+        self._event_log = EventAppender.for_store(
+            store,
+            retry_seconds=self.settings.store_retry_seconds,
+            retry_max_seconds=self.settings.store_retry_max_seconds,
+        )
         self._derive_events = (
             event_sink is not None
             or self.extensions.defines("on_change")
             or self._index is not None
+            or self._event_log is not None
         )
         # Committed changes for the extensions' on_change, in commit order.
         # Extension hooks waiting to run (on_load, on_change, on_store), in order.
@@ -712,6 +729,11 @@ class BoardHost:
             if self._index is not None:
                 await self._update_index(batch, seqs)
             if self._derive_events:
+                await self._log_events(
+                    (board_id, seqs[board_id] - len(entries) + 1 + n, unsaved)
+                    for board_id, entries in batch.items()
+                    for n, unsaved in enumerate(entries)
+                )
                 for board_id, entries in batch.items():
                     first = seqs[board_id] - len(entries) + 1
                     for change in _changes(board_id, first, entries):
@@ -793,6 +815,26 @@ class BoardHost:
 
     # -- domain events and on_change, at least once ------------------------------
 
+    async def _log_events(self, updates: Iterable[tuple[str, int, _Unsaved | LogEntry]]) -> None:
+        """Append the events of stored updates ``(board, seq, update)`` to the event log.
+
+        Before their changes are delivered: a snapshot covers only delivered changes, so
+        the log holds every event a snapshot covers. Retries until the log takes them.
+        """
+        if self._event_log is None:
+            return
+        records = []
+        for board_id, seq, entry in updates:
+            board = self._boards.get(board_id)
+            if isinstance(entry, _Unsaved):
+                origin, events = entry.record.origin, entry.events
+            else:
+                origin, events = entry.origin, _stored_events(board_id, entry)
+            if events:
+                project = project_of(board_id, board.room.doc if board is not None else None)
+                records += logged_events(board_id, project, seq, origin, events)
+        await self._event_log.append(records)
+
     async def _deliver(self, change: Change) -> None:
         """Hand one durable change to the event sink and the ``on_change`` hooks.
 
@@ -829,14 +871,9 @@ class BoardHost:
         ones it already had.
         """
         board.delivered_seq = stored.snapshot_seq
+        await self._log_events((board.board_id, entry.seq, entry) for entry in stored.updates)
         for entry in stored.updates:
-            try:
-                events = decode_events(entry.events) if entry.events else []
-            except ValueError:
-                log.exception(
-                    "board %s seq %d: stored events unreadable", board.board_id, entry.seq
-                )
-                events = []
+            events = _stored_events(board.board_id, entry)
             change = Change(board.board_id, entry.seq, 1, tuple(events), entry.origin)
             await self._deliver(change)
 

@@ -2,15 +2,26 @@
 
 Delivery is at least once: a batch is handed to :meth:`Worker.handle` and its offset committed
 only after ``handle`` returns, so a crash in between delivers the batch again. ``handle`` must
-therefore be idempotent.
+therefore be idempotent. A ``handle`` that raises is retried with the same batch after a
+backoff (doubling up to a ceiling), so a failing worker neither skips events nor spins.
+
+The committed offset is read again before every batch, so a replay (``boardcast events
+replay``, which rewinds it) takes effect at the next batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from persistence.event_log import LoggedEvent
+from persistence.event_log import EventLog, LoggedEvent
+
+log = logging.getLogger("boardcast.workers")
 
 
 @runtime_checkable
@@ -22,3 +33,129 @@ class Worker(Protocol):
     async def handle(self, events: Sequence[LoggedEvent]) -> None:
         """Apply a batch of events, in offset order; idempotent (may see a batch again)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """How the runtime feeds its workers; see docs/settings.md (``BOARDCAST_WORKER_*``)."""
+
+    batch_size: int = 500  # events per handle() call at most
+    poll_seconds: float = 0.1  # how often an idle worker looks for new events
+    backoff_seconds: float = 0.5  # first wait after a failing handle(); doubles
+    backoff_max_seconds: float = 30.0
+    # Fault injection for crash tests: a pause before and after each handle() call, so a
+    # kill lands mid-batch. 0 in production.
+    batch_pause_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class ConsumerState:
+    """What the runtime knows of one worker, for lag gauges and tests."""
+
+    committed: int = 0
+    last_offset: int = 0
+    handled_batches: int = 0
+    failures: int = 0
+    last_error: str = ""
+    updated_at: float = 0.0
+
+    @property
+    def lag(self) -> int:
+        """Events logged that this worker has not committed yet."""
+        return max(0, self.last_offset - self.committed)
+
+
+class WorkerRuntime:
+    """Runs workers as asyncio tasks over one event log."""
+
+    def __init__(
+        self,
+        event_log: EventLog,
+        workers: Sequence[Worker],
+        settings: RuntimeSettings | None = None,
+    ) -> None:
+        names = [worker.name for worker in workers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"worker names must differ: {names}")
+        self.event_log = event_log
+        self.workers = list(workers)
+        self.settings = settings or RuntimeSettings()
+        self.states = {worker.name: ConsumerState() for worker in workers}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start one task per worker (idempotent)."""
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run(worker)) for worker in self.workers]
+
+    async def stop(self) -> None:
+        """Stop every worker; a batch in flight is abandoned (it comes again: at least once)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def lags(self) -> dict[str, int]:
+        """Each worker's lag as of its last batch or poll."""
+        return {name: state.lag for name, state in self.states.items()}
+
+    async def run_once(self, worker: Worker) -> int:
+        """Feed ``worker`` one batch; return how many events it handled (0: caught up)."""
+        state = self.states[worker.name]
+        committed = await self.event_log.committed(worker.name)
+        batch = await self.event_log.read(committed, self.settings.batch_size)
+        state.committed = committed
+        state.last_offset = max(await self.event_log.last_offset(), committed)
+        state.updated_at = time.time()
+        if not batch:
+            return 0
+        pause = self.settings.batch_pause_seconds
+        if pause:
+            await asyncio.sleep(pause)
+        await worker.handle(batch)
+        if pause:
+            await asyncio.sleep(pause)
+        # Only now: a crash before this line hands the same batch over again.
+        await self.event_log.commit(worker.name, batch[-1].offset)
+        state.committed = batch[-1].offset
+        state.handled_batches += 1
+        return len(batch)
+
+    async def catch_up(self, worker: Worker, *, max_batches: int = 1_000_000) -> int:
+        """Feed ``worker`` until it has every event logged so far; return how many."""
+        total = 0
+        for _ in range(max_batches):
+            handled = await self.run_once(worker)
+            if not handled:
+                break
+            total += handled
+        return total
+
+    async def _run(self, worker: Worker) -> None:
+        state = self.states[worker.name]
+        # Registered as a consumer at once: retention keeps what it has not had.
+        with contextlib.suppress(Exception):
+            await self.event_log.commit(worker.name, 0)
+        delay = self.settings.backoff_seconds
+        while True:
+            try:
+                handled = await self.run_once(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                state.failures += 1
+                state.last_error = repr(exc)
+                log.warning("worker %s failed (%r); retrying in %.1f s", worker.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.backoff_max_seconds)
+                continue
+            delay = self.settings.backoff_seconds
+            if not handled:
+                await asyncio.sleep(self.settings.poll_seconds)
+
+
+async def consumer_lags(event_log: EventLog, names: Sequence[str]) -> dict[str, int]:
+    """How many logged events each named consumer has not committed (any process may ask)."""
+    last = await event_log.last_offset()
+    return {name: max(0, last - await event_log.committed(name)) for name in names}
