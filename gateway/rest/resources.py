@@ -1002,7 +1002,8 @@ class Api:
                 commands.add_comment,
                 task_id=task_id,
                 comment_id=uuid.uuid4().hex[:16],
-                author=caller.identity,
+                # The account's name, as the board app writes it (ids mean nothing to readers).
+                author=caller.principal.name if self.guard.required else caller.identity,
                 text=text_value,
                 now=now,
             ),
