@@ -111,12 +111,35 @@ class ProjectDoc:
         if self._settings.get("name") != name:
             self._settings["name"] = name
 
-    def delete(self) -> None:
-        """Delete the project: settings, members and boards go (the history keeps them)."""
+    def delete(self, deleted_at: str) -> None:
+        """Delete the project: settings, members and boards go (the history keeps them);
+        ``deleted_at`` stays, so nothing made from an older copy brings it back."""
         with self.doc.transaction():
             for entries in (self._settings, self._members, self._boards):
                 for key in list(entries.keys()):
                     del entries[key]
+            self._settings["deleted_at"] = deleted_at
+
+    def adopt(
+        self,
+        entry: ProjectEntry,
+        members: dict[str, str],
+        boards: list[tuple[BoardEntry, dict[str, str]]],
+    ) -> bool:
+        """Fill a project document never written, from an older directory's copy.
+
+        False (and nothing written) if the document was ever written: a project
+        made, changed or deleted since is never overwritten by the older copy.
+        """
+        if len(self._settings) or len(self._members) or len(self._boards):
+            return False
+        with self.doc.transaction():
+            self.create(entry, None)
+            for user, role in members.items():
+                self._members[user] = role
+            for board, narrowed in boards:
+                self.put_board(board, narrowed)
+        return True
 
     # -- members ------------------------------------------------------------------------
 

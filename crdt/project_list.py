@@ -97,4 +97,3 @@ def listed_projects(doc: Doc[Any]) -> list[dict[str, str]]:
         for key, value in plain_entries(projects)
     ]
     return sorted(found, key=lambda entry: (entry["position"], entry["id"]))
-

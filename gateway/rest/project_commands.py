@@ -18,8 +18,17 @@ from auth.roles import Role, effective_role, may_grant, role_named
 from crdt.board import Board
 from crdt.project_doc import ProjectDoc
 from crdt.project_list import apply_listing, listed_projects
-from crdt.projects import BoardEntry, Directory, ProjectEntry
+from crdt.projects import BoardEntry, Directory, ProjectEntry, now_text
 from gateway.rest.commands import Refusal, precondition
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyProject:
+    """One project as a directory of the older layout held it, with its members."""
+
+    entry: ProjectEntry
+    members: dict[str, str]
+    boards: tuple[tuple[BoardEntry, dict[str, str]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,7 @@ def delete_project(board: Board, if_match: str | None) -> list[str] | Refusal:
     if project.boards():
         return Refusal("conflict", "the project still has boards: delete them first")
     members = sorted(project.members())
-    project.delete()
+    project.delete(now_text())
     return members
 
 
@@ -300,3 +309,32 @@ def write_listing(board: Board, project_id: str, listing: dict[str, Any] | None)
 
 def read_listing(board: Board) -> list[dict[str, str]]:
     return listed_projects(board.doc)
+
+
+# -- splitting a directory of the older layout ---------------------------------
+
+
+def legacy_projects(board: Board) -> list[LegacyProject] | None:
+    """The directory's projects as the older layout kept them; None once it was split."""
+    directory = Directory(board.doc)
+    if directory.is_split():
+        return None
+    return [
+        LegacyProject(
+            entry,
+            directory.legacy_members(entry.id),
+            tuple(
+                (item, directory.legacy_board_roles(item.id)) for item in directory.boards(entry.id)
+            ),
+        )
+        for entry in directory.projects()
+    ]
+
+
+def adopt_project(board: Board, legacy: LegacyProject) -> bool:
+    """Make a project document from the older directory's copy, unless it was ever written."""
+    return ProjectDoc(board.doc).adopt(legacy.entry, legacy.members, list(legacy.boards))
+
+
+def mark_split(board: Board) -> None:
+    Directory(board.doc).mark_split()
