@@ -24,6 +24,7 @@ from gateway.auth.watch import SessionWatch
 from gateway.limits_middleware import LIMITS, limits_middleware, open_limits
 from gateway.metrics import metrics_handler
 from gateway.observability import TracingCluster, request_middleware
+from gateway.project_split import START_WAIT_SECONDS, split_until_done
 from gateway.rest.mount import add_rest_api, rest_limits
 from gateway.routing import Router
 from gateway.sessions import SessionRegistry
@@ -143,7 +144,12 @@ def create_app(
             await shared_state.refresh_gateway(gateway_id, ttl)
         keepalive = asyncio.ensure_future(keep_gateway_alive(shared_state, gateway_id, ttl_s=ttl))
         await watch.start()
+        # A directory of the older layout becomes project documents before serving.
+        splitting = asyncio.ensure_future(split_until_done(cluster))
+        await asyncio.wait({splitting}, timeout=START_WAIT_SECONDS)
         yield
+        splitting.cancel()
+        await asyncio.gather(splitting, return_exceptions=True)
         await watch.stop()
         keepalive.cancel()
         await asyncio.gather(keepalive, return_exceptions=True)
