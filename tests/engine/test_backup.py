@@ -125,7 +125,7 @@ class Writer:
             tasks[key] = number
             self.sent.append((self.client.updates_sent, key))
             number += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # few enough commits that SQLite does not checkpoint
         await self.client.persisted(timeout=20 * TIMEOUT_SCALE)
         await self.client.close()
 
@@ -158,9 +158,13 @@ async def back_up_and_restore(
         stop = asyncio.Event()
         writing = asyncio.create_task(steady.run(stop))
         async with asyncio.timeout(30 * TIMEOUT_SCALE):
-            while len(steady.acknowledged()) < 20:
+            while len(steady.acknowledged()) < 10:
                 await asyncio.sleep(0.02)
         before_backup = steady.acknowledged()
+        wal = source.data_dir / "boardcast.sqlite3-wal"
+        if source.store == "sqlite":
+            # Live: what was acknowledged sits in the write-ahead log, not yet in the file.
+            assert wal.exists() and wal.stat().st_size > 0
         made = await asyncio.to_thread(
             run_command, "backup", str(archive), *backup_flags, *source.flags()
         )
