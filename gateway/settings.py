@@ -75,6 +75,15 @@ class Settings:
     # port); "*" allows any. Clients that send no Origin (not browsers) are not affected.
     allowed_origins: tuple[str, ...] = ()
     read_model: bool = True  # hosts keep the task read model current (REST queries)
+    # The event log and its workers (docs/events.md).
+    workers: bool = True  # run the workers (analytics...) beside the hosts
+    event_retention_seconds: float = 7 * 24 * 3600.0  # events older go, once consumed
+    event_retention_count: int = 1_000_000  # events further behind the newest go, once consumed
+    worker_batch_size: int = 500  # events per worker batch
+    worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
+    worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
+    worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
+    worker_plugins: tuple[str, ...] = ()  # "module:factory" specs of more workers
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache
@@ -345,7 +354,14 @@ class Settings:
 
 #: Settings written as comma-separated lists.
 _LIST_SETTINGS = frozenset(
-    {"dedicated_boards", "extensions", "trusted_proxies", "exempt_paths", "exempt_addresses"}
+    {
+        "dedicated_boards",
+        "extensions",
+        "worker_plugins",
+        "trusted_proxies",
+        "exempt_paths",
+        "exempt_addresses",
+    }
 )
 
 
