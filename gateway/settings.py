@@ -23,6 +23,7 @@ from crdt.awareness import AwarenessLimits
 from crdt.room import RoomLimits
 from gateway.limits import GatewayLimits
 from gateway.routing import RoutingLimits
+from persistence.files import FileLimits
 from persistence.history import DEFAULT_HISTORY, parse_history_policy
 
 if TYPE_CHECKING:
@@ -75,15 +76,6 @@ class Settings:
     # port); "*" allows any. Clients that send no Origin (not browsers) are not affected.
     allowed_origins: tuple[str, ...] = ()
     read_model: bool = True  # hosts keep the task read model current (REST queries)
-    # The event log and its workers (docs/events.md).
-    workers: bool = True  # run the workers (analytics...) beside the hosts
-    event_retention_seconds: float = 7 * 24 * 3600.0  # events older go, once consumed
-    event_retention_count: int = 1_000_000  # events further behind the newest go, once consumed
-    worker_batch_size: int = 500  # events per worker batch
-    worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
-    worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
-    worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
-    worker_plugins: tuple[str, ...] = ()  # "module:factory" specs of more workers
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache
@@ -118,8 +110,6 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
-    auth_role_cache_entries: int = 10_000  # (person, project) roles one gateway remembers
-    auth_role_cache_seconds: float = 60.0  # a remembered role is read again after this long
     # What gateways and board hosts prove to each other before a frame stream opens
     # (docs/cluster-streams.md): hex or base64, at least 32 bytes; "": made up at start.
     cluster_secret: str = field(default="", repr=False)
@@ -179,6 +169,27 @@ class Settings:
     oidc_login_ttl_seconds: float = 600.0  # a started sign-in must come back within this
     oidc_max_pending_logins: int = 10_000  # sign-ins one gateway keeps open; more get 503
     oidc_max_code_chars: int = 2048  # the longest authorization code a callback may carry
+    # Task attachments (docs/files.md): where the bytes live, what is accepted, the scan.
+    files_store: str = "local"  # "local": files_dir, served by the gateway; "s3": the bucket below
+    files_dir: str = ""  # "": <data_dir>/files
+    files_url_key: str = field(default="", repr=False)  # hex; "": <data_dir>/keys/files-url.key
+    files_max_bytes: int = 25 * 1024 * 1024  # one file; past it 413 file-too-large
+    files_max_per_task: int = 50  # attachments of one task; past it 409 too-many-attachments
+    files_max_name_chars: int = 200  # a longer file name is cut, keeping its extension
+    files_allowed_types: tuple[str, ...] = FileLimits().allowed_types  # "*": any; else 415
+    files_upload_url_seconds: float = 300.0  # a signed upload URL's life
+    files_download_url_seconds: float = 300.0  # a signed download URL's life
+    files_s3_bucket: str = ""
+    files_s3_endpoint_url: str = ""  # "": AWS's own endpoint for the region
+    files_s3_region: str = "us-east-1"
+    files_s3_access_key_id: str = field(default="", repr=False)  # "": boto3's usual lookup
+    files_s3_secret_access_key: str = field(default="", repr=False)
+    files_s3_timeout_seconds: float = 10.0  # one S3 call's connect and read timeout
+    files_clamd: str = "127.0.0.1:3310"  # clamd's TCP socket; "": no scans (files stay pending)
+    files_scan_timeout_seconds: float = 120.0  # one scan; past it the scan failed (retried)
+    files_scan_poll_seconds: float = 1.0  # how often the scan queue looks for due scans
+    files_scan_retry_seconds: float = 5.0  # first wait after a failed scan; doubles each time
+    files_scan_max_retry_seconds: float = 3600.0  # the longest wait between tries
     tls_cert: str = ""  # PEM certificate chain: serve https and wss
     tls_key: str = ""  # its private key
     extra: dict[str, Any] = field(default_factory=dict)
@@ -357,10 +368,10 @@ _LIST_SETTINGS = frozenset(
     {
         "dedicated_boards",
         "extensions",
-        "worker_plugins",
         "trusted_proxies",
         "exempt_paths",
         "exempt_addresses",
+        "files_allowed_types",
     }
 )
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from actors.cluster import Cluster
 from gateway.auth.guard import Guard
+from gateway.files_mount import add_attachments
 from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import problem_middleware
@@ -61,6 +62,7 @@ def add_rest_api(
     )
     app.middlewares.append(problem_middleware)
     app.add_routes(api.routes())
+    add_attachments(app, cluster, settings, api.guard, api.extensions, api.limits)
 
     async def close_index(app: web.Application) -> None:
         if index is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from auth.roles import ASSIGNABLE
+from gateway.rest.attachments_openapi import attachment_paths, attachment_schemas
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, problem_type
+from persistence.files import FileLimits
 from persistence.read_model import SORTS
 
 _ID_PATTERN = r"^[A-Za-z0-9._~-]{1,200}$"
@@ -756,6 +758,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                     },
                 ),
             },
+            **attachment_paths(FileLimits()),
         },
-        "components": {"schemas": _schemas(limits)},
+        "components": {"schemas": {**_schemas(limits), **attachment_schemas(FileLimits())}},
     }

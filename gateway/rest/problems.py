@@ -46,6 +46,12 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "rate-limited": (429, "Too many requests; retry after the time given"),
     "too-many-connections": (429, "Too many open connections from this client"),
     "request-timeout": (408, "The request was not received in time"),
+    "file-too-large": (413, "The file is larger than allowed"),
+    "too-many-attachments": (409, "The task holds as many attachments as allowed"),
+    "url-expired": (403, "The signed URL has expired"),
+    "signature-invalid": (403, "The URL's signature does not hold"),
+    "not-uploaded": (409, "The file has not been uploaded in full"),
+    "size-mismatch": (422, "The stored file's size is not the declared size"),
     "internal": (500, "Internal error"),
 }
 

@@ -8,6 +8,7 @@ a body that matches the documented schema.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 from schemathesis.openapi import from_dict
 
+from gateway.files_route import FilesRoute
+from gateway.rest.attachments import AttachmentsApi
 from gateway.rest.inputs import RestLimits
 from gateway.rest.openapi import openapi_document
 from gateway.rest.resources import Api
@@ -115,6 +118,12 @@ def test_every_route_is_described() -> None:
         for route in Api(None, None, RestLimits()).routes()  # type: ignore[arg-type]
         if not route.path.startswith(("/v1/openapi", "/v1/docs"))
     }
+    files = [
+        *AttachmentsApi(None, None, None, RestLimits(), None).routes(),  # type: ignore[arg-type]
+        *FilesRoute(None, None, b"").routes(),  # type: ignore[arg-type]
+    ]
+    # Routes with a pattern ({name:regex}) are described by their plain name.
+    served |= {(r.method, re.sub(r"\{(\w+):[^/]*\}", r"{\1}", r.path)) for r in files}
     assert described == served
 
 
