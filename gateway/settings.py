@@ -76,6 +76,15 @@ class Settings:
     # port); "*" allows any. Clients that send no Origin (not browsers) are not affected.
     allowed_origins: tuple[str, ...] = ()
     read_model: bool = True  # hosts keep the task read model current (REST queries)
+    # The event log and its workers (docs/events.md).
+    workers: bool = True  # run the workers (analytics...) beside the hosts
+    event_retention_seconds: float = 7 * 24 * 3600.0  # events older go, once consumed
+    event_retention_count: int = 1_000_000  # events further behind the newest go, once consumed
+    worker_batch_size: int = 500  # events per worker batch
+    worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
+    worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
+    worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
+    worker_plugins: tuple[str, ...] = ()  # "module:factory" specs of more workers
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache
@@ -110,6 +119,8 @@ class Settings:
     auth_mfa_fresh_seconds: float = 600.0  # a TOTP login counts for sensitive actions this long
     auth_key_rotation_days: float = 30.0  # signing keys older than this are replaced at start
     auth_revocation_poll_seconds: float = 0.25  # how often gateways read the revocation feed
+    auth_role_cache_entries: int = 10_000  # (person, project) roles one gateway remembers
+    auth_role_cache_seconds: float = 60.0  # a remembered role is read again after this long
     # What gateways and board hosts prove to each other before a frame stream opens
     # (docs/cluster-streams.md): hex or base64, at least 32 bytes; "": made up at start.
     cluster_secret: str = field(default="", repr=False)
@@ -368,6 +379,7 @@ _LIST_SETTINGS = frozenset(
     {
         "dedicated_boards",
         "extensions",
+        "worker_plugins",
         "trusted_proxies",
         "exempt_paths",
         "exempt_addresses",
