@@ -24,6 +24,7 @@ from aiohttp import web
 from actors.cluster import Cluster
 from boardcast import accounts_cli
 from boardcast.admin import add_commands, run_admin
+from boardcast.backup import add_backup_commands, run_backup_commands
 from boardcast.deployment import build_cluster, join_cluster
 from boardcast.keys import add_key_commands, run_keys_command, run_reencrypt_command
 from gateway.app import GUARD, create_app
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(gateway)
     add_commands(commands)
     add_key_commands(commands)
+    add_backup_commands(commands)
     accounts_cli.add_commands(commands)
     return parser
 
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             run_keys_command(args.action, settings.data_dir, key_id=args.key_id, key_file=key_file)
         )
+    if args.command in {"backup", "restore"}:
+        sys.exit(run_backup_commands(args, settings.store, settings.data_dir))
     if args.command == "reencrypt":
         sys.exit(run_reencrypt_command(settings.data_dir, settings.store, key_file=args.key_file))
     if args.command in accounts_cli.COMMANDS:
