@@ -161,6 +161,7 @@ class FileLimits:
 # Characters that never belong in a file name: path separators, NUL and other controls
 # (a header injection in Content-Disposition), and the ones Windows refuses.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -173,8 +174,9 @@ def sanitise_name(raw: str, max_chars: int) -> str:
     """
     name = unicodedata.normalize("NFC", raw)
     name = _UNSAFE.sub("_", name)
-    # Unicode's own separators and format characters (bidi overrides hide an extension).
-    name = "".join("_" if unicodedata.category(ch) in {"Zl", "Zp", "Cf"} else ch for ch in name)
+    # Other controls (C1), Unicode's line separators, format characters (a bidi override
+    # hides an extension) and lone surrogates (not encodable) go too.
+    name = "".join("_" if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in name)
     name = name.strip().lstrip(". ")
     if not name or set(name) <= {"_", "."}:
         raise FileRefused("validation", "the file name is empty once unsafe characters are gone")
