@@ -203,6 +203,21 @@ class Settings:
     files_scan_max_retry_seconds: float = 3600.0  # the longest wait between tries
     tls_cert: str = ""  # PEM certificate chain: serve https and wss
     tls_key: str = ""  # its private key
+    # Webhooks (docs/webhooks.md).
+    webhook_max_endpoints: int = 20  # endpoints of one project; past it 409 too-many-webhooks
+    webhook_max_url_chars: int = 2000  # an endpoint's URL; past it 422 validation
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"  # seconds before each
+    webhook_retry_jitter: float = 0.1  # each wait changes by up to this share of itself
+    webhook_connect_timeout_seconds: float = 5.0  # to connect to a receiver
+    webhook_timeout_seconds: float = 15.0  # one attempt in all: connect, send, answer
+    webhook_max_response_bytes: int = 4096  # of an answer read (then dropped)
+    # Networks webhooks may reach although they are not public (loopback, private...).
+    webhook_allow_networks: tuple[str, ...] = ()
+    webhook_disable_after_failures: int = 20  # deliveries failed in a row disable an endpoint
+    webhook_disable_after_seconds: float = 432000.0  # as does no success for this long (5 d)
+    webhook_rotation_grace_seconds: float = 86400.0  # a rotated secret still signs this long
+    webhook_poll_seconds: float = 1.0  # how often the delivery loop looks for due deliveries
+    webhook_concurrency: int = 16  # attempts in flight at once
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -383,6 +398,7 @@ _LIST_SETTINGS = frozenset(
         "trusted_proxies",
         "exempt_paths",
         "exempt_addresses",
+        "webhook_allow_networks",
         "files_allowed_types",
     }
 )

@@ -11,6 +11,7 @@ from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import problem_middleware
 from gateway.rest.resources import Api
+from gateway.rest.webhooks import add_webhook_api
 from gateway.settings import Settings
 from gateway.ws import gateway_extensions
 from persistence.factory import open_store
@@ -62,6 +63,7 @@ def add_rest_api(
     )
     app.middlewares.append(problem_middleware)
     app.add_routes(api.routes())
+    add_webhook_api(app, settings, api.guard, api.extensions, api.limits)
     add_attachments(app, cluster, settings, api.guard, api.extensions, api.limits)
 
     async def close_index(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from auth.roles import ASSIGNABLE
 from gateway.rest.attachments_openapi import attachment_paths, attachment_schemas
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, problem_type
+from gateway.rest.webhooks_openapi import webhook_paths, webhook_schemas
 from persistence.files import FileLimits
 from persistence.read_model import SORTS
 
@@ -386,6 +387,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
             " the Yjs document over HTTP. See docs/rest.md.",
         },
         "paths": {
+            **webhook_paths(),
             "/v1/tasks": {
                 "get": _operation(
                     "Tasks across every board, from the read model",
@@ -760,5 +762,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
             },
             **attachment_paths(FileLimits()),
         },
-        "components": {"schemas": {**_schemas(limits), **attachment_schemas(FileLimits())}},
+        "components": {
+            "schemas": {**_schemas(limits), **attachment_schemas(FileLimits()), **webhook_schemas()}
+        },
     }

@@ -35,6 +35,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "not-acceptable": (406, "No acceptable representation"),
     "conflict": (409, "The request conflicts with the resource's state"),
+    "too-many-webhooks": (409, "The project has as many webhooks as allowed"),
     "precondition-failed": (412, "The resource changed since it was read"),
     "precondition-required": (428, "If-Match is required for this change"),
     "too-large": (413, "The body is too large"),

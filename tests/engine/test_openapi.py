@@ -22,7 +22,9 @@ from gateway.rest.attachments import AttachmentsApi
 from gateway.rest.inputs import RestLimits
 from gateway.rest.openapi import openapi_document
 from gateway.rest.resources import Api
+from gateway.rest.webhooks import WebhookApi, WebhookLimits
 from tests.engine.test_rest_fuzz import ThreadedServer
+from workers.webhooks_policy import AddressPolicy
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +115,10 @@ def test_every_route_is_described() -> None:
         for path, methods in openapi_document(RestLimits()).get("paths", {}).items()
         for method in methods
     }
+    webhooks = WebhookApi(None, None, None, RestLimits(), WebhookLimits(), AddressPolicy())  # type: ignore[arg-type]
     served = {
         (route.method, route.path)
-        for route in Api(None, None, RestLimits()).routes()  # type: ignore[arg-type]
+        for route in [*Api(None, None, RestLimits()).routes(), *webhooks.routes()]  # type: ignore[arg-type]
         if not route.path.startswith(("/v1/openapi", "/v1/docs"))
     }
     files = [
