@@ -29,8 +29,16 @@ Host to gateway::
 **Versions.** A gateway opens every link with ``Hello``; the host answers with
 its own. Peers from before versioning (protocol 0) send no hello: their first
 message is an ``Open``, and the layout of every other message is unchanged, so
-a host still serves them and says so in its log. A rolling upgrade can therefore
-tell old peers from new.
+a host still serves them and says so in its log.
+
+Protocol 2 has the messages of protocol 1, and its decoder ignores fields past
+the ones it knows, so a later release can append a field to a message without
+breaking this one. Protocol 1 peers refuse a message with one field too many:
+a release never sends them one, and never sends any peer a message kind until
+that peer's hello has shown a version that has it. The policy (which releases
+talk to each other) is in docs/operations.md, *Upgrades*;
+``tests/engine/test_wire_versions.py`` checks today's code against frames
+recorded from the previous release.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from typing import Any
 
 from crdt.close_codes import REASONS, CloseCode
 
-#: The protocol this code speaks. 0: unversioned (no hello); 1: hello, then the messages above.
-PROTOCOL_VERSION = 1
+#: The protocol this code speaks. 0: unversioned (no hello); 1: hello, then the messages
+#: above; 2: the same messages, and fields past the known ones are ignored.
+PROTOCOL_VERSION = 2
 
 #: The client id meaning "nobody" in ``Broadcast.exclude``.
 NO_CONNECTION = -1
@@ -186,36 +195,44 @@ def decode(raw: Any) -> Message:
     kind = raw[0]
     try:
         if kind == FRAME:
-            _, board_id, conn, data = raw
+            board_id, conn, data = _fields(raw, 3)
             return Frame(_text(board_id), _int(conn), _bytes(data))
         if kind == BROADCAST:
-            _, board_id, exclude, data = raw
+            board_id, exclude, data = _fields(raw, 3)
             return Broadcast(_text(board_id), _int(exclude), _bytes(data))
         if kind == SEND:
-            _, conn, data = raw
+            conn, data = _fields(raw, 2)
             return Send(_int(conn), _bytes(data))
         if kind == PERSISTED:
-            _, conn, count = raw
+            conn, count = _fields(raw, 2)
             return Persisted(_int(conn), _int(count))
         if kind == OPEN:
             # Protocol 0 peers may leave out the flags.
-            board_id, conn, *flags = raw[1:]
+            board_id, conn = _fields(raw, 2)
+            flags = raw[3:6]
             ack = bool(flags[0]) if flags else False
             read_only = bool(flags[1]) if len(flags) > 1 else False
             origin = _origin(flags[2]) if len(flags) > 2 else None
             return Open(_text(board_id), _int(conn), ack, read_only, origin)
         if kind == CLOSE:
-            _, board_id, conn = raw
+            board_id, conn = _fields(raw, 2)
             return Close(_text(board_id), _int(conn))
         if kind == REJECT:
-            _, conn, code, reason = raw
+            conn, code, reason = _fields(raw, 3)
             return Reject(_int(conn), _int(code), _text(reason))
         if kind == HELLO:
-            _, version, role = raw
+            version, role = _fields(raw, 2)
             return Hello(_int(version), _text(role))
     except (ValueError, TypeError) as exc:
         raise StreamProtocolError(f"malformed message of kind {kind!r}: {exc}") from exc
     raise StreamProtocolError(f"unknown message kind {kind!r}")
+
+
+def _fields(raw: list[Any], count: int) -> list[Any]:
+    # Fields past ``count`` are a newer release's additions: ignored (see Versions above).
+    if len(raw) < count + 1:
+        raise ValueError(f"{len(raw) - 1} fields, at least {count} expected")
+    return raw[1 : count + 1]
 
 
 def _int(value: Any) -> int:
