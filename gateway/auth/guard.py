@@ -177,11 +177,12 @@ class Guard:
         if project_doc is not None:
             role = await self.project_role(principal, project_doc)
             return BoardAccess(Role.VIEWER if role is not Role.NONE else Role.NONE, project_doc)
-        if self.service is None:
-            return BoardAccess(Role.OWNER, None)
         if board_id == DIRECTORY_BOARD:
             # The directory lists every project: administrators only, read-only.
-            return BoardAccess(Role.VIEWER if principal.admin else Role.NONE, None)
+            seen = self.service is None or principal.admin
+            return BoardAccess(Role.VIEWER if seen else Role.NONE, None)
+        if self.service is None:
+            return BoardAccess(Role.OWNER, None)
         project_id = await self.board_project(board_id)
         member = Role.NONE
         if project_id is not None:

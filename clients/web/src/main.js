@@ -4,8 +4,8 @@
 
 import './style.css'
 import { BoardConnection } from './connection.js'
-import { DirectoryModel, DIRECTORY_ROOM } from './directory.js'
-import { RestDirectory } from './restdirectory.js'
+import { LiveDirectory, DIRECTORY_ROOM, listRoom } from './directory.js'
+import { RestProjects, jsonRequest } from './restdirectory.js'
 import { accountSession, loadSession, renameUser } from './session.js'
 import { AuthClient, loadAuthConfig } from './auth.js'
 import { showLogin } from './login.js'
@@ -29,8 +29,8 @@ const tools = document.querySelector('.topbar-tools')
 
 let session = null
 let auth = null // AuthClient where the server asks for a log-in
-let directory = null
-let directoryConnection = null // the shared directory document, where nobody logs in
+let directory = null // the live lists of projects and boards (directory.js)
+let directoryConnection = null // its connection, shown in the status bar where nobody logs in
 let current = null // { connection, view } of the open board
 let teardown = null
 
@@ -231,6 +231,7 @@ function showRole (view) {
 function reconnectRefused () {
   const connection = current?.connection
   if (connection && connection.state.closed?.code === 4401) connection.reconnect()
+  directory?.reload()
 }
 
 let askingAgain = false
@@ -286,7 +287,15 @@ async function start () {
     }
     if (!user) user = await askToLogIn(null)
     session = accountSession(user)
-    directory = new RestDirectory(auth)
+    // Administrators see every project (the directory); everyone else their own list.
+    directory = new LiveDirectory({
+      room: user.admin ? DIRECTORY_ROOM : listRoom(user.id),
+      params: session.socketParams(),
+      rest: new RestProjects((path, options) => auth.request(path, options), { withAccounts: true })
+    })
+    directory.connection.addEventListener('closed', ({ detail }) => {
+      if (detail.code === 4401) auth.refresh()
+    })
     auth.addEventListener('refreshed', reconnectRefused)
     auth.addEventListener('expired', expired)
     auth.addEventListener('loggedout', loggedOut)
@@ -294,8 +303,8 @@ async function start () {
   } else {
     session = loadSession()
     // The directory of projects and boards stays connected while the app is open.
-    directoryConnection = new BoardConnection(DIRECTORY_ROOM, { params: session.socketParams() })
-    directory = new DirectoryModel(directoryConnection.doc, directoryConnection)
+    directory = new LiveDirectory({ room: DIRECTORY_ROOM, params: session.socketParams(), rest: new RestProjects(jsonRequest) })
+    directoryConnection = directory.connection
     directoryConnection.addEventListener('change', showStatus)
     showMe()
   }
