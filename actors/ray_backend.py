@@ -51,6 +51,7 @@ from persistence.factory import open_store
 from persistence.history import parse_history_policy
 from persistence.read_model import TaskIndex
 from persistence.store import Batches, BoardStore, StoredBoard, Version
+from workers.service import WorkerSettings
 
 log = logging.getLogger("boardcast.ray")
 
@@ -556,6 +557,53 @@ class DirectoryActor:
 RemoteDirectory = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(DirectoryActor)
 
 
+class WorkerActor:
+    """Every worker of a deployment (``workers/service.py``) in one actor process.
+
+    One process for all of them: an actor process costs about 43 MB. Restarted by Ray after
+    a crash, it opens the log again and each worker resumes from its committed offset.
+    """
+
+    def __init__(self, store_url: str, data_dir: str, settings: WorkerSettings) -> None:
+        from workers.service import WorkerService
+
+        self._service = WorkerService.open(store_url, data_dir, settings)
+        # Started here, not by a call: after a restart nobody would make that call.
+        self._started = asyncio.get_event_loop().create_task(self._service.start())
+
+    async def stats(self) -> dict[str, Any]:
+        """Lag per consumer and this process's id (for operators and crash tests)."""
+        await self._started
+        return await self._service.stats()
+
+    async def stop(self) -> None:
+        """Stop the workers; a batch in flight comes again at the next start."""
+        await self._service.stop()
+
+
+RemoteWorkers = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(WorkerActor)
+
+
+def workers_name(cluster_name: str) -> str:
+    """The Ray actor name of a deployment's worker process."""
+    return f"{cluster_name}-workers"
+
+
+async def start_workers(
+    cluster_name: str, store_url: str, data_dir: str, settings: WorkerSettings
+) -> Any:
+    """The deployment's worker actor (created once, on the head node); returns its handle."""
+    handle: Any = RemoteWorkers.options(
+        name=workers_name(cluster_name),
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached",
+        resources={HEAD_RESOURCE: 0.001},
+    ).remote(store_url, os.path.abspath(data_dir), settings)
+    await handle.stats.remote()
+    return handle
+
+
 def init_ray(
     address: str | None, *, num_cpus: int | None = None, node_ip: str | None = None
 ) -> str:
@@ -621,6 +669,8 @@ class RayCluster(Cluster):
         self._pids: dict[Any, int] = {}  # own hosts' process ids, once they answered
         #: Set by :meth:`close` when the directory did not answer: Ray is going down.
         self.ray_lost = False
+        #: The worker actor (:func:`start_workers`), stopped with the deployment's last node.
+        self.workers: Any = None
 
     @classmethod
     async def launch(
@@ -919,6 +969,11 @@ class RayCluster(Cluster):
         await self._stop_hosts(await self._answering(dedicated), timeout)
         with contextlib.suppress(Exception):
             ray.kill(self._directory, no_restart=True)
+        if self.workers is not None:
+            with contextlib.suppress(Exception):
+                await _bounded(self.workers.stop.remote(), timeout)
+            with contextlib.suppress(Exception):
+                ray.kill(self.workers, no_restart=True)
         self._handles.clear()
 
     async def _stop_hosts(self, handles: list[Any], timeout: float) -> None:

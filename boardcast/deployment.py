@@ -14,9 +14,12 @@ from actors.board import EventSink
 from actors.cluster import Cluster
 from actors.local import LocalCluster
 from gateway.settings import Settings
+from persistence.event_log import Retention
 from persistence.factory import open_store
 from persistence.history import parse_history_policy
 from persistence.store import BoardStore
+from workers.runtime import RuntimeSettings
+from workers.service import WorkerService, WorkerSettings
 
 #: The values of ``Settings.backend``.
 BACKENDS = ("ray", "local")
@@ -39,7 +42,14 @@ async def build_cluster(settings: Settings, *, event_sink: EventSink | None = No
         raise ValueError("an event sink needs in-process hosts (backend 'local')")
     os.makedirs(settings.data_dir, exist_ok=True)
     if settings.backend == "local":
-        return _local_cluster(settings, event_sink)
+        local = _local_cluster(settings, event_sink)
+        if settings.workers:
+            # In this process, beside the hosts: they share the memory store's log too.
+            local.workers = WorkerService.open(
+                settings.store, settings.data_dir, worker_settings(settings)
+            )
+            await local.workers.start()
+        return local
     # Imported only here: the local backend runs without starting or importing Ray.
     from actors import ray_backend
 
@@ -48,7 +58,7 @@ async def build_cluster(settings: Settings, *, event_sink: EventSink | None = No
     if settings.host_bind == "auto" and settings.address:
         # Joined a cluster: other nodes' gateways must reach these hosts.
         host_settings = dataclasses.replace(host_settings, bind_host="node")
-    return await ray_backend.RayCluster.launch(
+    cluster = await ray_backend.RayCluster.launch(
         cluster_name=settings.cluster_name,
         hosts=settings.hosts,
         store_url=settings.store,
@@ -56,6 +66,29 @@ async def build_cluster(settings: Settings, *, event_sink: EventSink | None = No
         settings=host_settings,
         dedicated=list(settings.dedicated_boards),
         timings=settings.cluster_timings,
+    )
+    # A memory store's log lives in each process: workers elsewhere would see none of it.
+    if settings.workers and settings.store != "memory":
+        cluster.workers = await ray_backend.start_workers(
+            settings.cluster_name, settings.store, settings.data_dir, worker_settings(settings)
+        )
+    return cluster
+
+
+def worker_settings(settings: Settings) -> WorkerSettings:
+    """What the worker service needs of the settings (docs/settings.md, *Events and workers*)."""
+    return WorkerSettings(
+        runtime=RuntimeSettings(
+            batch_size=settings.worker_batch_size,
+            poll_seconds=settings.worker_poll_seconds,
+            backoff_max_seconds=settings.worker_backoff_max_seconds,
+            batch_pause_seconds=settings.worker_batch_pause_seconds,
+        ),
+        retention=Retention(
+            max_age_seconds=settings.event_retention_seconds,
+            max_count=settings.event_retention_count,
+        ),
+        plugins=settings.worker_plugins,
     )
 
 
@@ -70,14 +103,27 @@ async def join_cluster(settings: Settings) -> Cluster:
     )
 
 
-def _local_cluster(settings: Settings, event_sink: EventSink | None) -> LocalCluster:
+class _LocalClusterWithWorkers(LocalCluster):
+    """The in-process cluster, and the worker service that runs beside its hosts."""
+
+    workers: WorkerService | None = None
+
+    async def close(self) -> None:
+        """Stop the workers first (a batch in flight comes again next time), then the hosts."""
+        if self.workers is not None:
+            await self.workers.stop()
+            self.workers = None
+        await super().close()
+
+
+def _local_cluster(settings: Settings, event_sink: EventSink | None) -> _LocalClusterWithWorkers:
     history = parse_history_policy(settings.history)
 
     async def store_factory() -> BoardStore:
         # One store per host: boards never move between hosts of one process.
         return open_store(settings.store, data_dir=settings.data_dir, history=history)
 
-    return LocalCluster(
+    return _LocalClusterWithWorkers(
         store_factory,
         host_count=settings.hosts,
         settings=settings.host_settings,

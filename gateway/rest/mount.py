@@ -7,6 +7,7 @@ from aiohttp import web
 from actors.cluster import Cluster
 from gateway.auth.guard import Guard
 from gateway.files_mount import add_attachments
+from gateway.rest.analytics import add_analytics_api
 from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.problems import problem_middleware
@@ -65,6 +66,7 @@ def add_rest_api(
     app.add_routes(api.routes())
     add_webhook_api(app, settings, api.guard, api.extensions, api.limits)
     add_attachments(app, cluster, settings, api.guard, api.extensions, api.limits)
+    add_analytics_api(app, settings, api.guard, api.extensions)
 
     async def close_index(app: web.Application) -> None:
         if index is not None:
