@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.cluster import Cluster
+from gateway.event_metrics import event_metrics_text
 from gateway.routing import Router, RoutingCounters
 
 STATS_TIMEOUT_S = 5.0
@@ -176,6 +177,7 @@ def metrics_handler(
     async def metrics(request: web.Request) -> web.Response:
         app = request.app
         body = await render(app[router], app[cluster], app[sockets])
+        body += await event_metrics_text(app)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return metrics

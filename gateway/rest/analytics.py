@@ -19,6 +19,7 @@ from aiohttp import web
 from actors.extensions import Extensions
 from auth.roles import Action
 from gateway.auth.guard import Guard
+from gateway.event_metrics import EVENT_LOG
 from gateway.rest.access import board_caller, project_caller
 from gateway.rest.problems import Problem
 from gateway.settings import Settings
@@ -116,6 +117,7 @@ def add_analytics_api(
     except NotImplementedError:
         return
     app.add_routes(api.routes())
+    app[EVENT_LOG] = api.event_log  # for the lag gauges of /metrics
 
     async def close(app: web.Application) -> None:
         with contextlib.suppress(Exception):

@@ -85,3 +85,16 @@ async def test_members_read_board_and_project_analytics(tmp_path: Path) -> None:
     members = [e for e in events if e.type == "member.changed"]
     assert {(e.data["user"], e.data["role"]) for e in members} >= {(viewer.user_id, "viewer")}
     assert all(e.project == project for e in members)
+
+
+async def test_metrics_show_each_consumers_lag(tmp_path: Path) -> None:
+    async with auth_server(tmp_path) as auth:
+        owner = await auth.add_person("olga", admin=True, mfa=True)
+        _, board = await auth.project_with(owner, {})
+        await auth.add_task(owner, board, "a")
+        await caught_up(auth, f"/v1/boards/{board}/analytics")
+        async with auth.http.get(f"{auth.base}/metrics") as response:
+            text = await response.text()
+    assert 'boardcast_event_consumer_lag{consumer="analytics"} 0.0' in text
+    newest = [line for line in text.splitlines() if line.startswith("boardcast_event_log_last")]
+    assert newest and float(newest[0].split()[-1]) > 0
