@@ -246,6 +246,12 @@ async def test_a_scan_that_cannot_run_leaves_the_file_out_of_reach_until_clamd_a
             async with http.get(f"{base('b1', task)}/{created['id']}/versions") as response:
                 [version] = (await response.json())["items"]
             assert version["scan_attempts"] >= 2
+            # The bytes are there, but unscanned: even a correctly signed URL gets nothing.
+            key = load_or_create_key(tmp_path / "data" / "keys" / "files-url.key")
+            path = f"/v1/files/{created['id']}/{created['upload_id']}"
+            query = signed_query(key, "GET", path, expires=int(time.time()) + 60, size=17)
+            status, body, _ = await fetch(f"http://127.0.0.1:{running.port}{path}?{query}")
+            assert status == 404 and b"quarterly" not in body
 
             clamd = ClamdServer(tmp_path / "clamd", port)
             clamd.start()
