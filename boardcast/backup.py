@@ -362,7 +362,7 @@ def _check_staged(manifest: Manifest, staged: dict[str, Path]) -> None:
 
 
 def _check_target(manifest: Manifest, layout: Layout, *, force: bool) -> None:
-    if not force and layout.data_dir.exists() and any(layout.data_dir.iterdir()):
+    if not force and _holds_data(layout):
         raise BackupError(f"{layout.data_dir} is not empty (--force to restore over it)")
     if layout.store == "mongodb" and not force:
         assert layout.mongo_url is not None
@@ -385,6 +385,16 @@ def _check_target(manifest: Manifest, layout: Layout, *, force: bool) -> None:
             raise BackupError(
                 f"{ring_file} lacks keys {sorted(lacking)} the backup was sealed with"
             )
+
+
+def _holds_data(layout: Layout) -> bool:
+    # The key ring, put in place for a backup made without keys, does not count.
+    rings = {
+        layout.files[kind] for kind in ("key-ring", "accounts-key-ring") if kind in layout.files
+    }
+    if not layout.data_dir.exists():
+        return False
+    return any(path not in rings for path in layout.data_dir.rglob("*") if not path.is_dir())
 
 
 def _mongo_collections(url: str) -> list[str]:

@@ -245,9 +245,7 @@ async def test_a_backup_without_keys_restores_once_the_key_file_is_put_back(
     key_file = target.data_dir / "keys" / "at-rest.json"
     key_file.parent.mkdir(parents=True)
     key_file.write_bytes((source.data_dir / "keys" / "at-rest.json").read_bytes())
-    restored = await asyncio.to_thread(
-        run_command, "restore", str(archive), "--force", *target.flags()
-    )
+    restored = await asyncio.to_thread(run_command, "restore", str(archive), *target.flags())
     assert restored.returncode == 0, restored.stdout + restored.stderr
     async with running(target) as server:
         token = await log_in(server.port)
