@@ -23,7 +23,9 @@ from gateway.rest.attachments import AttachmentsApi, Files
 from gateway.rest.inputs import RestLimits
 from gateway.settings import Settings
 from persistence.attachments import AttachmentIndex, ScanJob
-from persistence.event_log import EventLog
+from persistence.event_log import EventLog, ManagedEventLog
+from persistence.event_log_factory import event_log_for
+from persistence.factory import open_store
 from persistence.file_signing import load_or_create_key, parse_key
 from persistence.file_store_local import LocalFileStore
 from persistence.files import FileLimits, FileState, FileStore
@@ -105,7 +107,18 @@ def add_attachments(
     *,
     events: EventLog | None = None,
 ) -> None:
-    """Serve the attachment routes (and the local store's URLs) and run the scan queue."""
+    """Serve the attachment routes (and the local store's URLs) and run the scan queue.
+
+    ``attachment.added`` goes to ``events``, by default the event log beside the board store.
+    """
+    own_log: ManagedEventLog | None = None
+    board_store = None
+    if events is None:
+        board_store = open_store(settings.store, data_dir=settings.data_dir)
+        try:
+            events = own_log = event_log_for(board_store)
+        except NotImplementedError:
+            events = None
     key = url_key(settings)
     store = open_file_store(settings, key)
     index = AttachmentIndex(Path(settings.data_dir) / "attachments.sqlite3")
@@ -152,5 +165,9 @@ def add_attachments(
         await queue.stop()
         await store.close()
         await index.close()
+        if own_log is not None:
+            await own_log.close()
+        if board_store is not None:
+            await board_store.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 
 from gateway.rest.attachment_commands import shown_attachments
+from persistence.event_log_factory import event_log_for
+from persistence.factory import open_store
 from persistence.file_signing import load_or_create_key, signed_query
 from tests.conftest import RunningServer, serve
 from tests.engine.attachment_flow import (
@@ -104,6 +106,18 @@ async def test_a_clean_file_is_scanned_then_downloadable_and_shown_on_the_task(
     async with http.get(base("b1", task)) as response:
         listed = await response.json()
     assert [(a["name"], a["state"]) for a in listed["items"]] == [("notes.txt", "clean")]
+
+    # The event log has attachment.added once, though the upload was completed twice.
+    async with http.post(f"{base('b1', task)}/{created['id']}/complete") as response:
+        assert response.status == 200
+    log = event_log_for(open_store("sqlite", data_dir=str(server.settings.data_dir)))
+    try:
+        added = [e for e in await log.read(0, 10_000) if e.type == "attachment.added"]
+    finally:
+        await log.close()
+    assert [(e.board_id, e.data["attachment"], e.data["size"]) for e in added] == [
+        ("b1", created["id"], len(data))
+    ]
 
     # Deleting it removes the bytes: the old download URL fetches nothing.
     async with http.delete(f"{base('b1', task)}/{created['id']}") as response:
