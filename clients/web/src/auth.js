@@ -65,15 +65,37 @@ async function problemOf (response) {
 }
 
 /**
- * Whether the server asks for a log-in: `{ auth: 'none'|'required', oidc }`. A server from
- * before accounts has no such endpoint (404): it is one where nobody logs in.
+ * Whether the server asks for a log-in: `{ auth: 'none'|'required', oidc, signIn }`, where
+ * `signIn` is `{ name, url }` when people may sign in through the organisation's identity
+ * provider (the server runs that flow; the page only goes to `url`). A server from before
+ * accounts has no such endpoint (404): it is one where nobody logs in.
  */
 export async function loadAuthConfig ({ timeoutMs = AUTH_LIMITS.requestTimeoutMs } = {}) {
   const response = await timedFetch('/v1/auth/config', { headers: { Accept: 'application/json' } }, timeoutMs)
-  if (response.status === 404) return { auth: 'none', oidc: null }
+  if (response.status === 404) return { auth: 'none', oidc: null, signIn: null }
   if (!response.ok) throw await problemOf(response)
   const config = await response.json()
-  return { auth: config?.auth === 'required' ? 'required' : 'none', oidc: config?.oidc ?? null }
+  return {
+    auth: config?.auth === 'required' ? 'required' : 'none',
+    oidc: config?.oidc ?? null,
+    signIn: signInOf(config?.sign_in)
+  }
+}
+
+/** The server's sign-in entry, if it is one: a name, and a path of this site to go to. */
+function signInOf (value) {
+  const name = typeof value?.name === 'string' ? value.name.trim().slice(0, 100) : ''
+  const url = typeof value?.url === 'string' ? value.url : ''
+  // Only a path of this server: the page never sends anyone to a URL it was handed.
+  if (!name || !/^\/v1\/auth\/oidc\/[a-z]+$/.test(url)) return null
+  return { name, url }
+}
+
+/** Where a sign-in through the identity provider comes back to: this page, if it fits. */
+export function signInHref (signIn, { maxReturnChars = 1024 } = {}) {
+  const here = location.pathname + location.search + location.hash
+  const back = here.length <= maxReturnChars && here.startsWith('/') && !here.startsWith('//') ? here : '/'
+  return `${signIn.url}?${new URLSearchParams({ return_to: back })}`
 }
 
 function readShared () {
@@ -107,9 +129,11 @@ function exclusively (name, task) {
  * log-in page), `loggedout` (this or another tab logged out), `user` (who we are changed).
  */
 export class AuthClient extends EventTarget {
-  constructor ({ limits = AUTH_LIMITS } = {}) {
+  constructor ({ limits = AUTH_LIMITS, signIn = null } = {}) {
     super()
     this.limits = limits
+    // Signing in through the identity provider, when the server offers it ({ name, url }).
+    this.signIn = signIn
     this.user = null
     this._timer = 0
     this._refreshing = null

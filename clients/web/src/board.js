@@ -13,9 +13,12 @@ function formatDue (due) {
 }
 
 export class BoardView {
-  constructor (main, { boardId, connection, directory, session, onTitle, onNotice }) {
+  constructor (main, { boardId, connection, directory, session, auth = null, onTitle, onNotice }) {
     this.main = main
     this.boardId = boardId
+    // With accounts: comments are posted over REST (a commenter's socket is read-only).
+    this.auth = auth
+    this.commenter = false // read-only, yet allowed to comment
     this.connection = connection
     this.directory = directory
     this.session = session
@@ -124,10 +127,19 @@ export class BoardView {
     this.schedule()
   }
 
-  setReadOnly (readOnly) {
+  /** Whether this person may comment: anyone who may edit, and a commenter. */
+  get canComment () {
+    return !this.readOnly || (this.commenter && Boolean(this.auth))
+  }
+
+  setReadOnly (readOnly, { canComment } = {}) {
     this.readOnly = readOnly
+    if (canComment !== undefined) this.commenter = canComment
     this.root.classList.toggle('read-only', readOnly)
     this.readOnlyNote.hidden = !readOnly
+    this.readOnlyNote.textContent = this.canComment
+      ? 'View only: you can read this board and comment on its cards, but not change them.'
+      : 'View only: you can read this board but not change it.'
     this.addColumnForm.hidden = readOnly
     for (const el of this.root.querySelectorAll('.add-card, .column-tools')) el.hidden = readOnly
     for (const el of this.cardEls.values()) el.draggable = !readOnly

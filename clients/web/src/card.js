@@ -3,13 +3,33 @@
 import * as Y from 'yjs'
 import { bindText } from './textbinding.js'
 import { announce, h, initials, inlineForm } from './dom.js'
+import { ProblemError, SessionExpired } from './auth.js'
 
 const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' })
+
+/** Comments: the longest one the page sends (the server has its own limit), in characters. */
+export const COMMENT_LIMITS = Object.freeze({ maxChars: 10_000 })
+
+/** What to tell someone whose comment the server did not take. */
+function commentRefusal (error) {
+  if (error instanceof SessionExpired) return 'Your session has ended: log in again, then post the comment.'
+  if (error instanceof ProblemError) {
+    if (error.status === 403) return 'You may read this board but not comment on it.'
+    if (error.status === 404) return 'This card no longer exists, so the comment was not posted.'
+    if (error.status === 429) return 'Too many requests: wait a moment, then post the comment again.'
+    return `The comment was not posted: ${error.message}`
+  }
+  return 'Could not reach the server: the comment was not posted. Try again.'
+}
 
 export class CardDialog {
   constructor (view) {
     this.view = view
     this.openId = null
+    // Comments sent over REST and not yet seen in the board document:
+    // { key, taskId, text, author, known: ids present when sent, id: the server's once answered }.
+    this.pending = []
+    this.pendingKeys = 0
     this.el = h('dialog', { class: 'card-dialog', 'aria-labelledby': 'card-dialog-title' })
     this.el.addEventListener('close', () => this.closed())
     document.body.append(this.el)
@@ -79,6 +99,8 @@ export class CardDialog {
     this.renderChecklist()
     this.renderComments()
     for (const form of this.el.querySelectorAll('form.inline-form')) form.hidden = this.view.readOnly
+    // A commenter's board is read-only, but comments go over REST, which the server allows.
+    this.commentForm.hidden = !this.view.canComment
   }
 
   build () {
@@ -114,17 +136,28 @@ export class CardDialog {
         announce(`Card ${title} deleted`)
       }
     }, 'Delete card')
-    const commentInput = h('textarea', { id: 'card-comment', rows: 2 })
-    const commentForm = h('form', {
+    const commentInput = h('textarea', {
+      id: 'card-comment',
+      rows: 2,
+      maxlength: String(COMMENT_LIMITS.maxChars),
+      'aria-describedby': 'card-comment-error'
+    })
+    this.commentInput = commentInput
+    // Present (and empty) from the start, so a screen reader reads out each refusal.
+    this.commentError = h('p', { id: 'card-comment-error', class: 'comment-error', role: 'alert' })
+    const commentForm = this.commentForm = h('form', {
       class: 'inline-form comment-form',
       onsubmit: (event) => {
         event.preventDefault()
         const text = commentInput.value.trim()
         if (!text) return
-        this.model.addComment(id, this.view.session.user.name, text)
+        this.commentError.textContent = ''
+        commentInput.removeAttribute('aria-invalid')
         commentInput.value = ''
+        if (this.view.auth) this.postComment(id, text)
+        else this.model.addComment(id, this.view.session.user.name, text)
       }
-    }, h('label', { for: 'card-comment' }, 'Add a comment'), commentInput, h('button', { type: 'submit' }, 'Comment'))
+    }, h('label', { for: 'card-comment' }, 'Add a comment'), commentInput, this.commentError, h('button', { type: 'submit' }, 'Comment'))
 
     this.el.replaceChildren(
       h('div', { class: 'dialog-head' },
@@ -218,19 +251,85 @@ export class CardDialog {
     if (focusedItem) this.checklistEl.querySelector(`[data-item="${focusedItem}"]`)?.focus()
   }
 
-  renderComments () {
-    const list = this.task().get('comments')
+  /** The open card's comments as the board document has them. */
+  storedComments () {
+    const list = this.task()?.get('comments')
     const items = list instanceof Y.Array ? list.toArray().filter((i) => i instanceof Y.Map) : []
-    this.commentsEl.replaceChildren(...items.map((c) => {
-      const at = new Date(String(c.get('created_at') ?? ''))
-      return h('li', { class: 'comment' },
-        h('p', { class: 'comment-head' },
-          h('strong', {}, String(c.get('author') ?? '')),
-          ' ',
-          Number.isNaN(at.getTime()) ? '' : h('time', { datetime: at.toISOString() }, TIME.format(at))),
-        h('p', { class: 'comment-text' }, String(c.get('text') ?? '')))
+    return items.map((c) => ({
+      id: String(c.get('id') ?? ''),
+      author: String(c.get('author') ?? ''),
+      text: String(c.get('text') ?? ''),
+      createdAt: String(c.get('created_at') ?? '')
     }))
-    if (!items.length) this.commentsEl.replaceChildren(h('li', { class: 'none' }, 'No comments yet.'))
+  }
+
+  /**
+   * Post a comment over REST (a commenter's socket may not change the board) and show it at
+   * once; it gives way to the stored one when the board update brings it over the socket.
+   */
+  async postComment (taskId, text) {
+    const entry = {
+      key: ++this.pendingKeys,
+      taskId,
+      text,
+      author: this.view.session.user.name,
+      known: new Set(this.storedComments().map((c) => c.id)),
+      id: null
+    }
+    this.pending.push(entry)
+    this.renderComments()
+    const path = `/v1/boards/${encodeURIComponent(this.view.boardId)}/tasks/${encodeURIComponent(taskId)}/comments`
+    try {
+      const made = await this.view.auth.request(path, { method: 'POST', body: { text } })
+      entry.id = typeof made?.id === 'string' ? made.id : null
+      if (entry.id === null) this.pending = this.pending.filter((p) => p !== entry)
+      announce('Comment posted')
+    } catch (error) {
+      this.pending = this.pending.filter((p) => p !== entry)
+      if (!(error instanceof ProblemError) && !(error instanceof SessionExpired)) console.warn('Boardcast: comment not posted', error)
+      if (this.openId === taskId) {
+        this.commentError.textContent = commentRefusal(error)
+        this.commentInput.setAttribute('aria-invalid', 'true')
+        // Nothing typed is lost: the text comes back unless something new was typed meanwhile.
+        if (!this.commentInput.value) this.commentInput.value = text
+      }
+    }
+    if (this.openId === taskId) this.renderComments()
+  }
+
+  /** Pending comments of the open card still to show: not yet in the board document. */
+  visiblePending (stored) {
+    const ids = new Set(stored.map((c) => c.id))
+    // Answered and arrived over the socket: the stored comment replaces it for good.
+    this.pending = this.pending.filter((p) => !(p.id && ids.has(p.id)))
+    const claimed = new Set()
+    return this.pending.filter((p) => {
+      if (p.taskId !== this.openId) return false
+      // Arrived before the server's answer: the first new comment with its author and text.
+      const match = stored.find((c) => !p.known.has(c.id) && !claimed.has(c.id) &&
+        (p.id ? c.id === p.id : c.text === p.text && c.author === p.author))
+      if (match) claimed.add(match.id)
+      return !match
+    })
+  }
+
+  renderComments () {
+    const stored = this.storedComments()
+    const pending = this.visiblePending(stored)
+    this.commentsEl.replaceChildren(
+      ...stored.map((c) => {
+        const at = new Date(c.createdAt)
+        return h('li', { class: 'comment', dataset: { comment: c.id } },
+          h('p', { class: 'comment-head' },
+            h('strong', {}, c.author),
+            ' ',
+            Number.isNaN(at.getTime()) ? '' : h('time', { datetime: at.toISOString() }, TIME.format(at))),
+          h('p', { class: 'comment-text' }, c.text))
+      }),
+      ...pending.map((p) => h('li', { class: 'comment is-pending', 'aria-busy': 'true' },
+        h('p', { class: 'comment-head' }, h('strong', {}, p.author), ' ', h('span', { class: 'comment-state' }, 'Sending…')),
+        h('p', { class: 'comment-text' }, p.text))))
+    if (!stored.length && !pending.length) this.commentsEl.replaceChildren(h('li', { class: 'none' }, 'No comments yet.'))
   }
 
   renderViewers (onCards) {

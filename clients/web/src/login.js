@@ -1,9 +1,10 @@
 // The log-in page: username and password, then the code of an authenticator app when the
-// server says the account has one. Errors go to a live region that exists before any error,
+// server says the account has one; and a "Sign in with <provider>" link when the server
+// offers the organisation's identity provider. Errors go to a live region that exists before any error,
 // so screen readers read each one out; the field at fault is marked invalid and focused.
 
 import { h } from './dom.js'
-import { ProblemError } from './auth.js'
+import { ProblemError, signInHref } from './auth.js'
 
 // Longer input is refused before it is sent (the server has its own limits).
 export const LOGIN_LIMITS = Object.freeze({ maxUsername: 200, maxPassword: 1024, maxCode: 16 })
@@ -138,10 +139,18 @@ export function showLogin (container, auth, { reason = null } = {}) {
     message,
     submit)
 
+    // The identity provider's sign-in is a plain link: the server runs the whole flow and
+    // comes back to this page with the session cookies set (no token passes through here).
+    const signIn = auth.signIn
+      ? h('div', { class: 'login-sso' },
+        h('a', { class: 'button sso-button', href: signInHref(auth.signIn) }, `Sign in with ${auth.signIn.name}`),
+        h('p', { class: 'login-or', 'aria-hidden': 'true' }, 'or with a Boardcast password'))
+      : null
     container.replaceChildren(
       h('div', { class: 'login' },
         h('h1', { id: 'login-title' }, 'Log in to Boardcast'),
         reason ? h('p', { class: 'login-reason' }, reason) : null,
+        signIn,
         form))
     username.input.focus()
   })
