@@ -84,7 +84,8 @@ class Settings:
     worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
     worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
     worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
-    worker_plugins: tuple[str, ...] = ()  # "module:factory" specs of more workers
+    # "module:factory" specs of more workers; webhooks (docs/webhooks.md) by default.
+    worker_plugins: tuple[str, ...] = ("workers.webhooks_service:webhook_plugin",)
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-from persistence.encrypted import KeySource
+from persistence.encrypted import EncryptedStore, KeySource
 from persistence.factory import key_file_of
 from persistence.keyring import EncryptionSettings
+from persistence.sqlite import SqliteStore
+from persistence.store import BoardStore
 from persistence.webhook_store import Sealer, WebhookStore
 from persistence.webhook_store_sqlite import FILENAME, SqliteWebhookStore
 
@@ -31,4 +33,31 @@ def open_webhook_store(
         from persistence.webhook_store_mongo import MongoWebhookStore
 
         return MongoWebhookStore(url, sealer=sealer)
-    return SqliteWebhookStore(os.path.join(data_dir, FILENAME), sealer=sealer)
+    directory = data_dir
+    if url.startswith("sqlite://") and url.removeprefix("sqlite://"):
+        # Beside the board store's own file, where the worker finds it too.
+        directory = os.path.dirname(os.path.abspath(os.path.join(data_dir, url[9:])))
+    return SqliteWebhookStore(os.path.join(directory, FILENAME), sealer=sealer)
+
+
+def webhook_store_beside(store: BoardStore, *, data_dir: str) -> tuple[WebhookStore, str]:
+    """The webhook store next to an opened board store, and the data directory it is in.
+
+    Sealed with the board store's keys when it is encrypted; SQLite beside its file;
+    MongoDB in its database; for the memory store, SQLite in ``data_dir``.
+    """
+    sealer = Sealer()
+    inner = store
+    if isinstance(store, EncryptedStore):
+        sealer = Sealer(store.keys, encrypt=store.encrypt)
+        inner = store.inner
+    if isinstance(inner, SqliteStore):
+        directory = os.path.dirname(os.path.abspath(inner.path))
+        return SqliteWebhookStore(os.path.join(directory, FILENAME), sealer=sealer), directory
+    from persistence.mongo import MongoStore
+
+    if isinstance(inner, MongoStore):
+        from persistence.webhook_store_mongo import MongoWebhookStore
+
+        return MongoWebhookStore(inner.url, sealer=sealer), data_dir
+    return SqliteWebhookStore(os.path.join(data_dir, FILENAME), sealer=sealer), data_dir

@@ -106,7 +106,7 @@ class DeliveryLoop:
         rand: random.Random | None = None,
     ) -> None:
         self._store = store
-        self._sender = sender
+        self.sender = sender
         self._settings = settings or DeliverySettings()
         self._clock = clock
         self._on_disabled = on_disabled
@@ -172,7 +172,7 @@ class DeliveryLoop:
         headers = signed_headers(
             endpoint.secrets_at(started), delivery.id, int(started), delivery.body
         )
-        result = await self._sender.send(endpoint.url, headers, delivery.body)
+        result = await self.sender.send(endpoint.url, headers, delivery.body)
         self.attempts += 1
         await self._record(delivery, endpoint, started, result)
 

@@ -11,15 +11,19 @@ logs a warning; the endpoint itself shows ``enabled: false`` and the reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from auth.accounts import Accounts
 from gateway.settings import Settings
 from persistence.keyring import EncryptionSettings, KeyRing
+from persistence.store import BoardStore
 from persistence.webhook_store import Endpoint, WebhookStore
-from persistence.webhook_store_factory import open_webhook_store
+from persistence.webhook_store_factory import open_webhook_store, webhook_store_beside
+from workers.runtime import Worker
 from workers.webhooks import DeliveryLoop, DeliverySettings, DisabledHook, WebhookWorker
 from workers.webhooks_http import SenderSettings, WebhookSender
 from workers.webhooks_policy import AddressPolicy
@@ -116,12 +120,44 @@ class WebhookService:
         await self.store.close()
 
 
-def open_webhook_service(settings: Settings) -> WebhookService:
+def open_webhook_service(
+    settings: Settings, *, store: WebhookStore | None = None
+) -> WebhookService:
     """The webhook worker, delivery loop and store that ``settings`` describe."""
-    store = open_webhook_store(settings.store, data_dir=settings.data_dir)
+    if store is None:
+        store = open_webhook_store(settings.store, data_dir=settings.data_dir)
     sender = WebhookSender(address_policy(settings), sender_settings(settings))
     loop = DeliveryLoop(
         store, sender, delivery_settings(settings), on_disabled=audit_disabled(settings)
     )
     worker = WebhookWorker(store, wake=loop.wake)
     return WebhookService(store, worker, loop, sender)
+
+
+class WebhookPlugin:
+    """The webhook worker and its delivery loop as a plugin of the worker service."""
+
+    def __init__(self, service: WebhookService) -> None:
+        self.service = service
+        self.workers: Sequence[Worker] = [service.worker]
+
+    async def start(self) -> None:
+        """Start the delivery loop."""
+        self.service.start()
+
+    async def stop(self) -> None:
+        """Stop it and close the store."""
+        await self.service.close()
+
+
+def webhook_plugin(board_store: BoardStore, settings: Settings | None = None) -> WebhookPlugin:
+    """``workers.webhooks_service:webhook_plugin``: webhooks beside ``board_store``.
+
+    The webhook settings are read from the environment (``BOARDCAST_WEBHOOK_*``) unless
+    given; the store is the one beside the board store, as the gateways open it.
+    """
+    chosen = settings if settings is not None else Settings.load()
+    store, data_dir = webhook_store_beside(board_store, data_dir=chosen.data_dir)
+    if data_dir != chosen.data_dir:
+        chosen = dataclasses.replace(chosen, data_dir=data_dir)
+    return WebhookPlugin(open_webhook_service(chosen, store=store))
