@@ -19,6 +19,27 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Not public whatever the Python version's tables say (IANA special-purpose registries).
+_SPECIAL: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(spec)
+    for spec in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+    )
+)
 
 
 def parse_networks(specs: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -45,6 +66,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 def _public(address: IPAddress) -> bool:
+    if any(address.version == net.version and address in net for net in _SPECIAL):
+        return False
     return address.is_global and not (
         address.is_multicast
         or address.is_private
