@@ -26,6 +26,7 @@ from boardcast import accounts_cli
 from boardcast.admin import add_commands, run_admin
 from boardcast.backup import add_backup_commands, run_backup_commands
 from boardcast.deployment import build_cluster, join_cluster
+from boardcast.events_cli import add_event_commands, run_events_command
 from boardcast.keys import add_key_commands, run_keys_command, run_reencrypt_command
 from gateway.app import GUARD, create_app
 from gateway.auth.bootstrap import first_start_link
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(gateway)
     add_commands(commands)
     add_key_commands(commands)
+    add_event_commands(commands)
     add_backup_commands(commands)
     accounts_cli.add_commands(commands)
     return parser
@@ -235,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args)
     if args.command in {"history", "export", "import", "reindex"}:
         sys.exit(asyncio.run(run_admin(args, settings)))
+    if args.command == "events":
+        sys.exit(run_events_command(args, settings))
     if args.command == "keys":
         key_file = args.key_file
         sys.exit(
