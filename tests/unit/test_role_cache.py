@@ -8,7 +8,7 @@ name a project document or a list, and hostile ids never break the parsing.
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from crdt.project_doc import project_doc_id, project_of_doc, served_read_only
@@ -41,6 +41,7 @@ class Clock:
 
 @settings(max_examples=300, deadline=None)
 @given(OPERATIONS, st.integers(min_value=1, max_value=5))
+@example([("forget", "ann"), ("store", "ann", "p1", "viewer", True), ("read", "ann", "p1")], 3)
 def test_the_cache_stays_bounded_and_never_serves_what_a_change_made_old(
     operations: list[tuple[object, ...]], max_entries: int
 ) -> None:
