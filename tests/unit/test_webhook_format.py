@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -139,3 +142,17 @@ def test_a_bad_schedule_is_refused(spec: str) -> None:
 def test_secret_key_refuses_other_formats() -> None:
     with pytest.raises(ValueError):
         secret_key("sk_" + base64.b64encode(b"x" * 24).decode())
+
+
+def test_the_verification_recipe_in_the_docs_accepts_our_calls() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "webhooks.md").read_text()
+    (recipe,) = re.findall(r"```python\n(import base64.*?)```", doc, re.S)
+    namespace: dict[str, Any] = {}
+    exec(recipe, namespace)
+    secret, body = new_secret(), '{"type":"task.created"}'
+    headers = signed_headers([secret, new_secret()], "msg_1", int(time.time()), body)
+    assert namespace["verify"](secret, headers, body.encode())
+    assert not namespace["verify"](new_secret(), headers, body.encode())
+    assert not namespace["verify"](secret, headers, body.encode() + b" ")
+    stale = signed_headers([secret], "msg_1", int(time.time()) - 600, body)
+    assert not namespace["verify"](secret, stale, body.encode())
