@@ -108,7 +108,8 @@ async def test_a_clean_file_is_scanned_then_downloadable_and_shown_on_the_task(
     assert [(a["name"], a["state"]) for a in listed["items"]] == [("notes.txt", "clean")]
 
     # The event log has attachment.added once, though the upload was completed twice.
-    async with http.post(f"{base('b1', task)}/{created['id']}/complete") as response:
+    again = {"upload_id": created["upload_id"]}
+    async with http.post(f"{base('b1', task)}/{created['id']}/complete", json=again) as response:
         assert response.status == 200
     log = event_log_for(open_store("sqlite", data_dir=str(server.settings.data_dir)))
     try:
