@@ -17,12 +17,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import pytest
+from pycrdt import Map
 
+from clients.provider import BoardClient
 from gateway.rest.attachment_commands import shown_attachments
 from persistence.event_log_factory import event_log_for
 from persistence.factory import open_store
 from persistence.file_signing import load_or_create_key, signed_query
-from tests.conftest import RunningServer, serve
+from tests.conftest import RunningServer, serve, wait_until
 from tests.engine.attachment_flow import (
     attach,
     attachment,
@@ -302,3 +304,30 @@ async def test_scans_left_pending_are_found_again_after_a_restart(tmp_path: Path
                 assert found["state"] == "clean"
     finally:
         clamd.stop()
+
+
+async def test_collaborators_see_the_attachment_arrive_and_get_scanned(
+    backend: str, tmp_path: Path, cluster_name: str, clamd: ClamdServer
+) -> None:
+    """In-process and on real Ray: the task's entry changes as the scan decides."""
+    async with serve(
+        backend,
+        tmp_path,
+        cluster_name=cluster_name,
+        files_clamd=f"127.0.0.1:{clamd.port}",
+        **FAST_SCANS,
+    ) as running:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{running.port}") as http:
+            task = await new_task(http, "b2")
+            async with BoardClient(running.url, "b2", ack=False) as watcher:
+                await watcher.synced()
+                created = await attach(http, "b2", task, "photo.png", b"\x89PNG", "image/png")
+
+                def shown() -> list[str]:
+                    value = watcher.doc.get("tasks", type=Map).get(task)
+                    entries = value.get("attachments") if isinstance(value, Map) else None
+                    return [str(e.get("state")) for e in entries] if entries is not None else []
+
+                await wait_until(lambda: shown() == ["clean"], 30, "the clean state on the task")
+                found = await attachment(http, "b2", task, created["id"])
+                assert found["state"] == "clean" and "download" in found
