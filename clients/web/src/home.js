@@ -1,5 +1,5 @@
-// The board list: projects, each with its boards, from a directory source (the shared
-// directory document, or the REST API where people log in: see directory.js).
+// The board list: projects, each with its boards, from the live lists of directory.js (a
+// read-only document the server pushes changes to), re-rendered on every change.
 
 import { h, inlineForm } from './dom.js'
 
