@@ -4,7 +4,8 @@ Commands: ``run`` (a scenario on one or more targets it starts itself),
 ``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
 server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost of the
 board room's integrity checks per update), ``rest`` (REST bulk writes and queries),
-``auth-flood`` (a calm client's latency while others flood the gateway).
+``auth-flood`` (a calm client's latency while others flood the gateway), ``webhooks``
+(event-to-delivery latency and deliveries per second).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def _revocation(argv: Sequence[str]) -> int:
     return revocation.main(argv)
 
 
+def _webhooks(argv: Sequence[str]) -> int:
+    from bench import webhooks
+
+    return webhooks.main(argv)
+
+
 def _hops(argv: Sequence[str]) -> int:
     # Imported on demand: it starts Ray.
     from bench import hops
@@ -71,6 +78,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "rest": _rest,
     "auth-flood": _auth_flood,
     "revocation": _revocation,
+    "webhooks": _webhooks,
 }
 
 
