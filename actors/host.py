@@ -49,6 +49,7 @@ from crdt.errors import BoardcastError
 from crdt.events import DomainEvent, decode_events, encode_events
 from crdt.room import RoomLimits
 from crdt.updates import snapshot_loads
+from persistence.coverage import Coverage
 from persistence.history import DEFAULT_HISTORY
 from persistence.read_model import IndexWrite, TaskIndex
 from persistence.store import BoardStore, LogEntry, Record, StoredBoard
@@ -230,6 +231,11 @@ class BoardHost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link_tasks: set[asyncio.Task[Any]] = set()
         self._started = asyncio.Lock()
+        # Which boards are placed here (None: every board); opens of others are refused.
+        self._placed_here: Callable[[str], bool] | None = None
+        # Boards handed over to another host and not opened here since.
+        self._handed_over: set[str] = set()
+        self.snapshots_refused = 0  # the store found a snapshot missing another host's entries
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -253,13 +259,17 @@ class BoardHost:
             return self._endpoint
 
     async def stop(self) -> None:
-        """Stop serving; persist and snapshot every board, then close the store."""
+        """Stop serving; persist and snapshot every board, then close the store.
+
+        Waits up to ``drain_seconds`` for gateways to close their links first, unless
+        every board was handed over (:meth:`hand_over`): their clients are gone already.
+        """
         if self._server is not None:
             self._server.close()
         # Gateways close their links first when they shut down; read what they
         # sent up to that point before committing, so no received frame is lost.
         serving = [task for task in self._link_tasks if not task.done()]
-        if serving:
+        if serving and not self.everything_handed_over:
             await asyncio.wait(serving, timeout=self.settings.drain_seconds)
         for link in list(self._links):
             link.abort()
@@ -275,9 +285,7 @@ class BoardHost:
         if self.extensions:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hooks.join(), self.settings.drain_seconds)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._cancel_tasks()
         if self._index is not None and self._index_queue:
             # What the last commits queued, written before the index closes (bounded).
             with contextlib.suppress(Exception):
@@ -289,6 +297,21 @@ class BoardHost:
             with contextlib.suppress(Exception):
                 await self._index.close()
         await self.store.close()
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel the host's background tasks and wait until they are over.
+
+        A cancellation can be lost (Python 3.11's ``wait_for`` drops it when the awaited
+        call finishes at the same moment), leaving a loop waiting forever: so what is
+        still running after a moment is cancelled again.
+        """
+        while pending := {task for task in self._tasks if not task.done()}:
+            for task in pending:
+                task.cancel()
+            done, _ = await asyncio.wait(pending, timeout=0.5)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failed loop was logged where it failed
 
     def stats(self) -> dict[str, Any]:
         """Counts for health checks and the bench."""
@@ -305,6 +328,8 @@ class BoardHost:
             "passivations": self._passivations,
             "persistence_lag_seconds": self._persistence_lag(),
             "store_reachable": self.store_reachable,
+            "handed_over": len(self._handed_over),
+            "snapshots_refused": self.snapshots_refused,
         }
 
     def _persistence_lag(self) -> float:
@@ -315,6 +340,61 @@ class BoardHost:
     def board_ids(self) -> list[str]:
         """Boards currently in memory."""
         return sorted(self._boards)
+
+    # -- placement: handing boards over, refusing the ones placed elsewhere ------
+
+    def set_placement(self, placed_here: Callable[[str], bool] | None) -> None:
+        """Say which boards are placed on this host; ``None`` takes every board.
+
+        An open of a board ``placed_here`` rejects is refused with 1012 (service
+        restart): the client reconnects, and its gateway routes it to the owner.
+        Boards already in memory stay until :meth:`hand_over` moves them.
+        """
+        self._placed_here = placed_here
+
+    def placed_elsewhere(self, board_id: str) -> bool:
+        """True if the placement given to :meth:`set_placement` puts ``board_id`` elsewhere."""
+        return self._placed_here is not None and not self._placed_here(board_id)
+
+    @property
+    def everything_handed_over(self) -> bool:
+        """True once boards were handed over and none is left in memory."""
+        return bool(self._handed_over) and not self._boards
+
+    async def hand_over(self, board_id: str) -> bool:
+        """Let another host serve a board: close its clients, make it durable, drop it.
+
+        Its clients are closed with 1012 (service restart), so they reconnect and
+        their gateways route them to the board's new owner; what they sent before is
+        flushed, and the board is snapshotted (unless the store refuses: the log then
+        stays whole for the new owner) before it leaves memory. A board still loading
+        is handed over once loaded. Returns False if the board is not in memory.
+        """
+        loading = self._loaded.get(board_id)
+        if loading is not None:
+            await asyncio.shield(loading)
+        board = self._boards.get(board_id)
+        if board is None or board.phase is not BoardPhase.ACTIVE:
+            return False
+        board.phase = BoardPhase.RELEASING
+        try:
+            self._apply(board, board.reject_all(CloseCode.SERVICE_RESTART))
+            await self.flush()
+            await self._caught_up()
+            await self._snapshot(board)
+        finally:
+            board.phase = BoardPhase.ACTIVE
+        if self._boards.get(board_id) is not board:
+            return True  # the store refused the snapshot, and the board was reloaded
+        # Whoever opened it during the snapshot write is sent on too.
+        self._apply(board, board.reject_all(CloseCode.SERVICE_RESTART))
+        del self._boards[board_id]
+        board.release()
+        self._handed_over.add(board_id)
+        # What arrived between the snapshot and the last close is in the log after it.
+        await self.flush()
+        log.info("board %s handed over", board_id)
+        return True
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -399,6 +479,9 @@ class BoardHost:
             log.warning("gateway %s sent a second hello; ignored", link.peer)
             return
         board_id, conn = message.board_id, message.conn
+        if isinstance(message, Open) and self.placed_elsewhere(board_id):
+            link.send(reject(conn, CloseCode.SERVICE_RESTART, "the board is on another host"))
+            return
         board = self._boards.get(board_id)
         if board is None:
             if not isinstance(message, Open):
@@ -481,6 +564,7 @@ class BoardHost:
             limits=self.settings.limits,
         )
         self._boards[board_id] = board
+        self._handed_over.discard(board_id)
         self._loaded[board_id] = asyncio.get_running_loop().create_future()
         self._spawn(self._activate(board))
         return board
@@ -937,10 +1021,24 @@ class BoardHost:
                 log.exception("board %s cannot be rebuilt; reloading it", board.board_id)
                 await self._reload(board)
             return
-        await asyncio.wait_for(
-            self.store.write_snapshot(board.board_id, state, upto),
+        written = await asyncio.wait_for(
+            self.store.write_snapshot(
+                board.board_id, state, upto, covers=Coverage(bytes(state_vector))
+            ),
             self.settings.store_timeout_seconds,
         )
+        if not written:
+            # The log holds entries this document lacks: another host appended to the
+            # board while both held it. The log stays whole; the board reloads from it.
+            self.snapshots_refused += 1
+            log.warning(
+                "board %s: the store refused a snapshot up to %d that misses another"
+                " host's entries; reloading the board from the log",
+                board.board_id,
+                upto,
+            )
+            self._spawn(self._reload(board))
+            return
         room.checkpoint(state, position)
         # Updates committed while the snapshot was being written are not in it.
         board.log_since_snapshot = board.persisted_seq - upto

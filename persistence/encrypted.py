@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import cast
 
 from crdt.errors import DecryptionFailed
+from persistence.coverage import Coverage
 from persistence.history import KEEP_EVERYTHING, HistoryPolicy, Thinning
 from persistence.keyring import KeyRing, is_encrypted, is_encrypted_text
 from persistence.read_model import TaskIndex
@@ -226,14 +227,26 @@ class EncryptedStore(BoardStore):
         """See :meth:`BoardStore.find_key` (keys are stored as they are)."""
         return await self.inner.find_key(board_id, key)
 
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """See :meth:`BoardStore.write_snapshot`; then thins the history by the policy."""
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
+        """See :meth:`BoardStore.write_snapshot`; then thins the history by the policy.
+
+        The inner store checks ``covers`` against the entries it holds, opened here first.
+        """
         now = self._clock()
         sealed = self._seal(state, context("snapshot", board_id, upto_seq))
-        await self.inner.write_snapshot(board_id, sealed, upto_seq)
+        if covers is not None:
+            update_context = context("update", board_id)
+            covers = covers.opened_with(
+                lambda _seq, stored: self.keys.open_blob(stored, update_context)
+            )
+        if not await self.inner.write_snapshot(board_id, sealed, upto_seq, covers=covers):
+            return False
         storage = self._history_storage()
         if storage is not None and self._history is not None:
             await thin_history(storage, board_id, self._history, now)
+        return True
 
     def _history_storage(self) -> HistoryStorage | None:
         needed = ("thinning_inputs", "materialise_inputs", "add_history_snapshot", "drop_history")

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from persistence.coverage import Coverage
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.read_model import MemoryTaskIndex, TaskIndex
 from persistence.store import (
@@ -123,14 +124,16 @@ class MemoryStore(BoardStore):
                 return entry.seq
         return None
 
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
         """Store a snapshot covering seq <= upto_seq; the log it covers and the old one go to
-        history, which is then thinned."""
+        history, which is then thinned. Refused (False) if ``covers`` misses an entry."""
         self._check_open()
         board = self._boards.get(board_id)
         current = board.snapshot if board is not None else None
         if current is not None and upto_seq < current.seq:
-            return
+            return True
         check_snapshot_seq(board_id, upto_seq, board.last_seq if board else 0)
         if board is None:
             board = self._boards[board_id] = _Board()
@@ -138,8 +141,11 @@ class MemoryStore(BoardStore):
         if current is not None and current.seq == upto_seq:
             # One with the same seq is the same version: it is replaced, not kept.
             board.snapshot = _Snapshot(upto_seq, current.at, bytes(state))
-            return
+            return True
         covered = [entry for entry in board.log if entry.seq <= upto_seq]
+        missing = covers.first_missing((e.seq, e.update) for e in covered) if covers else None
+        if missing is not None:
+            return False
         at = covered[-1].at if covered and covered[-1].seq == upto_seq else now
         board.snapshot = _Snapshot(upto_seq, at, bytes(state))
         board.log = [entry for entry in board.log if entry.seq > upto_seq]
@@ -147,6 +153,7 @@ class MemoryStore(BoardStore):
         if current is not None:
             board.past.append(current)
         await thin_history(self, board_id, self._history, now)
+        return True
 
     async def versions(self, board_id: str) -> list[Version]:
         """Return every retained version of the board, oldest first."""

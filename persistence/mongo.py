@@ -45,6 +45,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from persistence.coverage import Coverage
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.read_model import TaskIndex
 from persistence.store import (
@@ -404,10 +405,13 @@ class MongoStore(BoardStore):
             self._remember(document["board_id"], document["seq"])
         return {board_id: self._last_seqs[board_id] for board_id in copies}
 
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
         """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
 
         The entries and the snapshot it replaces move to history, which is then thinned.
+        Refused (False) if ``covers`` misses one of the entries, checked in the transaction.
         """
         await self._ready()
         now = self._clock()
@@ -416,7 +420,7 @@ class MongoStore(BoardStore):
 
         async def compact(session: AsyncClientSession | None) -> None:
             outcome.clear()  # a retried transaction starts again
-            outcome.append(await self._compact(board_id, payload, upto_seq, now, session))
+            outcome.append(await self._compact(board_id, payload, upto_seq, now, session, covers))
 
         try:
             await self._atomically(compact)
@@ -424,13 +428,14 @@ class MongoStore(BoardStore):
             await self._delete_chunks(_chunk_sets([payload]))
             raise
         result, unneeded = outcome[0] if outcome else ("stale", None)
-        if result == "stale":
+        if result in ("stale", "refused"):
             await self._delete_chunks(_chunk_sets([payload]))
         if result == "written":
             await thin_history(self, board_id, self._history, now)
         if unneeded is not None or result == "written":
             # A replaced snapshot's chunks are left to the sweep: a reader may be on them.
             await self._sweep_orphans(board_id)
+        return result != "refused"
 
     async def _compact(
         self,
@@ -439,11 +444,13 @@ class MongoStore(BoardStore):
         upto_seq: int,
         now: float,
         session: AsyncClientSession | None,
+        covers: Coverage | None = None,
     ) -> tuple[str, str | None]:
         """Write the snapshot and move the log it covers to history.
 
-        Returns ``"written"`` (a new version), ``"replaced"`` (one of the same seq) or
-        ``"stale"`` (nothing written), and the chunk set the old snapshot no longer needs.
+        Returns ``"written"`` (a new version), ``"replaced"`` (one of the same seq),
+        ``"stale"`` or ``"refused"`` (nothing written: ``covers`` misses an entry), and
+        the chunk set the old snapshot no longer needs.
         """
         current = await self.snapshots.find_one({"board_id": board_id}, session=session)
         if current is not None and upto_seq < current["seq"]:
@@ -461,6 +468,17 @@ class MongoStore(BoardStore):
             )
             unneeded = _chunk_sets([current])
             return "replaced", unneeded[0] if unneeded else None
+        if covers is not None:
+            trimmed = await (
+                self.updates.find(
+                    {"board_id": board_id, "seq": {"$lte": upto_seq}}, {"_id": 0}, session=session
+                )
+                .sort("seq", ASCENDING)
+                .to_list()
+            )
+            entries = [(int(d["seq"]), await self._bytes(d, _UPDATE)) for d in trimmed]
+            if covers.first_missing(entries) is not None:
+                return "refused", None
         covered = await self.updates.find_one(
             {"board_id": board_id, "seq": upto_seq}, {"at": 1}, session=session
         )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from persistence.coverage import Coverage
 from persistence.history import DEFAULT_HISTORY, HistoryPolicy, Thinning
 from persistence.read_model import SqliteTaskIndex, TaskIndex
 from persistence.sqlite_files import enable_wal
@@ -236,21 +237,24 @@ class SqliteStore(BoardStore):
 
         return await self._run(read)
 
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
         """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
 
-        The entries and the snapshot it replaces move to history in the same transaction;
-        the history is then thinned by the policy.
+        The entries and the snapshot it replaces move to history in the same transaction
+        (refused, False, if ``covers`` misses one of them); the history is then thinned by
+        the policy.
         """
         state = bytes(state)
         now = self._clock()
 
-        def write(connection: sqlite3.Connection) -> bool:
+        def write(connection: sqlite3.Connection) -> str:
             row = connection.execute(
                 "SELECT seq FROM snapshots WHERE board_id = ?", (board_id,)
             ).fetchone()
             if row is not None and upto_seq < int(row[0]):
-                return False
+                return "stale"
             check_snapshot_seq(
                 board_id, upto_seq, int(connection.execute(_LAST_SEQ, (board_id,)).fetchone()[0])
             )
@@ -259,7 +263,17 @@ class SqliteStore(BoardStore):
                 connection.execute(
                     "UPDATE snapshots SET state = ? WHERE board_id = ?", (state, board_id)
                 )
-                return False
+                return "replaced"
+            if covers is not None:
+                # Read inside the write transaction: no other host can append below
+                # upto_seq between this check and the trim.
+                trimmed = connection.execute(
+                    'SELECT seq, "update" FROM updates WHERE board_id = ? AND seq <= ?'
+                    " ORDER BY seq",
+                    (board_id, upto_seq),
+                )
+                if covers.first_missing((int(s), bytes(u)) for s, u in trimmed) is not None:
+                    return "refused"
             covered = connection.execute(
                 "SELECT at FROM updates WHERE board_id = ? AND seq = ?", (board_id, upto_seq)
             ).fetchone()
@@ -283,10 +297,12 @@ class SqliteStore(BoardStore):
             connection.execute(
                 "DELETE FROM updates WHERE board_id = ? AND seq <= ?", (board_id, upto_seq)
             )
-            return True
+            return "written"
 
-        if await self._run(lambda c: _in_transaction(c, write)):
+        outcome = await self._run(lambda c: _in_transaction(c, write))
+        if outcome == "written":
             await thin_history(self, board_id, self._history, now)
+        return outcome != "refused"
 
     async def versions(self, board_id: str) -> list[Version]:
         """Return every retained version of the board, oldest first."""

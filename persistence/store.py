@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+from persistence.coverage import Coverage
 from persistence.history import (
     HistoryPolicy,
     Thinning,
@@ -134,12 +135,18 @@ class BoardStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
         """Store a snapshot covering seq <= upto_seq and take those entries out of the log.
 
         Atomically for readers of ``load``. The entries it covers and the snapshot it replaces
         move to the board's history, which is then thinned by the store's ``HistoryPolicy``
         (a bounded amount of work per call). A snapshot older than the stored one is ignored.
+        Given ``covers`` (the state vector the snapshot was encoded from), a snapshot that
+        does not hold every entry it would trim (another host appended one meanwhile) is
+        refused in the same transaction: nothing is written and False is returned
+        (``persistence/coverage.py``). Returns True otherwise.
         Raises ValueError if ``upto_seq`` is negative or beyond the board's last seq.
         """
 

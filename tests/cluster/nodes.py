@@ -43,11 +43,6 @@ def cluster_env(token: str) -> dict[str, str]:
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
         "PYTHONUNBUFFERED": "1",
-        # The task read model is a second SQLite database that every host process writes
-        # when it loads a board; with four host processes on one file, first opens wait on
-        # its write lock for many seconds (docs/operations.md: one SQLite file is for one
-        # machine's hosts). These tests are about the cluster, so it is off here.
-        "BOARDCAST_READ_MODEL": "0",
     }
     env.pop("RAY_ADDRESS", None)
     return env

@@ -23,6 +23,7 @@ from crdt.awareness import AwarenessEntry, encode_awareness
 from crdt.close_codes import CloseCode
 from crdt.protocol import SyncStep2, awareness_frame, decode_frame, sync_step1, sync_update
 from crdt.session import ClientProtocol
+from persistence.coverage import Coverage
 from persistence.memory import MemoryStore
 from persistence.sqlite import SqliteStore
 from persistence.store import BoardStore, StoredBoard
@@ -96,9 +97,11 @@ class GatedStore(MemoryStore):
         self.snapshot_gate = _Gate()
         self.append_gate = _Gate()
 
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
+    async def write_snapshot(
+        self, board_id: str, state: bytes, upto_seq: int, *, covers: Coverage | None = None
+    ) -> bool:
         await self.snapshot_gate.pass_through()
-        await super().write_snapshot(board_id, state, upto_seq)
+        return await super().write_snapshot(board_id, state, upto_seq, covers=covers)
 
     async def append(self, batches: Any) -> dict[str, int]:
         await self.append_gate.pass_through()

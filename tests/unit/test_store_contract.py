@@ -22,6 +22,7 @@ import pycrdt
 import pytest
 
 from persistence import BoardStore, LogEntry, MemoryStore, SqliteStore
+from persistence.coverage import Coverage
 from persistence.factory import open_store
 from persistence.history import KEEP_EVERYTHING, KEEP_NOTHING, parse_history_policy
 from persistence.keyring import PLAINTEXT
@@ -186,6 +187,65 @@ async def test_a_snapshot_outside_the_log_is_refused(store: BoardStore) -> None:
         await store.write_snapshot("b", b"bad", -1)
     board = await store.load("b")
     assert board.snapshot is None and seqs(board.updates) == [1, 2]
+
+
+def set_key(doc: pycrdt.Doc[Any], key: str) -> bytes:
+    """Set task ``key`` on ``doc``; the update that makes."""
+    before = doc.get_state()
+    doc.get("tasks", type=pycrdt.Map)[key] = key
+    return doc.get_update(before)
+
+
+async def two_hosts_wrote(store: BoardStore) -> pycrdt.Doc[Any]:
+    """Host A writes a1, host B (holding the board too for a moment) b1, then A a2.
+
+    Returns host A's document, which never saw b1.
+    """
+    host_a: pycrdt.Doc[Any] = pycrdt.Doc()
+    host_b: pycrdt.Doc[Any] = pycrdt.Doc()
+    await store.append({"b": [set_key(host_a, "a1")]})
+    await store.append({"b": [set_key(host_b, "b1")]})
+    await store.append({"b": [set_key(host_a, "a2")]})
+    return host_a
+
+
+def stored_keys(board: Any) -> set[str]:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    if board.snapshot is not None:
+        doc.apply_update(board.snapshot)
+    for entry in board.updates:
+        doc.apply_update(entry.update)
+    return set(doc.get("tasks", type=pycrdt.Map).keys())
+
+
+async def test_a_snapshot_missing_an_entry_it_would_trim_is_refused(store: BoardStore) -> None:
+    host_a = await two_hosts_wrote(store)
+    covers = Coverage(host_a.get_state())
+    assert await store.write_snapshot("b", host_a.get_update(), 3, covers=covers) is False
+
+    board = await store.load("b")
+    assert board.snapshot is None and seqs(board.updates) == [1, 2, 3]
+    assert stored_keys(board) == {"a1", "b1", "a2"}
+
+
+async def test_a_snapshot_holding_every_entry_it_trims_is_written(store: BoardStore) -> None:
+    host_a = await two_hosts_wrote(store)
+    # Up to seq 1 only A's own entry is trimmed; b1 (seq 2) stays in the log.
+    covers = Coverage(host_a.get_state())
+    assert await store.write_snapshot("b", host_a.get_update(), 1, covers=covers) is True
+    board = await store.load("b")
+    assert board.snapshot_seq == 1 and seqs(board.updates) == [2, 3]
+    assert stored_keys(board) == {"a1", "b1", "a2"}
+
+    # Once A has b1 too, a snapshot of everything is written and the log is empty.
+    whole = await store.load("b")
+    for entry in whole.updates:
+        host_a.apply_update(entry.update)
+    covers = Coverage(host_a.get_state())
+    assert await store.write_snapshot("b", host_a.get_update(), 3, covers=covers) is True
+    board = await store.load("b")
+    assert (board.snapshot_seq, board.updates) == (3, [])
+    assert stored_keys(board) == {"a1", "b1", "a2"}
 
 
 async def test_delete_board_forgets_it_and_numbering_restarts(store: BoardStore) -> None:
