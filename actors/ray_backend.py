@@ -39,18 +39,14 @@ if (
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.board import BoardPhase
 from actors.cluster import Cluster
 from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
 from actors.handshake import new_cluster_secret
 from actors.host import BoardHost, HostSettings
 from actors.transactions import Outcome
 from crdt.board import Board
-from crdt.updates import build_document, missing_from
 from persistence.factory import open_store
 from persistence.history import parse_history_policy
-from persistence.read_model import TaskIndex
-from persistence.store import Batches, BoardStore, StoredBoard, Version
 from workers.service import WorkerSettings
 
 log = logging.getLogger("boardcast.ray")
@@ -108,91 +104,6 @@ def resolve_addresses(settings: HostSettings, node_ip: str) -> HostSettings:
     return dataclasses.replace(settings, bind_host=bind, advertise_host=advertise)
 
 
-class HandOverSafeStore(BoardStore):
-    """A store whose snapshots never trim log entries they do not hold.
-
-    While a board moves between hosts (a node joined, or a host was dropped while
-    alive) two hosts can hold it for a moment, and both append to its log. A
-    snapshot written by one would trim the other's interleaved entries below its
-    seq. So before a snapshot replaces the log up to ``upto_seq``, every entry it
-    would trim is checked to be inside it; if one is not, the snapshot is skipped
-    and the log stays whole (the board's next load replays it).
-    """
-
-    def __init__(self, inner: BoardStore) -> None:
-        self.inner = inner
-        self.skipped = 0  # snapshots refused because they missed another host's entries
-
-    async def write_snapshot(self, board_id: str, state: bytes, upto_seq: int) -> None:
-        """See :meth:`BoardStore.write_snapshot`; skipped if it does not cover the log."""
-        stored = await self.inner.load(board_id)
-        trimmed = [entry.update for entry in stored.updates if entry.seq <= upto_seq]
-        if trimmed and not await asyncio.to_thread(_holds_all, state, trimmed):
-            self.skipped += 1
-            log.warning(
-                "board %s: a snapshot up to %d misses log entries written by another host;"
-                " the log is kept",
-                board_id,
-                upto_seq,
-            )
-            return
-        await self.inner.write_snapshot(board_id, state, upto_seq)
-
-    async def load(self, board_id: str) -> StoredBoard:
-        """See :meth:`BoardStore.load`."""
-        return await self.inner.load(board_id)
-
-    async def append(self, batches: Batches) -> dict[str, int]:
-        """See :meth:`BoardStore.append`."""
-        return await self.inner.append(batches)
-
-    async def find_key(self, board_id: str, key: str) -> int | None:
-        """See :meth:`BoardStore.find_key`."""
-        return await self.inner.find_key(board_id, key)
-
-    async def versions(self, board_id: str) -> list[Version]:
-        """See :meth:`BoardStore.versions`."""
-        return await self.inner.versions(board_id)
-
-    async def load_at(self, board_id: str, at: float) -> StoredBoard:
-        """See :meth:`BoardStore.load_at`."""
-        return await self.inner.load_at(board_id, at)
-
-    async def list_boards(self) -> list[str]:
-        """See :meth:`BoardStore.list_boards`."""
-        return await self.inner.list_boards()
-
-    async def delete_board(self, board_id: str) -> None:
-        """See :meth:`BoardStore.delete_board`."""
-        await self.inner.delete_board(board_id)
-
-    def task_index(self) -> TaskIndex:
-        """See :meth:`BoardStore.task_index`."""
-        return self.inner.task_index()
-
-    @property
-    def location(self) -> str:
-        """See :attr:`BoardStore.location`."""
-        return self.inner.location
-
-    async def exists(self) -> bool:
-        """See :meth:`BoardStore.exists`."""
-        return await self.inner.exists()
-
-    async def close(self) -> None:
-        """See :meth:`BoardStore.close`."""
-        await self.inner.close()
-
-
-def _holds_all(state: bytes, updates: list[bytes]) -> bool:
-    """True if a document loaded from ``state`` holds every insert of each update."""
-    try:
-        doc = build_document(state, ())
-        return all(missing_from(doc, update) is None for update in updates)
-    except Exception:
-        return False
-
-
 class HostActor:
     """A :class:`BoardHost` living in a Ray actor; started lazily on first use.
 
@@ -229,12 +140,12 @@ class HostActor:
     async def _running(self) -> BoardHost:
         async with self._lock:
             if self._host is None:
-                store = HandOverSafeStore(
-                    open_store(
-                        self._store_url,
-                        data_dir=self._data_dir,
-                        history=parse_history_policy(self._settings.history),
-                    )
+                # Its snapshots carry their state vector: the store refuses one that
+                # would trim entries another host appended while both held a board.
+                store = open_store(
+                    self._store_url,
+                    data_dir=self._data_dir,
+                    history=parse_history_policy(self._settings.history),
                 )
                 settings = resolve_addresses(self._settings, _node_ip())
                 self._host = BoardHost(self._name, store, settings)
@@ -243,6 +154,7 @@ class HostActor:
                 node_id = ray.get_runtime_context().get_node_id()
                 self._record = HostRecord(self._name, endpoint, node_id, self._shared)
                 self._membership = await self._directory().register.remote(self._record)
+                self._follow_placement()
                 self._beating = asyncio.create_task(self._keep_membership())
             return self._host
 
@@ -268,6 +180,7 @@ class HostActor:
                 elif epoch != self._membership.epoch or settled != self._membership.settled:
                     self._membership = await directory.membership.remote()
                     self._checked.clear()
+                self._follow_placement()
                 await self._reconcile()
             except asyncio.CancelledError:
                 raise
@@ -280,6 +193,23 @@ class HostActor:
             return self._directory()
         except Exception:
             return fallback
+
+    def _follow_placement(self) -> None:
+        """Have the host refuse opens of boards the membership places on another host.
+
+        Only a shared host, over a settled membership: a restarted directory that has not
+        heard from every host yet would send clients away from the boards' real owners.
+        """
+        if self._host is None:
+            return
+        membership = self._membership
+        if self._draining:
+            self._host.set_placement(lambda board_id: False)
+        elif not self._shared or not membership.settled or not membership.placement():
+            self._host.set_placement(None)
+        else:
+            name = self._name
+            self._host.set_placement(lambda board_id: membership.owner(board_id) == name)
 
     def _board_ids(self) -> list[str]:
         return self._host.board_ids() if self._host is not None else []
@@ -306,26 +236,14 @@ class HostActor:
             log.info("host %s handed %d boards over to their new hosts", self._name, moved)
 
     async def _hand_over(self, board_ids: list[str]) -> int:
-        """Make boards durable, then close their clients (1012) so they reopen elsewhere.
-
-        An idle board is passivated (snapshotted); one with clients is flushed and
-        its clients closed, which they answer by reconnecting and resyncing.
-        """
+        """Hand boards over to their new hosts (:meth:`BoardHost.hand_over`); how many moved."""
         host = self._host
         if host is None:
             return 0
-        await host.flush()
         moved = 0
         for board_id in board_ids:
             self._checked.discard(board_id)
-            if await host.release(board_id):
-                moved += 1
-                continue
-            # BoardHost has no public hand-over yet: _reload closes every client of
-            # the board with 1012, drops it from memory and flushes what is pending.
-            board = host._boards.get(board_id)
-            if board is not None and board.phase is BoardPhase.ACTIVE:
-                await host._reload(board)
+            if await host.hand_over(board_id):
                 moved += 1
         return moved
 
@@ -373,6 +291,7 @@ class HostActor:
         if self._host is None or self._record is None:
             return 0
         self._draining = True
+        self._follow_placement()  # no new board opens here from now on
         with contextlib.suppress(Exception):
             self._membership = await _bounded(
                 self._directory().drain.remote(self._name), CALL_TIMEOUT_S
@@ -380,11 +299,9 @@ class HostActor:
         # Gateways learn the new membership within milliseconds (they watch it);
         # the grace covers one watch answer in flight.
         await asyncio.sleep(self._timings.handover_grace_seconds)
-        moved = await self._hand_over(self._board_ids())
-        # Nothing is left to wait for: links still open belong to gateways whose
-        # clients were just closed. (BoardHost.stop waits drain_seconds for them.)
-        self._host.settings = dataclasses.replace(self._host.settings, drain_seconds=0.2)
-        return moved
+        # Every board goes: BoardHost.stop then skips its wait for gateways' links,
+        # whose clients were just sent on.
+        return await self._hand_over(self._board_ids())
 
     async def stop(self) -> None:
         """Flush, snapshot and close; the actor can then be killed without loss."""
