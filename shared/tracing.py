@@ -16,26 +16,24 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Link, Span, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger("boardcast.tracing")
 
 T = TypeVar("T")
 A = TypeVar("A")
 
-_PROPAGATOR = TraceContextTextMapPropagator()
-
 
 class _State:
-    """The process's tracer, once configured."""
+    """The process's tracer, once configured (OpenTelemetry is imported only then)."""
 
     tracer: Tracer | None = None
     provider: Any = None
+    propagator: Any = None
     endpoint: str = ""
 
 
@@ -56,6 +54,7 @@ def configure_tracing(endpoint: str, *, service_name: str = "boardcast") -> None
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     shutdown_tracing()
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
@@ -63,6 +62,7 @@ def configure_tracing(endpoint: str, *, service_name: str = "boardcast") -> None
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     _State.provider = provider
     _State.tracer = provider.get_tracer("boardcast")
+    _State.propagator = TraceContextTextMapPropagator()
     _State.endpoint = endpoint
     log.info("exporting traces to %s", endpoint)
 
@@ -86,15 +86,19 @@ def current_carrier() -> dict[str, str] | None:
     if _State.tracer is None:
         return None
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
+    _State.propagator.inject(carrier)
     return carrier or None
 
 
-def current_context() -> otel_context.Context | None:
+def current_context() -> Context | None:
     """The current context, kept to parent a later span (None when not tracing)."""
-    if _State.tracer is None or not trace.get_current_span().is_recording():
+    if _State.tracer is None:
         return None
-    return otel_context.get_current()
+    from opentelemetry import context, trace
+
+    if not trace.get_current_span().is_recording():
+        return None
+    return context.get_current()
 
 
 @contextlib.contextmanager
@@ -102,8 +106,8 @@ def span(
     name: str,
     *,
     carrier: Mapping[str, str] | None = None,
-    parent: otel_context.Context | None = None,
-    links: tuple[otel_context.Context, ...] = (),
+    parent: Context | None = None,
+    links: tuple[Context, ...] = (),
     attributes: Mapping[str, str | int | float | bool] | None = None,
 ) -> Iterator[Span | None]:
     """A span around the block, current inside it; nothing at all when tracing is off.
@@ -119,10 +123,12 @@ def span(
     if tracer is None:
         yield None
         return
+    from opentelemetry import trace
+
     if carrier:
-        parent = _PROPAGATOR.extract(dict(carrier))
+        parent = _State.propagator.extract(dict(carrier))
     span_links = [
-        Link(trace.get_current_span(linked).get_span_context()) for linked in links if linked
+        trace.Link(trace.get_current_span(linked).get_span_context()) for linked in links if linked
     ]
     with tracer.start_as_current_span(
         name, context=parent, links=span_links, attributes=dict(attributes or {})
