@@ -7,8 +7,9 @@ one transaction, skipped for a document already written), writes the members'
 lists of projects from it, and only then marks the directory split (dropping the
 ``members`` it kept). Every step is idempotent: a crash halfway leaves the
 directory unmarked and the next start does it all again, skipping what was done;
-once marked, a start reads one flag and stops. Several gateways starting at once
-may all run it: a document adopted by one is skipped by the others.
+once marked (or while the directory is empty), a start reads it and stops.
+Several gateways starting at once may all run it: a document adopted by one is
+skipped by the others.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ async def split_directory(cluster: Cluster) -> int:
     """Split the directory if it still has the older layout; how many projects were adopted."""
     outcome = await cluster.run(DIRECTORY_BOARD, legacy_projects)
     legacy = outcome.value
-    if legacy is None:
+    if not legacy:
+        # Split already, or nothing in it yet: a new deployment's directory stays unwritten
+        # until its first project (a later start with projects in it marks it, adopting none).
         return 0
     adopted = 0
     for project in legacy:

@@ -183,7 +183,8 @@ async def test_an_old_directory_is_split_into_project_documents_once(tmp_path: P
         assert status == 200 and len(body["items"]) == 2
 
 
-async def test_a_new_deployment_is_marked_split_and_left_alone(tmp_path: Path) -> None:
+async def test_a_new_deployment_leaves_the_directory_unwritten(tmp_path: Path) -> None:
     async with auth_server(tmp_path) as server:
         cluster = server.server.cluster
-        assert (await cluster.run(DIRECTORY_BOARD, legacy_projects)).value is None
+        assert (await cluster.run(DIRECTORY_BOARD, _state)).value == b"\x00"
+        assert (await cluster.run(DIRECTORY_BOARD, legacy_projects)).value == []
