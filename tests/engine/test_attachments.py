@@ -145,6 +145,9 @@ async def test_an_infected_upload_is_quarantined_and_never_downloadable(
 
     # Moved out of reach: not among the stored objects, kept in the quarantine directory.
     files = tmp_path / "files"
+    # Marked infected first (no URL is handed out from then on), then moved: wait for it.
+    moved = files / "quarantine" / created["id"] / created["upload_id"]
+    await wait_until(moved.exists, 10, "the move to quarantine")
     assert not (files / "objects" / created["id"] / created["upload_id"]).exists()
     assert (files / "quarantine" / created["id"] / created["upload_id"]).read_bytes() == eicar()
 

@@ -129,7 +129,13 @@ async def test_an_infected_version_leaves_the_attachment_key(
     created = await attach(http, "b1", task, "tool.zip", eicar(), "application/zip")
     found = await wait(http, "b1", task, created["id"], {"clean", "infected", "error"})
     assert found["state"] == "infected" and "download" not in found
-    assert await stored_versions(moto, f"attachments/{created['id']}") == []
+    # Marked infected first (no URL is handed out from then on), then moved: wait for it.
+    key = f"attachments/{created['id']}"
+    for _ in range(200):
+        if not await stored_versions(moto, key):
+            break
+        await asyncio.sleep(0.05)
+    assert await stored_versions(moto, key) == []
     quarantined = await stored_versions(moto, f"quarantine/attachments/{created['id']}")
     assert len(quarantined) == 1
 
