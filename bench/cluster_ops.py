@@ -1,14 +1,14 @@
-"""Operating a cluster, timed: failover after a node is killed, a drain, and a clean stop.
+"""Operating a cluster, timed: a drain and a clean stop.
 
 Runs on a multi-node Ray cluster on this machine (the harness of tests/cluster/nodes.py:
-each node at its own loopback address, Ray with token auth, `boardcast serve` per node):
+each node at its own loopback address, Ray with token auth, `boardcast serve` per node).
+A node killed outright is the bench's ``failover`` scenario
+(``python -m bench run failover``, bench/scenarios/failover.py).
 
-* ``failover``: a worker node's processes get SIGKILL while a client writes to each of
-  its boards through another node's gateway; ``serving_again_s`` is the time from the kill
-  until a fresh client on the same board has an update acknowledged (durable). A node is
-  added back after every trial.
-* ``drain``: SIGTERM to a worker node's `boardcast serve`; ``exit_s`` is when it exited,
-  ``serving_again_s`` as above for its boards.
+* ``drain``: SIGTERM to a worker node's `boardcast serve` while a client writes to each of
+  its boards through another node's gateway; ``exit_s`` is when it exited,
+  ``serving_again_s`` the time from the SIGTERM until a fresh client on the same board has
+  an update acknowledged (durable). A node is added back after every trial.
 * ``stop``: `boardcast serve` on its own (a local Ray), SIGTERM to it alone
   (``one``) and to every process of it at once, Ray's included (``all``, systemd's
   KillMode=control-group); ``exit_s`` until the serve process exited.
@@ -153,19 +153,6 @@ async def moved_boards(
     }
 
 
-async def failover_trial(cluster: LocalCluster, survivor: NodeProcess) -> dict[str, Any]:
-    """Kill one worker node while its boards are written; time until they serve again."""
-    victim = next(ip for ip in sorted(cluster.servers) if ip != survivor.ip)
-    killed: list[int] = []
-
-    async def kill() -> None:
-        killed.append(cluster.kill_node(victim))
-
-    result = await moved_boards(cluster, survivor, victim, "failover", kill)
-    await asyncio.to_thread(cluster.add_node)
-    return {"processes_killed": killed[0], **result}
-
-
 async def drain_trial(cluster: LocalCluster, survivor: NodeProcess) -> dict[str, Any]:
     """SIGTERM one worker node's serve while its boards are written."""
     leaving_ip = next(ip for ip in sorted(cluster.servers) if ip != survivor.ip)
@@ -235,7 +222,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 async def run_cluster(trials: int) -> dict[str, Any]:
-    """The failover and drain trials on one three-node cluster."""
+    """The drain trials on one three-node cluster."""
     with tempfile.TemporaryDirectory(prefix="bc-ops-") as data:
         cluster = LocalCluster(Path(data), cluster_name=f"ops{uuid.uuid4().hex[:6]}")
         try:
@@ -243,11 +230,10 @@ async def run_cluster(trials: int) -> dict[str, Any]:
             survivor = cluster.serve(head)
             cluster.add_node()
             cluster.add_node()
-            failovers = [await failover_trial(cluster, survivor) for _ in range(trials)]
             drains = [await drain_trial(cluster, survivor) for _ in range(trials)]
         finally:
             cluster.stop()
-    return {"failover": failovers, "drain": drains}
+    return {"drain": drains}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -268,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["summary"] = {
         **{
             f"{kind}_{key}": summary([t for trial in report[kind] for t in trial[key]])
-            for kind in ("failover", "drain")
+            for kind in ("drain",)
             for key in ("serving_again_s", "longest_gap_s")
         },
         "drain_exit_s": summary([trial["exit_s"] for trial in report["drain"]]),

@@ -27,7 +27,7 @@ import psutil
 
 from bench.report import aggregate, write_summary
 from bench.samples import read_samples, window_stats
-from bench.scenarios import capacity, failover, fanout, opens
+from bench.scenarios import capacity, failover, fanout, host_crash, opens
 from bench.scenarios.base import Measured, RunContext
 from bench.stats import summarize_ms
 from bench.targets import TARGETS, ServerProcess, Target
@@ -47,6 +47,8 @@ class Scenario:
     applies: Callable[[Target], bool] = lambda target: True
     not_applicable: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # Starts the servers it measures itself (a multi-node cluster): no target process.
+    own_servers: bool = False
 
 
 SCENARIOS = {
@@ -72,6 +74,15 @@ SCENARIOS = {
             "failover",
             failover.FAILOVER,
             failover.failover,
+            "update delivery",
+            applies=lambda target: target.name == "boardcast",
+            not_applicable="runs Boardcast's own multi-node cluster (one shared SQLite store)",
+            own_servers=True,
+        ),
+        Scenario(
+            "host-crash",
+            host_crash.HOST_CRASH,
+            host_crash.host_crash,
             "update delivery",
             applies=lambda target: target.ray,
             not_applicable="no Ray board hosts to kill",
@@ -125,24 +136,29 @@ def run_once(
 ) -> dict[str, Any]:
     """One repeat of one scenario on one target; raw data goes to ``out/runs``."""
     tag = f"{target.name}-{scenario.name}-{repeat}"
-    server = ServerProcess(target, out / "logs" / f"{tag}.log", extra_env=scenario.env)
     samples_path = out / "samples" / f"{tag}.jsonl"
     samples_path.unlink(missing_ok=True)
-    ctx = RunContext.for_server(server, samples_path, params)
-    if profile:
-        ctx.profile_dir = out / "profiles" / tag
+    server: ServerProcess | None = None
     load_before = os.getloadavg()
     started = time.monotonic()
-    try:
-        server.start()
-        ctx.start_sampler()
-        time.sleep(SETTLE_S)
+    if scenario.own_servers:
+        ctx = RunContext(url="", wire_name=target.wire, params=params)
         measured = run_async(scenario.run(ctx))
-        time.sleep(SAMPLER_TAIL_S)  # one more sample after the window closes
-    finally:
-        ctx.stop_sampler()
-        server.stop()
-        server.cleanup()
+    else:
+        server = ServerProcess(target, out / "logs" / f"{tag}.log", extra_env=scenario.env)
+        ctx = RunContext.for_server(server, samples_path, params)
+        if profile:
+            ctx.profile_dir = out / "profiles" / tag
+        try:
+            server.start()
+            ctx.start_sampler()
+            time.sleep(SETTLE_S)
+            measured = run_async(scenario.run(ctx))
+            time.sleep(SAMPLER_TAIL_S)  # one more sample after the window closes
+        finally:
+            ctx.stop_sampler()
+            server.stop()
+            server.cleanup()
     samples = read_samples(samples_path)
     record: dict[str, Any] = {
         "target": target.name,
@@ -155,7 +171,7 @@ def run_once(
         **window_stats(samples, *measured.window),
         **measured.loadgen_report(),
         "window_s": round(measured.window[1] - measured.window[0], 3),
-        "server_ready_s": round(server.ready_s, 2),
+        "server_ready_s": None if server is None else round(server.ready_s, 2),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "wall_s": round(time.monotonic() - started, 1),
