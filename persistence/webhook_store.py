@@ -167,6 +167,10 @@ class WebhookStore(Protocol):
         """Replace a stored delivery (its attempts, status, next attempt)."""
         ...
 
+    async def save_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Replace several stored deliveries at once (one transaction where there are any)."""
+        ...
+
     async def get_delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None:
         """One delivery of an endpoint, or None."""
         ...

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
+from pymongo import (
+    ASCENDING,
+    DESCENDING,
+    AsyncMongoClient,
+    ReplaceOne,
+    ReturnDocument,
+    WriteConcern,
+)
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
@@ -201,6 +208,14 @@ class MongoWebhookStore:
     async def save_delivery(self, delivery: Delivery) -> None:
         """Replace the delivery."""
         await self._deliveries.replace_one({"_id": delivery.id}, self._delivery_doc(delivery))
+
+    async def save_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Replace the deliveries, in one bulk write."""
+        if deliveries:
+            await self._deliveries.bulk_write(
+                [ReplaceOne({"_id": d.id}, self._delivery_doc(d)) for d in deliveries],
+                ordered=False,
+            )
 
     async def get_delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None:
         """One delivery of the endpoint."""

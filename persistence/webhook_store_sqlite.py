@@ -344,14 +344,22 @@ class SqliteWebhookStore:
 
     async def save_delivery(self, delivery: Delivery) -> None:
         """Replace the delivery."""
-        doc = json.dumps(delivery_document(delivery, self._sealer))
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, doc = ?"
-                " WHERE id = ?",
-                (delivery.status, delivery.next_attempt_at, doc, delivery.id),
+        await self.save_deliveries([delivery])
+
+    async def save_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Replace the deliveries, in one transaction."""
+        rows = [
+            (d.status, d.next_attempt_at, json.dumps(delivery_document(d, self._sealer)), d.id)
+            for d in deliveries
+        ]
+        if rows:
+            await self._run(
+                lambda db: db.executemany(
+                    "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, doc = ?"
+                    " WHERE id = ?",
+                    rows,
+                )
             )
-        )
 
     async def get_delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None:
         """One delivery of the endpoint."""

@@ -159,14 +159,20 @@ class DeliveryLoop:
                 endpoints[delivery.endpoint_id] = await self._store.get_endpoint(
                     delivery.endpoint_id
                 )
-        await asyncio.gather(*(self._attempt(d, endpoints[d.endpoint_id]) for d in due))
+        outcomes: list[Delivery] = []
+        await asyncio.gather(*(self._attempt(d, endpoints[d.endpoint_id], outcomes) for d in due))
+        # One transaction for the round's outcomes; a crash before it leaves them claimed,
+        # due again after the lease, with the same webhook-id.
+        await self._store.save_deliveries(outcomes)
         return len(due)
 
-    async def _attempt(self, delivery: Delivery, endpoint: Endpoint | None) -> None:
+    async def _attempt(
+        self, delivery: Delivery, endpoint: Endpoint | None, outcomes: list[Delivery]
+    ) -> None:
         if endpoint is None:
             return  # deleted with its deliveries; a stale claim
         if not endpoint.enabled:
-            await self._store.save_delivery(delivery.replace(status="paused"))
+            outcomes.append(delivery.replace(status="paused"))
             return
         started = self._clock()
         headers = signed_headers(
@@ -174,10 +180,15 @@ class DeliveryLoop:
         )
         result = await self.sender.send(endpoint.url, headers, delivery.body)
         self.attempts += 1
-        await self._record(delivery, endpoint, started, result)
+        await self._record(delivery, endpoint, started, result, outcomes)
 
     async def _record(
-        self, delivery: Delivery, endpoint: Endpoint, started: float, result: SendResult
+        self,
+        delivery: Delivery,
+        endpoint: Endpoint,
+        started: float,
+        result: SendResult,
+        outcomes: list[Delivery],
     ) -> None:
         now = self._clock()
         made = delivery.attempts_made + 1
@@ -187,7 +198,7 @@ class DeliveryLoop:
         )
         outcome = classify(result.status)
         if outcome is Outcome.DELIVERED:
-            await self._store.save_delivery(
+            outcomes.append(
                 delivery.replace(
                     status="delivered", next_attempt_at=None, attempts_made=made, attempts=attempts
                 )
@@ -195,7 +206,7 @@ class DeliveryLoop:
             await self._store.record_health(endpoint.id, ok=True, at=now)
             return
         if outcome is Outcome.GONE:
-            await self._store.save_delivery(
+            outcomes.append(
                 delivery.replace(
                     status="failed", next_attempt_at=None, attempts_made=made, attempts=attempts
                 )
@@ -204,7 +215,7 @@ class DeliveryLoop:
             return
         wait = self._settings.retry.next_wait(made, self._rand)
         failed = wait is None
-        await self._store.save_delivery(
+        outcomes.append(
             delivery.replace(
                 status="failed" if failed else "pending",
                 next_attempt_at=None if wait is None else now + wait,

@@ -121,6 +121,14 @@ async def test_a_claim_hands_each_due_delivery_out_once_until_its_lease_ends(
     assert await store.get_delivery("wh_p1_1", done.id) == done
     assert await store.claim_due(10_000.0, lease=30, limit=10) != []
     assert done.id not in [d.id for d in await store.claim_due(20_000.0, lease=30, limit=10)]
+    # A round's outcomes saved at once.
+    later = [
+        first[0].replace(status="pending", next_attempt_at=50_000.0, attempts_made=2),
+        first[1].replace(status="failed", next_attempt_at=None, attempts_made=3),
+    ]
+    await store.save_deliveries(later)
+    for saved in later:
+        assert await store.get_delivery("wh_p1_1", saved.id) == saved
 
 
 async def test_disabling_pauses_deliveries_and_enabling_makes_them_due(store: WebhookStore) -> None:
