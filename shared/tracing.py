@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -101,7 +102,10 @@ def current_context() -> Context | None:
     return context.get_current()
 
 
-@contextlib.contextmanager
+#: What :func:`span` returns while tracing is off: one reusable no-op context.
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext(None)
+
+
 def span(
     name: str,
     *,
@@ -109,8 +113,8 @@ def span(
     parent: Context | None = None,
     links: tuple[Context, ...] = (),
     attributes: Mapping[str, str | int | float | bool] | None = None,
-) -> Iterator[Span | None]:
-    """A span around the block, current inside it; nothing at all when tracing is off.
+) -> AbstractContextManager[Span | None]:
+    """A span around the block, current inside it; a shared no-op when tracing is off.
 
     Args:
         name: the operation.
@@ -121,8 +125,7 @@ def span(
     """
     tracer = _State.tracer
     if tracer is None:
-        yield None
-        return
+        return _NO_SPAN
     from opentelemetry import trace
 
     if carrier:
@@ -130,10 +133,9 @@ def span(
     span_links = [
         trace.Link(trace.get_current_span(linked).get_span_context()) for linked in links if linked
     ]
-    with tracer.start_as_current_span(
+    return tracer.start_as_current_span(
         name, context=parent, links=span_links, attributes=dict(attributes or {})
-    ) as current:
-        yield current
+    )
 
 
 @dataclass(frozen=True, slots=True)
