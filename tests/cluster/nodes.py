@@ -33,6 +33,7 @@ from tests.services import TIMEOUT_SCALE, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT = 90.0 * TIMEOUT_SCALE
+SERVE_ATTEMPTS = 3
 
 
 def cluster_env(token: str) -> dict[str, str]:
@@ -230,21 +231,32 @@ class LocalCluster:
         return ip
 
     def serve(self, ip: str, *extra: str) -> NodeProcess:
-        """Run `boardcast serve` on node ``ip``, joining the cluster."""
+        """Run `boardcast serve` on node ``ip``, joining the cluster.
+
+        The gateway's port is probed free beforehand, but another process's outgoing
+        connection can take it on the node's address meanwhile: then once more, elsewhere.
+        """
         assert self.head is not None
-        server = NodeProcess(
-            "serve",
-            ip,
-            self.env,
-            [
-                *("--address", self.head.address, "--node-ip", ip),
-                *("--data-dir", str(self.data_dir), "--cluster-name", self.cluster_name),
-                *("--hosts", str(self.hosts_per_node), *extra),
-            ],
-        )
-        server.start()
-        self.servers[ip] = server
-        return server
+        for attempt in range(SERVE_ATTEMPTS):
+            server = NodeProcess(
+                "serve",
+                ip,
+                self.env,
+                [
+                    *("--address", self.head.address, "--node-ip", ip),
+                    *("--data-dir", str(self.data_dir), "--cluster-name", self.cluster_name),
+                    *("--hosts", str(self.hosts_per_node), *extra),
+                ],
+            )
+            try:
+                server.start()
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt + 1 == SERVE_ATTEMPTS:
+                    raise
+                continue
+            self.servers[ip] = server
+            return server
+        raise AssertionError("unreachable")
 
     def kill_node(self, ip: str) -> int:
         """SIGKILL every process of node ``ip``: Ray's and Boardcast's."""
