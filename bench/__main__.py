@@ -4,8 +4,9 @@ Commands: ``run`` (a scenario on one or more targets it starts itself),
 ``setup`` (install the comparison servers), ``fanout`` (fan-out load against a
 server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost of the
 board room's integrity checks per update), ``rest`` (REST bulk writes and queries),
-``auth-flood`` (a calm client's latency while others flood the gateway), ``events``
-(event-to-effect latency and worker throughput of analytics).
+``auth-flood`` (a calm client's latency while others flood the gateway), ``webhooks``
+(event-to-delivery latency and deliveries per second), ``events`` (event-to-effect latency
+and worker throughput of analytics).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def _revocation(argv: Sequence[str]) -> int:
     return revocation.main(argv)
 
 
+def _webhooks(argv: Sequence[str]) -> int:
+    from bench import webhooks
+
+    return webhooks.main(argv)
+
+
 def _events(argv: Sequence[str]) -> int:
     from bench import events
 
@@ -79,6 +86,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "events": _events,
     "auth-flood": _auth_flood,
     "revocation": _revocation,
+    "webhooks": _webhooks,
 }
 
 
