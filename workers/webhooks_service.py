@@ -4,8 +4,8 @@ The process that runs workers (``workers/runtime.py``) runs the delivery loop be
 worker, so the worker can wake it when it records deliveries; gateways open only the store
 (``gateway/rest/webhooks.py``). When an endpoint is disabled for failing, the loop writes an
 audit entry (``webhook-disabled``, with the project, endpoint, URL and reason) to the
-account store, which project owners and administrators read at ``/v1/admin/audit``, and
-logs a warning; the endpoint itself shows ``enabled: false`` and the reason.
+account store, which server administrators read at ``/v1/admin/audit``, and logs a
+warning; the endpoint itself shows ``enabled: false`` and the reason to the project's admins.
 """
 
 from __future__ import annotations
