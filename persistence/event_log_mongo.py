@@ -3,15 +3,17 @@
 Offsets are the events' ``_id``, taken as one more than the highest ``_id`` there, and the
 unique ``_id`` decides between writers: two hosts that read the same highest offset both try
 to insert the next one, one of them is refused (duplicate key) and takes the next free
-offsets again. So an offset n is only ever inserted by a writer that saw n - 1 committed:
-offsets are gap-free, and a reader that has read up to n can never be passed by an offset
-below n that commits later. The event id has a unique index too, which makes appends
-idempotent across hosts.
+offsets again. So an offset n is only ever inserted by a writer that saw n - 1 committed,
+and offsets are gap-free. A server may still let a query see n + 1 before n, so a read
+returns only the run of offsets with none missing: a reader that has read up to n is never
+passed by an offset below n that shows up later. The event id has a unique index too,
+which makes appends idempotent across hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,6 +26,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from persistence.event_log import DataCodec, LoggedEvent, NewEvent, PlainCodec, Retention
 
 Document = dict[str, Any]
+_log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
 
 
@@ -34,6 +37,7 @@ class MongoEventLog:
         url: ``mongodb://host:port/database`` (database ``boardcast`` if omitted).
         codec: how ``data`` is stored (sealed when encryption at rest is on).
         max_attempts: how many times an append retries offsets another writer took.
+        gap_seconds: how long a read waits on a missing offset before passing it over.
         clock: the source of ``at``.
         client_options: extra keyword arguments for ``AsyncMongoClient``.
     """
@@ -44,6 +48,7 @@ class MongoEventLog:
         *,
         codec: DataCodec | None = None,
         max_attempts: int = 1000,
+        gap_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -53,6 +58,9 @@ class MongoEventLog:
         self._database_name = self._client.get_default_database("boardcast").name
         self._codec = codec or PlainCodec()
         self._max_attempts = max_attempts
+        self._gap_seconds = gap_seconds
+        # First time a read found each missing offset (monotonic seconds).
+        self._gaps: dict[int, float] = {}
         self._clock = clock
         self._setup = asyncio.Lock()
         self._ready = False
@@ -122,7 +130,7 @@ class MongoEventLog:
         if limit <= 0:
             return []
         cursor = log.find({"_id": {"$gt": after}}).sort("_id", ASCENDING).limit(limit)
-        return [
+        found = [
             LoggedEvent(
                 int(doc["_id"]),
                 str(doc["id"]),
@@ -135,6 +143,50 @@ class MongoEventLog:
             )
             async for doc in cursor
         ]
+        return await self._gap_free(after, found)
+
+    async def _gap_free(self, after: int, found: list[LoggedEvent]) -> list[LoggedEvent]:
+        """The run of ``found`` that follows ``after`` with no offset missing.
+
+        Offsets are gap-free once written, but a server may let a query see offset n + 1
+        before n (an insert still being applied, or a scan that is no snapshot), and a
+        reader that moved past n would then never see it. So a read stops at a missing
+        offset and the caller asks again. A gap at or below what retention trimmed is
+        passed at once; one that lasts ``gap_seconds`` (nothing should, short of a
+        document deleted by hand) is passed over with a warning rather than stalling
+        every consumer.
+        """
+        kept: list[LoggedEvent] = []
+        expected = after + 1
+        for event in found:
+            if event.offset != expected:
+                if kept:
+                    break
+                if not await self._passable_gap(expected, event.offset):
+                    return []
+            kept.append(event)
+            expected = event.offset + 1
+        return kept
+
+    async def _passable_gap(self, missing: int, next_offset: int) -> bool:
+        """Whether a read may jump from ``missing`` to ``next_offset``."""
+        if next_offset - 1 <= await self._trimmed_upto():
+            self._gaps.pop(missing, None)
+            return True  # retention removed what is missing
+        now = time.monotonic()
+        seen = self._gaps.setdefault(missing, now)
+        if len(self._gaps) > 1024:
+            self._gaps = {missing: seen}
+        if now - seen < self._gap_seconds:
+            return False
+        _log.warning(
+            "event log: offsets %d to %d missing for %.0f s; passed over",
+            missing,
+            next_offset - 1,
+            now - seen,
+        )
+        self._gaps.pop(missing, None)
+        return True
 
     async def last_offset(self) -> int:
         """See :meth:`EventLog.last_offset`."""
@@ -191,7 +243,21 @@ class MongoEventLog:
                 ],
             }
         )
+        if result.deleted_count:
+            # Readers pass over a gap below this at once (see _passable_gap).
+            await self._meta().update_one({"_id": "trimmed"}, {"$max": {"upto": upto}}, upsert=True)
         return int(result.deleted_count)
+
+    def _meta(self) -> AsyncCollection[Document]:
+        database = self._client.get_database(
+            self._database_name, write_concern=WriteConcern(w=1, j=True)
+        )
+        return database["event_log_meta"]
+
+    async def _trimmed_upto(self) -> int:
+        """The highest offset retention may have removed (0 if it never ran)."""
+        found = await self._meta().find_one({"_id": "trimmed"})
+        return int(found["upto"]) if found else 0
 
     async def close(self) -> None:
         """See :meth:`ManagedEventLog.close`."""

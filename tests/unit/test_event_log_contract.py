@@ -155,3 +155,69 @@ async def test_sealed_data_is_not_on_disk_in_plaintext(tmp_path: Path) -> None:
     raw: Any = b"".join(path.read_bytes() for path in tmp_path.glob("events.sqlite3*"))
     assert b"secret launch" not in raw
     assert b"b1:1:0" in raw  # ids, boards and offsets stay readable, as in the store
+
+
+async def test_a_mongodb_reader_waits_for_an_offset_that_shows_up_late(
+    request: pytest.FixtureRequest,
+) -> None:
+    """A server may show offset n + 1 before n; the reader must not move past n meanwhile."""
+    url = request.getfixturevalue("mongo_url")
+    from pymongo import AsyncMongoClient
+
+    from persistence.event_log_mongo import MongoEventLog
+
+    log = MongoEventLog(url, gap_seconds=3600)
+    await log.append([new_event(1)])
+    # What a slow insert of offset 2 next to a fast insert of offset 3 looks like to a reader.
+    [third] = await _stored_like(log, new_event(3), offset=3)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    events = client.get_default_database()["events"]
+    await events.insert_one(third)
+    try:
+        assert [event.offset for event in await log.read(0, 10)] == [1]
+        assert await log.read(1, 10) == []  # offset 2 is not there yet: wait, do not skip it
+        [second] = await _stored_like(log, new_event(2), offset=2)
+        await events.insert_one(second)
+        assert [event.id for event in await log.read(1, 10)] == ["b1:2:0", "b1:3:0"]
+    finally:
+        await client.close()
+        await log.close()
+
+
+async def test_a_mongodb_reader_passes_a_gap_that_never_fills(
+    request: pytest.FixtureRequest,
+) -> None:
+    url = request.getfixturevalue("mongo_url")
+    from pymongo import AsyncMongoClient
+
+    from persistence.event_log_mongo import MongoEventLog
+
+    log = MongoEventLog(url, gap_seconds=0.2)
+    await log.append([new_event(n) for n in range(1, 4)])
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    await client.get_default_database()["events"].delete_one({"_id": 2})
+    try:
+        assert [event.offset for event in await log.read(1, 10)] == []
+        await asyncio.sleep(0.3)
+        assert [event.offset for event in await log.read(1, 10)] == [3]
+    finally:
+        await client.close()
+        await log.close()
+
+
+async def _stored_like(log: Any, event: NewEvent, *, offset: int) -> list[dict[str, Any]]:
+    """The document the log would store for ``event`` at ``offset`` (written here by hand)."""
+    from bson import Binary
+
+    return [
+        {
+            "_id": offset,
+            "id": event.id,
+            "board_id": event.board_id,
+            "project": event.project,
+            "type": event.type,
+            "data": Binary(log._codec.encode(event)),
+            "actor": event.actor,
+            "at": 0.0,
+        }
+    ]
