@@ -672,6 +672,12 @@ class RayCluster(Cluster):
         if membership.epoch != self._membership.epoch:
             log.info("host membership %d: %s", membership.epoch, membership.placement())
             self._endpoints.clear()
+            # A host that left or came back (a replaced node's new actor has the old
+            # name) is looked up again: a cached handle would name the dead actor.
+            now = {record.name: record for record in membership.hosts}
+            for record in self._membership.hosts:
+                if record.name not in self._own_hosts and now.get(record.name) != record:
+                    self._handles.pop(record.name, None)
             self._membership_changed.set()
             self._membership_changed = asyncio.Event()
         self._membership = membership
@@ -782,11 +788,17 @@ class RayCluster(Cluster):
             *(_bounded(self._handle(name).stats.remote(), CALL_TIMEOUT_S) for name in names),
             return_exceptions=True,
         )
-        stats = []
+        stats: list[dict[str, Any]] = []
         for name, result in zip(names, results, strict=True):
-            if isinstance(result, BaseException):
-                raise RuntimeError(f"board host {name} does not answer: {result}") from result
-            stats.append(dict(result))
+            answer: Any = result
+            if isinstance(answer, BaseException):
+                # Perhaps a handle to an actor since replaced: look it up again, once.
+                self.forget(name)
+                try:
+                    answer = await _bounded(self._handle(name).stats.remote(), CALL_TIMEOUT_S)
+                except Exception as exc:
+                    raise RuntimeError(f"board host {name} does not answer: {exc}") from exc
+            stats.append(dict(answer))
         return stats
 
     async def drain(self, timeout: float = 10.0) -> int:

@@ -146,6 +146,11 @@ async def test_gateways_then_hosts_replaced_one_at_a_time_lose_nothing(
         # Through every replaced gateway, a new board is written and read on another.
         for ip in workers:
             await write_and_read_on(cluster, gateways[ip].url, survivor.url, f"after-{ip}")
+        # Every gateway that stayed up reports the replaced hosts ready again (a load
+        # balancer would otherwise take it out of service).
+        await until_ready(survivor)
+        for ip in workers:
+            await until_ready(gateways[ip])
     finally:
         for gateway in gateways.values():
             await asyncio.to_thread(gateway.stop)
