@@ -112,7 +112,7 @@ class LocalCluster(Cluster):
 
     async def stats(self) -> list[dict[str, Any]]:
         """See :meth:`Cluster.stats`."""
-        return [host.stats() for host in self.hosts.values()]
+        return [{**host.stats(), "board_ids": host.board_ids()} for host in self.hosts.values()]
 
     async def close(self) -> None:
         """Stop every host: each flushes and snapshots its boards first."""
