@@ -146,7 +146,7 @@ class BoardMetrics:
 
     def _task_updated(self, data: dict[str, Any], at: float) -> None:
         task = self.tasks.get(str(data.get("task_id", "")))
-        if task is not None and "due" in (data.get("fields") or ()):
+        if task is not None and "due" in _fields(data):
             due = data.get("due")
             task.due = due if isinstance(due, str) else None
 
@@ -160,14 +160,14 @@ class BoardMetrics:
 
     def _column_updated(self, data: dict[str, Any], at: float) -> None:
         column_id = str(data.get("column_id", ""))
-        if "position" in (data.get("fields") or ()) and column_id in self.columns:
+        if "position" in _fields(data) and column_id in self.columns:
             self.columns[column_id] = str(data.get("position") or "")
 
     def _column_deleted(self, data: dict[str, Any], at: float) -> None:
         self.columns.pop(str(data.get("column_id", "")), None)
 
     def _meta_updated(self, data: dict[str, Any], at: float) -> None:
-        if "done_column" in (data.get("fields") or ()):
+        if "done_column" in _fields(data):
             value = data.get("done_column")
             self.done_setting = value if isinstance(value, str) and value else None
 
@@ -305,3 +305,11 @@ def _report(
         "tasks": len(tasks),
         "done": sum(1 for task in tasks if task.done is not None),
     }
+
+
+def _fields(data: dict[str, Any]) -> tuple[str, ...]:
+    """An event's ``fields``, or none when a careless value stands there instead of a list."""
+    value = data.get("fields")
+    if not isinstance(value, list | tuple):
+        return ()
+    return tuple(name for name in value if isinstance(name, str))

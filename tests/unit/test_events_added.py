@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc
 
@@ -96,6 +96,12 @@ kinds = st.sampled_from(
 
 
 @settings(max_examples=60, deadline=None)
+@example(
+    events=[("task.created", {"task_id": "t"}), ("task.updated", {"task_id": "t", "fields": True})]
+)
+@example(
+    events=[("column.updated", {"column_id": "c", "fields": 7}), ("meta.updated", {"fields": None})]
+)
 @given(
     st.lists(
         st.tuples(
