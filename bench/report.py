@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.compare import summary_lines
 from bench.stats import median_or_none, median_summary
 
 _MEDIAN_FIELDS = (
     "server_cpu_s",
     "server_cpu_fraction",
+    "server_cpu_us_per_update",
     "server_rss_mb",
     "server_uss_mb",
     "server_processes",
@@ -128,6 +130,7 @@ def write_summary(
         for key in keys:
             cells = [_cell(r["details"].get(key)) for r in measured]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += summary_lines(results)
     lines += _profile_lines(results)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

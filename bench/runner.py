@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from bench.compare import DELIVERY_LATENCY, cpu_us_per_update, versus_reference
 from bench.report import aggregate, write_summary
 from bench.samples import read_samples, window_stats
 from bench.scenarios import capacity, failover, fanout, host_crash, opens
@@ -177,6 +178,11 @@ def run_once(
         "wall_s": round(time.monotonic() - started, 1),
         "details": measured.details,
     }
+    if scenario.latency_is == DELIVERY_LATENCY:
+        # One latency sample per (measured update, recipient): the deliveries the CPU paid for.
+        record["server_cpu_us_per_update"] = cpu_us_per_update(
+            record["server_cpu_s"], len(measured.latencies_s)
+        )
     if ctx.profiles:
         record["profile"] = ctx.profiles
     busy, server_cpu = record["machine_busy_cpus_mean"], record["server_cpu_fraction"]
@@ -266,8 +272,11 @@ def main(argv: Sequence[str]) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
     }
+    comparison = versus_reference(results)
     for entry in results:
         entry["run_info"] = meta
+        if entry["target"] in comparison:
+            entry["versus_reference"] = comparison[entry["target"]]
     with open(out / "results.json", "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2)
     write_summary(out / "summary.md", scenario.name, results, meta)
@@ -286,6 +295,11 @@ def _one_line(record: dict[str, Any]) -> str:
         f"p50 {latency['p50']} p99 {latency['p99']} max {latency['max']} ms "
         f"(n={latency['count']}), lost {record['lost']}, server cpu {record['server_cpu_s']} s, "
         f"uss {record['server_uss_mb']} MB, loadgen {record['loadgen_cpu_fraction']:.0%}"
+        + (
+            f", {record['server_cpu_us_per_update']} us CPU per update"
+            if record.get("server_cpu_us_per_update") is not None
+            else ""
+        )
         + (" LOADGEN-BOUND" if record["loadgen_bound"] else "")
     )
 
