@@ -84,8 +84,12 @@ class Settings:
     worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
     worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
     worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
-    # "module:factory" specs of more workers; webhooks (docs/webhooks.md) by default.
-    worker_plugins: tuple[str, ...] = ("workers.webhooks_service:webhook_plugin",)
+    # "module:factory" specs of more workers; webhooks (docs/webhooks.md) and e-mail
+    # (docs/email.md) by default.
+    worker_plugins: tuple[str, ...] = (
+        "workers.webhooks_service:webhook_plugin",
+        "workers.mail_service:mail_plugin",  # idle while smtp_host is ""
+    )
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
     rest_cache_ttl_seconds: float = 30.0  # query answers kept in shared state; 0: no cache
@@ -219,6 +223,23 @@ class Settings:
     webhook_rotation_grace_seconds: float = 86400.0  # a rotated secret still signs this long
     webhook_poll_seconds: float = 1.0  # how often the delivery loop looks for due deliveries
     webhook_concurrency: int = 16  # attempts in flight at once
+    # E-mail about notifications (docs/email.md); none is sent while smtp_host is "".
+    public_url: str = ""  # how people reach this server (links in e-mail); "": no links
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False  # upgrade the connection with STARTTLS
+    smtp_from: str = "boardcast@localhost"  # the From address
+    smtp_timeout_seconds: float = 30.0  # each step of one attempt: connect, command, data
+    mail_poll_seconds: float = 1.0  # how often new notifications and due e-mail are looked for
+    mail_batch_size: int = 200  # notifications read per round
+    mail_concurrency: int = 4  # e-mails being sent at once
+    mail_max_attempts: int = 8  # attempts before an e-mail is dead-lettered
+    mail_retry_base_seconds: float = 30.0  # the first wait after a failed attempt; doubles
+    mail_retry_max_seconds: float = 3600.0  # the longest wait between attempts
+    mail_retry_jitter: float = 0.2  # each wait changes by up to this share of itself
+    mail_max_preferences_bytes: int = 8192  # a preferences body; past it 413
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
