@@ -20,6 +20,7 @@ from schemathesis.openapi import from_dict
 from gateway.files_route import FilesRoute
 from gateway.rest.attachments import AttachmentsApi
 from gateway.rest.inputs import RestLimits
+from gateway.rest.mail import MailApi
 from gateway.rest.openapi import openapi_document
 from gateway.rest.resources import Api
 from gateway.rest.webhooks import WebhookApi, WebhookLimits
@@ -116,9 +117,14 @@ def test_every_route_is_described() -> None:
         for method in methods
     }
     webhooks = WebhookApi(None, None, None, RestLimits(), WebhookLimits(), AddressPolicy())  # type: ignore[arg-type]
+    mail = MailApi(None, None, RestLimits(), smtp_configured=False)  # type: ignore[arg-type]
     served = {
         (route.method, route.path)
-        for route in [*Api(None, None, RestLimits()).routes(), *webhooks.routes()]  # type: ignore[arg-type]
+        for route in [
+            *Api(None, None, RestLimits()).routes(),  # type: ignore[arg-type]
+            *webhooks.routes(),
+            *mail.routes(),
+        ]
         if not route.path.startswith(("/v1/openapi", "/v1/docs"))
     }
     files = [
