@@ -79,6 +79,9 @@ class BoardDocument:
         self.checks = 0  # whole-board checks run; the room reads and resets it
         # Clients whose stored clocks moved since the room last reset this (None: unknown).
         self.advanced: set[int | None] = set()
+        #: Called right before an update or a local change touches the document (observers
+        #: that keep a value from before a change read it there, not at load).
+        self.before_change: Callable[[], None] | None = None
         self._subscription = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
@@ -222,6 +225,8 @@ class BoardDocument:
             BoardCorrupted: the document could not even be rebuilt.
         """
         touches = self._touches_pending(update)
+        if self.before_change is not None:
+            self.before_change()
         try:
             apply_update(self.doc, update)
         except InvalidUpdate:
@@ -255,6 +260,8 @@ class BoardDocument:
             TransactionFailed: ``change`` raised; whatever it had done was undone
                 by a rebuild, so the board is as it was.
         """
+        if self.before_change is not None:
+            self.before_change()
         try:
             with self.doc.transaction(origin=LOCAL):
                 change(self.doc)

@@ -274,17 +274,26 @@ class _TaskChange:
 class BoardEventRecorder:
     """Collects domain events from every transaction on ``doc`` until :meth:`drain`."""
 
-    def __init__(self, doc: Doc[Any], board_id: str) -> None:
+    def __init__(self, doc: Doc[Any], board_id: str, *, lazy: bool = False) -> None:
+        """Observe ``doc`` from now on.
+
+        Args:
+            lazy: read the board's assignees (the one thing kept from before a change) only at
+                :meth:`prime`, which the caller promises to call before the document's next
+                change. Opening a board that nobody edits then costs no walk over its tasks
+                (about 16 ms for 1,000 tasks, 6x what loading the document takes).
+        """
         self._board_id = board_id
-        tasks: Map[Any] = doc.get("tasks", type=Map)
+        self._tasks: Map[Any] = doc.get("tasks", type=Map)
+        tasks = self._tasks
         columns: Map[Any] = doc.get("columns", type=Map)
         meta: Map[Any] = doc.get("meta", type=Map)
         self._events: list[DomainEvent] = []
         # Array deltas say how many items went, not which: keep each task's assignees to diff.
         self._assignees: dict[str, tuple[str, ...]] = {}
-        for task_id, task in plain_value(tasks).items():
-            if isinstance(task, dict):
-                self._assignees[task_id] = _strings(task.get("assignees"))
+        self._primed = False
+        if not lazy:
+            self.prime()
         # Observing the Yrs types directly skips pycrdt's wrapping of every event value, which
         # cost 6-8 us per transaction: most of this recorder's overhead.
         self._subscriptions: list[Subscription] = [
@@ -302,6 +311,20 @@ class BoardEventRecorder:
                 ),
                 boards.integrated.observe_deep(self._guarded(self._on_board_members)),
             ]
+
+    @property
+    def primed(self) -> bool:
+        """True once the assignees of every task were read (see :meth:`prime`)."""
+        return self._primed
+
+    def prime(self) -> None:
+        """Read every task's assignees, if not done yet: call it before the document changes."""
+        if self._primed:
+            return
+        self._primed = True
+        for task_id, task in plain_value(self._tasks).items():
+            if isinstance(task, dict):
+                self._assignees[task_id] = _strings(task.get("assignees"))
 
     def drain(self) -> list[DomainEvent]:
         """Return the events gathered since the last call, oldest first, and forget them."""
@@ -326,6 +349,11 @@ class BoardEventRecorder:
         return observe
 
     def _on_tasks(self, events: list[Any]) -> None:
+        if not self._primed:
+            # A change nobody primed for: the assignees from before it are gone, so this
+            # transaction's assignment changes are misread. A caller's bug; say so.
+            _log.error("board %s changed before its event recorder was primed", self._board_id)
+            self.prime()
         txn = events[0].transaction
         changes: dict[str, _TaskChange] = {}
         for event in events:
