@@ -9,9 +9,21 @@ What a deployment holds, and how each part is copied while it runs:
 * the task read model (SQLite beside the store; MongoDB's is a collection like the others);
 * the accounts (users, logins, API tokens, signing keys, audit): ``accounts.sqlite3`` by
   the same API, or the ``accounts_*`` collections;
+* beside the store, the event log and what the workers keep from it: analytics, webhook
+  endpoints and deliveries, notifications, e-mail jobs and preferences, the attachment index
+  (SQLite files beside the board store, or their collections in MongoDB);
 * the at-rest key ring, copied last, so that every key that sealed anything copied is in
   it. ``--no-keys`` leaves it out: the archive is then no secret beyond what the store's
   own files are, and restoring needs the key file put in place first.
+
+The order makes a copy taken while servers write restore into a consistent deployment.
+The workers' stores go first, then the event log, then the board store: a board restored
+ahead of the log has its unlogged tail logged again when it loads (docs/events.md), while
+a log ahead of its boards would hold event ids that the boards' next updates reuse, and
+those updates' events would be dropped as duplicates. Each consumer's committed offset in
+the copied log is set back to what it was before the workers' stores were copied, so a
+worker whose copied store is behind its offset handles those events again (every worker is
+idempotent) instead of never.
 
 The archive is a gzip tar file, mode 0600, whose first member is the manifest of
 :mod:`boardcast.backup_manifest`. Restoring checks the manifest, then every member's
@@ -50,6 +62,7 @@ from boardcast.backup_manifest import (
     collection_name_allowed,
     parse_manifest,
 )
+from persistence.event_log_sqlite import EVENT_LOG_FILENAME
 from persistence.factory import SQLITE_FILENAME, key_file_of
 from persistence.keyring import EncryptionSettings, KeyRing
 from persistence.sqlite import READ_MODEL_FILENAME
@@ -58,9 +71,17 @@ from persistence.sqlite import READ_MODEL_FILENAME
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 + 16 * 1024
 _COPY_CHUNK = 1024 * 1024
 _INSERT_BATCH = 500
-# The board store's log before its snapshots, its chunks after everything that names them.
-_FIRST_COLLECTIONS = ("updates", "snapshots", "update_history", "snapshot_history")
-_LAST_COLLECTIONS = ("chunks",)
+# The workers' collections first (everything not named here), then the event log, then the
+# board store: its log before its snapshots, its chunks after everything that names them.
+_LOG_COLLECTIONS = ("events", "event_consumers")
+_BOARD_COLLECTIONS = ("updates", "snapshots", "update_history", "snapshot_history", "chunks")
+#: SQLite files beside the board store that workers keep, copied before the event log.
+WORKER_FILES: dict[str, str] = {
+    "analytics": "analytics.sqlite3",
+    "webhooks": "webhooks.sqlite3",
+    "notifications": "notifications.sqlite3",
+    "mail": "mail.sqlite3",
+}
 
 
 class BackupError(Exception):
@@ -100,6 +121,10 @@ class Layout:
         files["board-store"] = board_file
         files["read-model"] = board_file.parent / READ_MODEL_FILENAME
         files["accounts"] = root / ACCOUNTS_FILENAME
+        for kind, name in WORKER_FILES.items():
+            files[kind] = board_file.parent / name
+        files["attachments"] = root / "attachments.sqlite3"
+        files["event-log"] = board_file.parent / EVENT_LOG_FILENAME
         return cls("sqlite", root, None, files)
 
 
@@ -118,11 +143,14 @@ def backup(layout: Layout, destination: str | os.PathLike[str], *, keys: bool = 
         if layout.store == "sqlite":
             if not layout.files["board-store"].exists():
                 raise BackupError(f"no board store at {layout.files['board-store']}")
-            for kind in ("board-store", "read-model", "accounts"):
+            offsets = _sqlite_consumer_offsets(layout.files["event-log"])
+            for kind in SQLITE_ORDER:
                 source = layout.files[kind]
                 if source.exists():
                     copy = staging / f"{kind}.sqlite3"
                     _sqlite_online_copy(source, copy)
+                    if kind == "event-log":
+                        _clamp_sqlite_consumers(copy, offsets)
                     entries.append((_entry_of(copy, kind), copy))
         else:
             assert layout.mongo_url is not None
@@ -144,6 +172,43 @@ def backup(layout: Layout, destination: str | os.PathLike[str], *, keys: bool = 
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+#: SQLite files in the order they are copied (see the module's docstring).
+SQLITE_ORDER = (*WORKER_FILES, "attachments", "event-log", "board-store", "read-model", "accounts")
+
+
+def _sqlite_consumer_offsets(log_file: Path) -> dict[str, int]:
+    """Each consumer's committed offset in the live log now (none if there is no log)."""
+    if not log_file.exists():
+        return {}
+    uri = f"file:{log_file}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
+        try:
+            rows = db.execute("SELECT name, offset FROM consumers").fetchall()
+        except sqlite3.OperationalError:  # a log that never had a consumer
+            return {}
+    return {str(name): int(offset) for name, offset in rows}
+
+
+def clamp_offsets(copied: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """The offsets a restored log keeps: each consumer's as it was before the workers' stores
+    were copied, where the copy holds a later one; a consumer that appeared since starts over."""
+    return {name: min(offset, before.get(name, 0)) for name, offset in copied.items()}
+
+
+def _clamp_sqlite_consumers(copy: Path, before: dict[str, int]) -> None:
+    with contextlib.closing(sqlite3.connect(copy)) as db:
+        try:
+            rows = db.execute("SELECT name, offset FROM consumers").fetchall()
+        except sqlite3.OperationalError:
+            return
+        clamped = clamp_offsets({str(n): int(o) for n, o in rows}, before)
+        with db:
+            db.executemany(
+                "UPDATE consumers SET offset = ? WHERE name = ?",
+                [(offset, name) for name, offset in clamped.items()],
+            )
 
 
 def _sqlite_online_copy(source: Path, copy: Path) -> None:
@@ -168,14 +233,20 @@ def _dump_mongo(url: str, staging: Path) -> list[tuple[Entry, Path]]:
         names = [n for n in database.list_collection_names() if collection_name_allowed(n)]
         if not names:
             raise BackupError(f"no collections in MongoDB database {database.name!r}")
-        first = [n for n in _FIRST_COLLECTIONS if n in names]
-        last = [n for n in _LAST_COLLECTIONS if n in names]
-        middle = sorted(set(names) - set(first) - set(last))
+        before = {
+            str(doc["_id"]): int(doc.get("offset", 0)) for doc in database["event_consumers"].find()
+        }
+        named = {*_LOG_COLLECTIONS, *_BOARD_COLLECTIONS}
+        workers = sorted(set(names) - named)
+        ordered = [n for n in (*_LOG_COLLECTIONS, *_BOARD_COLLECTIONS) if n in names]
         out: list[tuple[Entry, Path]] = []
-        for number, name in enumerate([*first, *middle, *last]):
+        for number, name in enumerate([*workers, *ordered]):
             copy = staging / f"mongo-{number:03d}.bson"
             with open(copy, "wb") as file:
                 for document in database[name].find({}, batch_size=_INSERT_BATCH):
+                    if name == "event_consumers":
+                        offset = int(document.get("offset", 0))
+                        document["offset"] = min(offset, before.get(str(document["_id"]), 0))
                     file.write(bson.encode(document))
             entry = _entry_of(copy, "mongo-collection")
             out.append((Entry(entry.name, entry.kind, entry.size, entry.sha256, name), copy))

@@ -32,6 +32,12 @@ KINDS: dict[str, bool] = {
     "board-store": False,  # the embedded store's SQLite file
     "read-model": False,  # the task read model's SQLite file
     "accounts": False,  # the accounts SQLite file
+    "event-log": False,  # the event log's SQLite file
+    "analytics": False,  # the analytics worker's SQLite file
+    "webhooks": False,  # webhook endpoints and deliveries (SQLite)
+    "notifications": False,  # people's notifications (SQLite)
+    "mail": False,  # e-mail preferences and jobs (SQLite)
+    "attachments": False,  # the attachment index (SQLite)
     "key-ring": False,  # the at-rest key ring of the board store (and of the accounts)
     "accounts-key-ring": False,  # the accounts' key ring where it is another file
     "mongo-collection": True,  # one MongoDB collection, as concatenated BSON documents
@@ -190,7 +196,7 @@ def _check_together(entries: tuple[Entry, ...], store: str, max_total_bytes: int
     collections = [entry.collection for entry in entries if entry.collection is not None]
     if len(set(collections)) != len(collections):
         raise NotABackup("two entries hold one collection")
-    sqlite_only = {"board-store", "read-model", "accounts"}
+    sqlite_only = set(KINDS) - {"key-ring", "accounts-key-ring", "mongo-collection"}
     if store == "mongodb" and any(entry.kind in sqlite_only for entry in entries):
         raise NotABackup("a MongoDB backup holding SQLite files")
     if store == "sqlite" and collections:

@@ -296,3 +296,86 @@ def test_backup_then_restore_keeps_the_keys_and_refuses_a_full_target(tmp_path: 
     with pytest.raises(BackupError, match="not empty"):
         restore(path, layout(tmp_path))
     restore(path, layout(tmp_path), force=True)
+
+
+# -- the workers' stores and the event log ------------------------------------------------
+
+
+async def make_log(path: Path, events: int, committed: int) -> None:
+    from persistence.event_log import NewEvent
+    from persistence.event_log_sqlite import SqliteEventLog
+
+    log = SqliteEventLog(path)
+    try:
+        await log.append(
+            [
+                NewEvent(f"b:{n}:0", "b", "p", "task.created", {"task_id": f"t{n}"}, None)
+                for n in range(events)
+            ]
+        )
+        await log.commit("analytics", committed)
+    finally:
+        await log.close()
+
+
+def consumer_offset(path: Path, name: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (offset,) = db.execute("SELECT offset FROM consumers WHERE name = ?", (name,)).fetchone()
+    return int(offset)
+
+
+def back_up_while_a_worker_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, clamp: bool
+) -> Path:
+    """Back up a data dir whose analytics worker commits offset 5 right after its own store
+    was copied (as a running worker would); restore it; the restored data directory."""
+    import asyncio
+
+    import boardcast.backup as backup_module
+
+    source = tmp_path / f"source-{clamp}"
+    source.mkdir()
+    sqlite_file(source / "boardcast.sqlite3")
+    for name in ("analytics.sqlite3", "webhooks.sqlite3", "notifications.sqlite3", "mail.sqlite3"):
+        sqlite_file(source / name)
+    asyncio.run(make_log(source / "events.sqlite3", events=6, committed=2))
+    real_copy = backup_module._sqlite_online_copy
+
+    def copy_then_commit(origin: Path, copy: Path) -> None:
+        real_copy(origin, copy)
+        if origin.name == "analytics.sqlite3":
+            with contextlib.closing(sqlite3.connect(source / "events.sqlite3")) as db, db:
+                db.execute("UPDATE consumers SET offset = 5 WHERE name = 'analytics'")
+
+    monkeypatch.setattr(backup_module, "_sqlite_online_copy", copy_then_commit)
+    if not clamp:
+        monkeypatch.setattr(backup_module, "_clamp_sqlite_consumers", lambda *_: None)
+    path = tmp_path / f"clamp-{clamp}.tar.gz"
+    backup(Layout.of("sqlite", str(source), SETTINGS), path)
+    target = tmp_path / f"target-{clamp}"
+    restore(path, Layout.of("sqlite", str(target), SETTINGS))
+    return target
+
+
+def test_the_workers_stores_and_the_event_log_are_restored_with_offsets_the_stores_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = back_up_while_a_worker_commits(tmp_path, monkeypatch, clamp=True)
+    for name in ("analytics", "webhooks", "notifications", "mail", "events"):
+        assert (target / f"{name}.sqlite3").exists(), name
+    with contextlib.closing(sqlite3.connect(target / "events.sqlite3")) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (6,)
+    # The analytics copy was taken when offset 2 was committed: the restored log says 2, so
+    # the restored worker handles events 3-5 again instead of never.
+    assert consumer_offset(target / "events.sqlite3", "analytics") == 2
+    # The check catches a backup that keeps the offset committed after the store's copy.
+    broken = back_up_while_a_worker_commits(tmp_path, monkeypatch, clamp=False)
+    assert consumer_offset(broken / "events.sqlite3", "analytics") == 5
+
+
+def test_the_workers_stores_are_copied_before_the_log_and_the_log_before_the_boards() -> None:
+    from boardcast.backup import SQLITE_ORDER, WORKER_FILES
+
+    log = SQLITE_ORDER.index("event-log")
+    assert all(SQLITE_ORDER.index(kind) < log for kind in (*WORKER_FILES, "attachments"))
+    assert log < SQLITE_ORDER.index("board-store")
