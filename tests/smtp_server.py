@@ -50,6 +50,7 @@ class SmtpSink:
 
     answers: list[str] = field(default_factory=list)
     default_answer: str = "250 OK"
+    delay_seconds: float = 0.0  # after keeping a message, before answering (crash tests)
     received: list[Received] = field(default_factory=list)
     refused: list[tuple[float, str]] = field(default_factory=list)  # when, and the reply
     port: int = 0
@@ -65,7 +66,10 @@ class SmtpSink:
             parsed = message_from_bytes(envelope.content, policy=policy.default)
             assert isinstance(parsed, EmailMessage)
             self.received.append(Received(list(envelope.rcpt_tos), parsed, time.time()))
-            return answer
+        if self.delay_seconds:
+            # Kept, not yet acknowledged: a sender killed now will send it again.
+            await asyncio.sleep(self.delay_seconds)
+        return answer
 
     def messages(self) -> list[Received]:
         """The accepted messages so far (a copy)."""

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from persistence.mail_store import MailAttempt, MailJob, MailStore, Preferences
@@ -87,6 +87,13 @@ class MailWorker:
         batch = await self.notifications.since(cursor, limit=self.settings.batch_size)
         if not batch:
             return 0
+        await self.record(batch)
+        # Only now: a crash before this line reads the batch again, recording nothing twice.
+        await self.store.set_cursor(batch[-1].seq)
+        return len(batch)
+
+    async def record(self, batch: Sequence[Notification]) -> None:
+        """Record the jobs these notifications cause (idempotent: ids are stable)."""
         preferences = await self.store.preferences_for(sorted({n.user for n in batch}))
         now = self._clock()
         jobs: list[MailJob] = []
@@ -113,9 +120,6 @@ class MailWorker:
                 for notification in planned[job_id]
             ]
             await self.store.merge_jobs(late, now=now)
-        # Only now: a crash before this line reads the batch again, recording nothing twice.
-        await self.store.set_cursor(batch[-1].seq)
-        return len(batch)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def mail_settings(settings: Settings) -> MailSettings:
         poll_seconds=settings.mail_poll_seconds,
         concurrency=settings.mail_concurrency,
         # Past every step of one attempt (connect, commands, data), with room to save it.
-        lease_seconds=4 * settings.smtp_timeout_seconds + 10.0,
+        lease_seconds=4 * settings.smtp_timeout_seconds + 1.0,
         max_attempts=settings.mail_max_attempts,
         retry_base_seconds=settings.mail_retry_base_seconds,
         retry_max_seconds=settings.mail_retry_max_seconds,

@@ -1,0 +1,250 @@
+"""E-mail survives ``kill -9``: every notification's e-mail arrives, under one Message-ID each
+(a duplicate only as a resend of that Message-ID).
+
+A real ``boardcast serve`` (local backend: the e-mail worker runs in it) sends to a real SMTP
+server (aiosmtpd) that keeps each message and then waits before acknowledging it, so kills
+land between the server's acceptance and the worker's record of it. Notifications are
+written to the notification store from this test's process, a process apart from the
+server (the notification worker that fills the store from board events has its own tests),
+before, between and after two kills.
+
+The check is shown to catch what it is for: run on a worker that moves its cursor before
+recording jobs it misses an e-mail, and on one whose job ids are not stable it finds a
+notification e-mailed under two Message-IDs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import workers.mail
+from auth.accounts import ACCOUNTS_FILENAME, AccountStore
+from persistence.mail_store_sqlite import FILENAME as MAIL_FILE
+from persistence.mail_store_sqlite import SqliteMailStore
+from persistence.notification_store import Notification
+from persistence.notification_store_sqlite import FILENAME as NOTIFICATIONS_FILE
+from persistence.notification_store_sqlite import SqliteNotificationStore
+from tests.interop.servers import serve_process
+from tests.services import TIMEOUT_SCALE
+from tests.smtp_server import Received, SmtpSink, smtp_server
+from workers.mail import MailSettings, MailWorker
+from workers.mail_rules import Planned
+from workers.mail_smtp import SmtpSender, SmtpSettings
+
+pytestmark = pytest.mark.timeout(300)
+
+PEOPLE = {f"u{n}": f"person{n}@example.com" for n in range(4)}
+ENV = {
+    "BOARDCAST_ENCRYPTION": "off",  # this test writes the account store itself, in plaintext
+    "BOARDCAST_MAIL_POLL_SECONDS": "0.05",
+    "BOARDCAST_MAIL_BATCH_SIZE": "5",
+    "BOARDCAST_MAIL_CONCURRENCY": "2",
+    "BOARDCAST_MAIL_RETRY_BASE_SECONDS": "0.2",
+    "BOARDCAST_MAIL_RETRY_MAX_SECONDS": "0.5",
+    "BOARDCAST_MAIL_MAX_ATTEMPTS": "100",
+    "BOARDCAST_SMTP_TIMEOUT_SECONDS": "1",  # a claim's lease: 5 s
+    "BOARDCAST_SMTP_FROM": "boards@example.com",
+}
+
+
+def problems(expected: dict[str, str], received: list[Received]) -> list[str]:
+    """What is wrong with the e-mail received for ``expected`` (notification id -> title):
+    one missed, one e-mailed under two Message-IDs, two under one, or a stranger."""
+    titles_of_id: dict[str, set[str]] = defaultdict(set)
+    ids_of_title: dict[str, set[str]] = defaultdict(set)
+    for mail in received:
+        title = str(mail.message["Subject"])
+        titles_of_id[mail.message_id].add(title)
+        ids_of_title[title].add(mail.message_id)
+    wanted = set(expected.values())
+    found: list[str] = []
+    found += [f"never e-mailed: {title}" for title in sorted(wanted - set(ids_of_title))]
+    found += [
+        f"{title} e-mailed under {len(ids)} Message-IDs"
+        for title, ids in sorted(ids_of_title.items())
+        if len(ids) > 1
+    ]
+    found += [
+        f"{message_id} tells of {sorted(titles)}"
+        for message_id, titles in titles_of_id.items()
+        if len(titles) > 1
+    ]
+    found += [f"not expected: {title}" for title in sorted(set(ids_of_title) - wanted)]
+    return found
+
+
+def notifications(numbers: range) -> list[Notification]:
+    people = list(PEOPLE)
+    return [
+        Notification(
+            id=f"n{n}",
+            user=people[n % len(people)],
+            kind="assigned",
+            title=f"note {n}",
+            created_at=1_700_000_000.0 + n,
+            board_id="b1",
+        )
+        for n in numbers
+    ]
+
+
+async def feed(store: SqliteNotificationStore, numbers: range, expected: dict[str, str]) -> None:
+    """Record notifications a few at a time, as a busy server would."""
+    made = notifications(numbers)
+    for start in range(0, len(made), 3):
+        chunk = made[start : start + 3]
+        await store.add(chunk)
+        expected.update({n.id: n.title for n in chunk})
+        await asyncio.sleep(0.03)
+
+
+async def settle(sink: SmtpSink, expected: dict[str, str]) -> list[str]:
+    """Wait (bounded) until every expected e-mail arrived; what is still wrong."""
+    deadline = asyncio.get_running_loop().time() + 60 * TIMEOUT_SCALE
+    while True:
+        found = problems(expected, sink.messages())
+        if not any(p.startswith("never") for p in found):
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+async def test_every_email_arrives_once_per_message_id_across_kill_9(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    accounts = AccountStore(str(data / ACCOUNTS_FILENAME))
+    for user, address in PEOPLE.items():
+        accounts.add_user(user, user, password_hash=None, email=address)
+    accounts.close()
+    store = SqliteNotificationStore(str(data / NOTIFICATIONS_FILE))
+    expected: dict[str, str] = {}
+    with smtp_server(SmtpSink(delay_seconds=0.05)) as sink:
+        for name, value in {**ENV, "BOARDCAST_SMTP_HOST": "127.0.0.1"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("BOARDCAST_SMTP_PORT", str(sink.port))
+        server = serve_process(data, "--backend", "local")
+        try:
+            await server.astart()
+            feeding = asyncio.ensure_future(feed(store, range(0, 40), expected))
+            await sink.wait_for(8, timeout=60)
+            await asyncio.to_thread(server.kill)  # 1. mid-flow
+            await feeding
+            await feed(store, range(40, 50), expected)  # while it is down
+            await server.astart()
+            await sink.wait_for(len(sink.messages()) + 5, timeout=60)
+            feeding = asyncio.ensure_future(feed(store, range(50, 70), expected))
+            await asyncio.to_thread(server.kill)  # 2. again, mid-flow
+            await feeding
+            await server.astart()
+            assert await settle(sink, expected) == []
+            assert len(expected) == 70
+            resent = len(sink.messages()) - len({m.message_id for m in sink.messages()})
+            print(f"e-mails: {len(sink.messages())}, resends of a Message-ID: {resent}")
+            # Each e-mail went to its person.
+            for mail in sink.messages():
+                number = int(str(mail.message["Subject"]).removeprefix("note "))
+                person = list(PEOPLE)[number % len(PEOPLE)]
+                assert mail.recipients == [PEOPLE[person]]
+        finally:
+            await server.astop()
+            await store.close()
+
+
+class Killed(Exception):
+    """Where a kill -9 would have stopped the worker."""
+
+
+def killed_before_the_cursor_moved(store: SqliteMailStore) -> None:
+    """The next cursor move fails, as a kill -9 before it would leave it."""
+    real = store.set_cursor
+
+    async def once(seq: int) -> None:
+        store.set_cursor = real  # type: ignore[method-assign]
+        raise Killed
+
+    store.set_cursor = once  # type: ignore[method-assign]
+
+
+class CursorFirst(MailWorker):
+    """A broken worker: moves its cursor before recording the jobs (killed once between)."""
+
+    killed = False
+
+    async def follow_once(self) -> int:
+        cursor = await self.store.cursor()
+        batch = await self.notifications.since(cursor, limit=self.settings.batch_size)
+        if not batch:
+            return 0
+        await self.store.set_cursor(batch[-1].seq)
+        if not self.killed:
+            self.killed = True
+            raise Killed
+        await self.record(batch)
+        return len(batch)
+
+
+async def test_the_check_catches_a_missed_and_a_doubled_email(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def address(user: str) -> str | None:
+        return PEOPLE.get(user)
+
+    with smtp_server() as sink:
+        sender = SmtpSender(SmtpSettings(host="127.0.0.1", port=sink.port, timeout_seconds=5))
+        expected = {n.id: n.title for n in notifications(range(4))}
+
+        # 1. Cursor first: a crash after it moved and before the jobs were recorded.
+        first = SqliteNotificationStore(str(tmp_path / "a" / NOTIFICATIONS_FILE))
+        mail = SqliteMailStore(str(tmp_path / "a" / MAIL_FILE))
+        await first.add(notifications(range(4)))
+        broken = CursorFirst(first, mail, sender, address, MailSettings(batch_size=2))
+        with pytest.raises(Killed):
+            await broken.run_once()  # killed after the cursor moved, before the jobs
+        await broken.run_once()
+        assert any(p.startswith("never e-mailed") for p in problems(expected, sink.messages()))
+        await mail.close()
+        await first.close()
+
+        # 2. Job ids not stable: a crash before the cursor moved records the e-mail anew.
+        sink.received.clear()
+        monkeypatch.setattr(
+            workers.mail,
+            "plan",
+            lambda n, p: Planned("ml_" + uuid.uuid4().hex, n.created_at, "immediate"),
+        )
+        second = SqliteNotificationStore(str(tmp_path / "b" / NOTIFICATIONS_FILE))
+        mail = SqliteMailStore(str(tmp_path / "b" / MAIL_FILE))
+        await second.add(notifications(range(4)))
+        unstable = MailWorker(second, mail, sender, address, MailSettings())
+        killed_before_the_cursor_moved(mail)
+        with pytest.raises(Killed):
+            await unstable.run_once()
+        await unstable.run_once()  # sends; then the same notifications come again
+        await unstable.run_once()
+        assert any("Message-IDs" in p for p in problems(expected, sink.messages()))
+        await mail.close()
+        await second.close()
+
+        # And the real worker, through the same crash, passes the check.
+        monkeypatch.undo()
+        sink.received.clear()
+        third = SqliteNotificationStore(str(tmp_path / "c" / NOTIFICATIONS_FILE))
+        mail = SqliteMailStore(str(tmp_path / "c" / MAIL_FILE))
+        await third.add(notifications(range(4)))
+        sound = MailWorker(third, mail, sender, address, MailSettings())
+        killed_before_the_cursor_moved(mail)
+        with pytest.raises(Killed):
+            await sound.run_once()
+        await sound.run_once()  # sends; then the same notifications come again
+        await sound.run_once()
+        assert problems(expected, sink.messages()) == []
+        await mail.close()
+        await third.close()
