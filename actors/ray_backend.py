@@ -43,6 +43,7 @@ from actors.cluster import Cluster
 from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
 from actors.handshake import new_cluster_secret
 from actors.host import BoardHost, HostSettings
+from actors.ray_start import METRICS_OFF, lean_head
 from actors.transactions import Outcome
 from crdt.board import Board
 from persistence.factory import open_store
@@ -534,13 +535,16 @@ def init_ray(
         if address:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, **extra)
         else:
-            ray.init(
-                namespace=NAMESPACE,
-                include_dashboard=False,
-                num_cpus=num_cpus,
-                logging_level=logging.WARNING,
-                **extra,
-            )
+            # Only the processes Boardcast uses: no autoscaler, no API server, no metrics export.
+            with lean_head():
+                ray.init(
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    num_cpus=num_cpus,
+                    logging_level=logging.WARNING,
+                    _system_config=METRICS_OFF,
+                    **extra,
+                )
     return str(ray.get_runtime_context().gcs_address)
 
 
