@@ -20,9 +20,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from persistence.mail_store import MailStore, Preferences
+from persistence.mail_store_mongo import MongoMailStore
 from persistence.mail_store_sqlite import FILENAME, SqliteMailStore
-from persistence.notification_store import Notification
+from persistence.notification_store import Notification, NotificationStore
+from persistence.notification_store_mongo import MongoNotificationStore
 from persistence.notification_store_sqlite import SqliteNotificationStore
+from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 from tests.services import TIMEOUT_SCALE, free_port
 from tests.smtp_server import SmtpSink, smtp_server
 from workers.mail import MailSettings, MailWorker
@@ -53,7 +56,7 @@ async def address(user: str) -> str | None:
 
 @dataclass
 class Rig:
-    notifications: SqliteNotificationStore
+    notifications: NotificationStore
     store: MailStore
     sink: SmtpSink
     clock: Clock
@@ -82,7 +85,7 @@ def sink() -> Iterator[SmtpSink]:
 
 
 def make_worker(
-    parts: tuple[SqliteNotificationStore, MailStore, SmtpSink, Clock],
+    parts: tuple[NotificationStore, MailStore, SmtpSink, Clock],
     *,
     clock: Callable[[], float] | None = None,
     **settings: float,
@@ -102,10 +105,18 @@ def make_worker(
     return MailWorker(notifications, store, sender, address, chosen, clock=clock or fake)
 
 
-@pytest.fixture
-async def rig(tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Rig]:
-    notifications = SqliteNotificationStore(str(tmp_path / "notifications.sqlite3"))
-    store = SqliteMailStore(str(tmp_path / FILENAME))
+@pytest.fixture(params=["sqlite", "mongo"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Rig]:
+    """The worker over both stores on SQLite, or both on MongoDB (SecantusDB)."""
+    notifications: NotificationStore
+    store: MailStore
+    if request.param == "sqlite":
+        notifications = SqliteNotificationStore(str(tmp_path / "notifications.sqlite3"))
+        store = SqliteMailStore(str(tmp_path / FILENAME))
+    else:
+        url = request.getfixturevalue("mongo_url")
+        notifications = MongoNotificationStore(url)
+        store = MongoMailStore(url)
     clock = Clock(at("2026-03-02 10:00"))
     worker = make_worker((notifications, store, sink, clock))
     try:
