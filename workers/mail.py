@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from persistence.mail_store import MailAttempt, MailJob, MailStore, Preferences
 from persistence.notification_store import Notification, NotificationStore
-from workers.mail_rules import late_job_id, plan, retry_wait
+from workers.mail_rules import after_quiet_hours, late_job_id, plan, retry_wait
 from workers.mail_smtp import SendResult, SmtpSender, compose
 
 log = logging.getLogger("boardcast.mail")
@@ -113,7 +113,10 @@ class MailWorker:
                     user=notification.user,
                     notification_ids=(notification.id,),
                     created_at=now,
-                    next_attempt_at=now,
+                    # Still not inside the person's quiet hours.
+                    next_attempt_at=after_quiet_hours(
+                        preferences.get(notification.user) or Preferences(notification.user), now
+                    ),
                     updated_at=now,
                 )
                 for job_id in dict.fromkeys(closed)
