@@ -3,13 +3,14 @@
 :func:`compose` writes a plain-text body (and a simple HTML one) telling of the job's
 notifications, with a link to each board when ``public_url`` is set, under the job's stable
 ``Message-ID``. :class:`SmtpSender` sends one message per connection, every step bounded by
-``timeout_seconds``, and says what the answer means: sent, a permanent refusal (a 5xx reply:
-the job is dead-lettered at once) or a failure worth retrying (a 4xx reply, a refused or
-dropped connection, a timeout).
+``timeout_seconds`` and the whole attempt by twice it, and says what the answer means:
+sent, a permanent refusal (a 5xx reply: the job is dead-lettered at once) or a failure
+worth retrying (a 4xx reply, a refused or dropped connection, a timeout).
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Sequence
@@ -119,14 +120,19 @@ class SmtpSender:
         """Send ``message``; never raises for what the server or the network did."""
         chosen = self.settings
         try:
-            refused, _ = await aiosmtplib.send(
-                message,
-                hostname=chosen.host,
-                port=chosen.port,
-                username=chosen.username or None,
-                password=chosen.password or None,
-                start_tls=chosen.starttls,
-                timeout=chosen.timeout_seconds,
+            # Each step within the timeout, and the whole attempt within twice it: a server
+            # answering every command just in time cannot hold a claim past its lease.
+            refused, _ = await asyncio.wait_for(
+                aiosmtplib.send(
+                    message,
+                    hostname=chosen.host,
+                    port=chosen.port,
+                    username=chosen.username or None,
+                    password=chosen.password or None,
+                    start_tls=chosen.starttls,
+                    timeout=chosen.timeout_seconds,
+                ),
+                2 * chosen.timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
