@@ -84,11 +84,12 @@ class Settings:
     worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
     worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
     worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
-    # "module:factory" specs of more workers; webhooks (docs/webhooks.md) and e-mail
-    # (docs/email.md) by default.
+    # "module:factory" specs of more workers; webhooks (docs/webhooks.md), e-mail
+    # (docs/email.md) and notifications (docs/notifications.md) by default.
     worker_plugins: tuple[str, ...] = (
         "workers.webhooks_service:webhook_plugin",
         "workers.mail_service:mail_plugin",  # idle while smtp_host is ""
+        "workers.notifications_service:notification_plugin",
     )
     rest_max_body_bytes: int = 32 * 1024 * 1024  # one REST request body; past it 413
     rest_max_bulk_items: int = 10_000  # tasks one bulk request may touch; past it 413
@@ -223,6 +224,17 @@ class Settings:
     webhook_rotation_grace_seconds: float = 86400.0  # a rotated secret still signs this long
     webhook_poll_seconds: float = 1.0  # how often the delivery loop looks for due deliveries
     webhook_concurrency: int = 16  # attempts in flight at once
+    # People's notifications (docs/notifications.md).
+    notification_reminder_poll_seconds: float = 60.0  # how often due dates are checked
+    notification_due_soon_seconds: float = 86400.0  # "due soon" this long before the due date
+    notification_retention_days: float = 90.0  # notifications older go
+    notification_max_per_user: int = 1000  # a user's newest kept; older ones go
+    notification_page_max: int = 100  # notifications one GET /v1/notifications returns at most
+    notification_read_max_ids: int = 500  # ids one POST /v1/notifications/read may name
+    notification_push_poll_seconds: float = 0.2  # how often a gateway reads new notifications
+    notification_heartbeat_seconds: float = 15.0  # a comment on each idle stream this often
+    notification_streams_per_user: int = 8  # open streams of one user on one gateway
+    notification_streams_max: int = 10_000  # open streams on one gateway
     # E-mail about notifications (docs/email.md); none is sent while smtp_host is "".
     public_url: str = ""  # how people reach this server (links in e-mail); "": no links
     smtp_host: str = ""

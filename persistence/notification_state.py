@@ -38,6 +38,7 @@ class TaskState:
     title: str = ""  # if an event carried one; "" otherwise
     reminded: ReminderStage = ""  # for the current due date and assignees
     updated_at: float = 0.0
+    offset: int = 0  # the event log offset of the last event applied to it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -60,6 +61,7 @@ class TaskState:
             "title": self.title,
             "reminded": self.reminded,
             "updated_at": self.updated_at,
+            "offset": self.offset,
         }
 
     @classmethod
@@ -79,6 +81,7 @@ class TaskState:
             title=str(raw.get("title") or ""),
             reminded=reminded,
             updated_at=float(raw.get("updated_at") or 0.0),
+            offset=int(raw.get("offset") or 0),
         )
 
 
