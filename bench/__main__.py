@@ -92,6 +92,12 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str]) -> int:
     """Dispatch to the command named by the first argument."""
+    # Scenarios that run a multi-node cluster use the test suite's harness (tests/), which is
+    # not an installed package: found from any directory, after what is installed.
+    from bench.paths import ROOT
+
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m bench {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2

@@ -21,3 +21,17 @@ def test_bench_setup_needs_nothing_the_bench_extra_installs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "bench peers installed" in done.stdout
+
+
+def test_bench_run_starts_from_outside_the_repository(tmp_path: Path) -> None:
+    # As from the venv ./scripts/serve builds, run from any directory: the failover
+    # scenario imports the cluster harness under tests/, which pip does not install.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cold-opens" in done.stdout
