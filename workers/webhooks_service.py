@@ -5,7 +5,9 @@ worker, so the worker can wake it when it records deliveries; gateways open only
 (``gateway/rest/webhooks.py``). When an endpoint is disabled for failing, the loop writes an
 audit entry (``webhook-disabled``, with the project, endpoint, URL and reason) to the
 account store, which server administrators read at ``/v1/admin/audit``, and logs a
-warning; the endpoint itself shows ``enabled: false`` and the reason to the project's admins.
+warning; the endpoint itself shows ``enabled: false`` and the reason to the project's admins,
+and each owner and admin of the project gets a ``webhook_disabled`` notification
+(docs/notifications.md).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from dataclasses import dataclass
 from auth.accounts import Accounts
 from gateway.settings import Settings
 from persistence.keyring import EncryptionSettings, KeyRing
+from persistence.notification_state import WorkerNotificationStore
+from persistence.notification_store_factory import notification_store_beside
 from persistence.store import BoardStore
 from persistence.webhook_store import Endpoint, WebhookStore
 from persistence.webhook_store_factory import open_webhook_store, webhook_store_beside
+from workers.notifications import notify_disabled
 from workers.runtime import Worker
 from workers.webhooks import DeliveryLoop, DeliverySettings, DisabledHook, WebhookWorker
 from workers.webhooks_http import SenderSettings, WebhookSender
@@ -108,6 +113,7 @@ class WebhookService:
     worker: WebhookWorker
     loop: DeliveryLoop
     sender: WebhookSender
+    notifications: WorkerNotificationStore | None = None  # told of disabled endpoints
 
     def start(self) -> None:
         """Start the delivery loop (call from the event loop that runs the worker)."""
@@ -118,20 +124,44 @@ class WebhookService:
         await self.loop.stop()
         await self.sender.close()
         await self.store.close()
+        if self.notifications is not None:
+            await self.notifications.close()
 
 
 def open_webhook_service(
-    settings: Settings, *, store: WebhookStore | None = None
+    settings: Settings,
+    *,
+    store: WebhookStore | None = None,
+    notifications: WorkerNotificationStore | None = None,
 ) -> WebhookService:
-    """The webhook worker, delivery loop and store that ``settings`` describe."""
+    """The webhook worker, delivery loop and store that ``settings`` describe; with
+    ``notifications``, a disabled endpoint is also told to its project's owners and admins
+    (docs/notifications.md)."""
     if store is None:
         store = open_webhook_store(settings.store, data_dir=settings.data_dir)
     sender = WebhookSender(address_policy(settings), sender_settings(settings))
-    loop = DeliveryLoop(
-        store, sender, delivery_settings(settings), on_disabled=audit_disabled(settings)
-    )
+    hooks = [audit_disabled(settings)]
+    if notifications is not None:
+        hooks.append(notify_disabled(notifications))
+    loop = DeliveryLoop(store, sender, delivery_settings(settings), on_disabled=_each(hooks))
     worker = WebhookWorker(store, wake=loop.wake)
-    return WebhookService(store, worker, loop, sender)
+    return WebhookService(store, worker, loop, sender, notifications)
+
+
+def _each(hooks: Sequence[DisabledHook | None]) -> DisabledHook | None:
+    """One hook calling every given one in turn (each one's failure logged, not fatal)."""
+    chosen = [hook for hook in hooks if hook is not None]
+    if not chosen:
+        return None
+
+    async def every(endpoint: Endpoint, reason: str) -> None:
+        for hook in chosen:
+            try:
+                await hook(endpoint, reason)
+            except Exception:
+                log.exception("telling about disabled webhook endpoint %s failed", endpoint.id)
+
+    return every
 
 
 class WebhookPlugin:
@@ -160,4 +190,5 @@ def webhook_plugin(board_store: BoardStore, settings: Settings | None = None) ->
     store, data_dir = webhook_store_beside(board_store, data_dir=chosen.data_dir)
     if data_dir != chosen.data_dir:
         chosen = dataclasses.replace(chosen, data_dir=data_dir)
-    return WebhookPlugin(open_webhook_service(chosen, store=store))
+    notifications, _ = notification_store_beside(board_store, data_dir=chosen.data_dir)
+    return WebhookPlugin(open_webhook_service(chosen, store=store, notifications=notifications))
