@@ -298,13 +298,21 @@ class BoardActor:
         return out
 
     def _broadcast(self, frame: bytes, origin: Link | None, exclude: int, out: BoardOutput) -> None:
-        """Send ``frame`` to every gateway with clients here, skipping one client."""
-        for link, conns in self.subscribers.items():
-            if link is origin:
-                if len(conns) > 1 or exclude not in conns:
-                    out.send(link, Broadcast(self.board_id, exclude, frame))
-            else:
-                out.send(link, Broadcast(self.board_id, NO_CONNECTION, frame))
+        """Send ``frame`` to every gateway with clients here, skipping one client.
+
+        Every gateway but the sender's gets the same message object, so the
+        stream packs it once for all of them (:func:`actors.stream.pack_message`).
+        """
+        to_all: Broadcast | None = None
+        for link in self.subscribers:
+            if link is not origin:
+                if to_all is None:
+                    to_all = Broadcast(self.board_id, NO_CONNECTION, frame)
+                out.send(link, to_all)
+        # The sender's gateway last, so the shared message is packed once.
+        conns = self.subscribers.get(origin) if origin is not None else None
+        if origin is not None and conns is not None and (len(conns) > 1 or exclude not in conns):
+            out.send(origin, Broadcast(self.board_id, exclude, frame))
 
     def expire_awareness(self) -> BoardOutput:
         """Remove presence that was not renewed in time."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable
 
@@ -41,6 +42,58 @@ _MAX_MESSAGE = 256 * 1024 * 1024
 DEFAULT_HANDSHAKE_SECONDS = 2.0
 #: Connections a host lets wait in the handshake at once, where no setting says otherwise.
 DEFAULT_MAX_PENDING_HANDSHAKES = 256
+#: Payloads this long or longer leave as their own buffer instead of being copied.
+ZERO_COPY_MIN = 1024
+# What a bin field of no bytes packs to: replaced by the real bin header.
+_EMPTY_BIN = b"\xc4\x00"
+
+
+def _bin_header(length: int) -> bytes:
+    """The msgpack header of a bin field of ``length`` bytes."""
+    if length < 1 << 8:
+        return struct.pack("!BB", 0xC4, length)
+    if length < 1 << 16:
+        return struct.pack("!BH", 0xC5, length)
+    return struct.pack("!BI", 0xC6, length)
+
+
+class _LastPacked:
+    """The most recently packed message and its bytes, shared by every link of a process."""
+
+    __slots__ = ("head", "message", "payload")
+
+    def __init__(self) -> None:
+        self.message: Message | None = None
+        self.head = b""
+        self.payload: bytes | None = None
+
+
+_last = _LastPacked()
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack_message(message: Message) -> tuple[bytes, bytes | None]:
+    """The wire bytes of ``message``: a head and, for a long payload, the payload itself.
+
+    ``head + payload`` (or ``head`` alone when the payload is ``None``) is exactly
+    ``msgpack.packb(encode(message), use_bin_type=True)``. Sending one message
+    object to several links (a broadcast to every gateway) packs it once.
+    """
+    last = _last
+    if last.message is message:
+        return last.head, last.payload
+    fields = encode(message)
+    tail = fields[-1]
+    payload: bytes | None = None
+    if isinstance(tail, bytes) and len(tail) >= ZERO_COPY_MIN:
+        fields[-1] = b""
+        packed = _packer.pack(fields)
+        head = packed[: -len(_EMPTY_BIN)] + _bin_header(len(tail))
+        payload = tail
+    else:
+        head = _packer.pack(fields)
+    last.message, last.head, last.payload = message, head, payload
+    return head, payload
 
 
 class LinkOverflow(Exception):
@@ -61,9 +114,12 @@ class StreamLink:
         self._writer = writer
         self._transport = writer.transport
         self._max_buffered = max_buffered
-        self._packer = msgpack.Packer(use_bin_type=True)
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_MESSAGE)
+        # Queued output: small messages gather in ``_out``; a long payload closes it
+        # into ``_chunks`` and follows it there uncopied. ``_queued`` counts both.
         self._out = bytearray()
+        self._chunks: list[bytes | bytearray] = []
+        self._queued = 0
         self._flush_scheduled = False
         self._loop = asyncio.get_running_loop()
         self.closed = False
@@ -78,26 +134,39 @@ class StreamLink:
         """Queue ``message``; it leaves with everything else queued this tick."""
         if self.closed:
             return
-        self._out += self._packer.pack(encode(message))
+        head, payload = pack_message(message)
+        self._out += head
+        self._queued += len(head)
+        if payload is not None:
+            self._chunks.append(self._out)
+            self._chunks.append(payload)
+            self._out = bytearray()
+            self._queued += len(payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self.closed or not self._out:
+        if self.closed or not self._queued:
             return
+        out, chunks = self._out, self._chunks
+        # Handed to the transport as they are, never touched again: fresh buffers.
+        self._out, self._chunks, self._queued = bytearray(), [], 0
         if self._transport.is_closing():
-            self._out.clear()
             return
-        self._transport.write(bytes(self._out))
-        self._out.clear()
+        if chunks:
+            if out:
+                chunks.append(out)
+            self._transport.writelines(chunks)
+        else:
+            self._transport.write(out)
         if self._transport.get_write_buffer_size() > self._max_buffered:
             self.abort()
 
     def needs_drain(self) -> bool:
         """True when the peer is behind and the sender should wait before sending more."""
-        return len(self._out) + self._transport.get_write_buffer_size() > DRAIN_ABOVE
+        return self._queued + self._transport.get_write_buffer_size() > DRAIN_ABOVE
 
     async def drain(self) -> None:
         """Write what is queued, then wait until the transport's buffer is below its mark."""
@@ -124,7 +193,7 @@ class StreamLink:
     def abort(self) -> None:
         """Drop the connection at once."""
         self.closed = True
-        self._out.clear()
+        self._out, self._chunks, self._queued = bytearray(), [], 0
         self._transport.abort()
 
     async def close(self) -> None:

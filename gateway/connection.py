@@ -19,6 +19,7 @@ import logging
 from aiohttp import web
 
 from crdt.close_codes import REASONS, CloseCode
+from gateway.frames import WsFrame
 from gateway.telemetry import GatewayTelemetry
 
 log = logging.getLogger("boardcast.gateway")
@@ -77,7 +78,7 @@ class ClientConnection:
         self.telemetry = telemetry
         self.update_in_at = 0.0
 
-    def send_encoded(self, ws_frame: bytes) -> None:
+    def send_encoded(self, ws_frame: WsFrame) -> None:
         """Write an already encoded WebSocket frame (see :mod:`gateway.frames`)."""
         if self.closing:
             return
@@ -89,7 +90,10 @@ class ClientConnection:
             log.info("closing slow client on board %s: %d bytes unsent", self.board_id, waiting)
             self.close_soon(CloseCode.SLOW_CONSUMER)
             return
-        transport.write(ws_frame)
+        if isinstance(ws_frame, bytes):
+            transport.write(ws_frame)
+        else:
+            transport.writelines(ws_frame)
 
     def close_soon(self, code: CloseCode, reason: str | None = None) -> None:
         """Close with ``code`` without waiting; cut the socket if the close stalls."""

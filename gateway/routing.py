@@ -39,7 +39,7 @@ from crdt.close_codes import CloseCode
 from crdt.protocol import Persisted as PersistedMessage
 from crdt.protocol import encode_message
 from gateway.connection import ClientConnection
-from gateway.frames import encode_binary_frame
+from gateway.frames import binary_frame
 from gateway.telemetry import RELAYED_UPDATE, GatewayTelemetry
 from shared.state import SharedState, SharedStateUnavailable
 
@@ -141,7 +141,7 @@ class GatewayLink:
             if not clients:
                 return
             exclude = message.exclude
-            frame = encode_binary_frame(message.data)
+            frame = binary_frame(message.data)
             for conn_id, conn in clients.items():
                 if conn_id != exclude:
                     conn.send_encoded(frame)
@@ -158,13 +158,13 @@ class GatewayLink:
         elif isinstance(message, Send):
             target = self.connections.get(message.conn)
             if target is not None:
-                target.send_encoded(encode_binary_frame(message.data))
+                target.send_encoded(binary_frame(message.data))
                 self.counters.frames_out += 1
         elif isinstance(message, Persisted):
             target = self.connections.get(message.conn)
             if target is not None:
                 payload = encode_message(PersistedMessage(message.count))
-                target.send_encoded(encode_binary_frame(payload))
+                target.send_encoded(binary_frame(payload))
                 self.counters.acks_out += 1
         elif isinstance(message, Reject):
             target = self.connections.get(message.conn)
