@@ -11,6 +11,7 @@ from gateway.rest.analytics import add_analytics_api
 from gateway.rest.cache import QueryCache
 from gateway.rest.inputs import RestLimits
 from gateway.rest.mail import add_mail_api
+from gateway.rest.notifications import add_notification_api
 from gateway.rest.problems import problem_middleware
 from gateway.rest.resources import Api
 from gateway.rest.webhooks import add_webhook_api
@@ -67,6 +68,7 @@ def add_rest_api(
     app.add_routes(api.routes())
     add_webhook_api(app, settings, api.guard, api.extensions, api.limits)
     add_mail_api(app, settings, api.guard)
+    add_notification_api(app, settings, api.guard, api.limits)
     add_attachments(app, cluster, settings, api.guard, api.extensions, api.limits)
     add_analytics_api(app, settings, api.guard, api.extensions)
 
