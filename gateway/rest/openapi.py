@@ -13,6 +13,7 @@ from auth.roles import ASSIGNABLE
 from gateway.rest.attachments_openapi import attachment_paths, attachment_schemas
 from gateway.rest.inputs import RestLimits
 from gateway.rest.mail_openapi import mail_paths, mail_schemas
+from gateway.rest.notifications_openapi import notification_paths, notification_schemas
 from gateway.rest.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, problem_type
 from gateway.rest.webhooks_openapi import webhook_paths, webhook_schemas
 from persistence.files import FileLimits
@@ -390,6 +391,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
         "paths": {
             **webhook_paths(),
             **mail_paths(),
+            **notification_paths(),
             "/v1/tasks": {
                 "get": _operation(
                     "Tasks across every board, from the read model",
@@ -770,6 +772,7 @@ def openapi_document(limits: RestLimits) -> dict[str, Any]:
                 **attachment_schemas(FileLimits()),
                 **webhook_schemas(),
                 **mail_schemas(),
+                **notification_schemas(),
             }
         },
     }
