@@ -249,3 +249,30 @@ async def test_assignees_are_reminded_of_a_due_date(
         await asyncio.sleep(0.5)  # several reminder rounds: each reminder is there once
         again = await eventually_told(auth, bob, 5)
         assert len(again) == 5
+
+
+async def test_a_change_on_one_gateway_reaches_a_stream_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gateways over one data directory: the first serves REST and runs the workers,
+    the second (no workers) only holds bob's stream. Its own tail loop over the shared
+    store is what brings the notification there."""
+    monkeypatch.setenv("BOARDCAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BOARDCAST_AUTH", "required")
+    async with (
+        auth_server(tmp_path, worker_plugins=(PLUGIN,), worker_poll_seconds=0.05) as first,
+        auth_server(tmp_path, workers=False, notification_push_poll_seconds=0.05) as second,
+    ):
+        ada = await first.add_person("ada", mfa=True)
+        bob = await first.add_person("bob")
+        _, board = await first.project_with(ada, {"bob": "editor"})
+        await eventually_told(first, bob, 1)
+        url = f"{second.base}/v1/notifications/stream"
+        async with second.http.get(url, headers=bob.auth) as stream:
+            assert stream.status == 200
+            _, task = await first.add_task(ada, board, "Across")
+            await assign(first, ada, board, task["id"], bob)
+            (pushed,) = await read_events(stream, 1, kind="assigned")
+            assert pushed["task_id"] == task["id"]
+        # The first gateway's REST answers what the second pushed: one store.
+        assert (await inbox(second, bob))["items"][0]["id"] == pushed["id"]
