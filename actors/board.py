@@ -140,8 +140,10 @@ class BoardActor:
         self.persisted_seq = stored.last_seq
         self.log_since_snapshot = len(stored.updates)
         if self._derive_events:
-            # Observed only from here on: loading stored state is not news.
-            self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
+            # Observed only from here on: loading stored state is not news. Lazy: a board
+            # that is only opened and read never walks its tasks (see _prime_recorder).
+            self._recorder = BoardEventRecorder(self.room.doc, self.board_id, lazy=True)
+            self.room.document.before_change = self._prime_recorder
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
 
@@ -256,7 +258,12 @@ class BoardActor:
             # What the old document saw before the rebuild is still news.
             out.events += self._recorder.drain()
             self._recorder.close()
-            self._recorder = BoardEventRecorder(self.room.doc, self.board_id)
+            self._recorder = BoardEventRecorder(self.room.doc, self.board_id, lazy=True)
+
+    def _prime_recorder(self) -> None:
+        # The room calls this before any update or server-side change reaches the document.
+        if self._recorder is not None:
+            self._recorder.prime()
 
     def _reject(self, link: Link, conn: int, error: BoardcastError, out: BoardOutput) -> None:
         """Close one client with the code its error earned."""

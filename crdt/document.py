@@ -225,7 +225,8 @@ class BoardDocument:
             BoardCorrupted: the document could not even be rebuilt.
         """
         touches = self._touches_pending(update)
-        if self.before_change is not None:
+        if self.before_change is not None and update != EMPTY_UPDATE:
+            # Not for the empty step 2 every new client answers the server's step 1 with.
             self.before_change()
         try:
             apply_update(self.doc, update)
