@@ -11,6 +11,7 @@ import { AuthClient, loadAuthConfig } from './auth.js'
 import { showLogin } from './login.js'
 import { renderHome } from './home.js'
 import { BoardView } from './board.js'
+import { NotificationBell } from './notifications.js'
 import { h } from './dom.js'
 
 // Sockets closed "who are you?" (4401) in a row, each after a fresh token, before the page
@@ -300,6 +301,11 @@ async function start () {
     auth.addEventListener('expired', expired)
     auth.addEventListener('loggedout', loggedOut)
     showAccount()
+    // The bell: your notifications, live (notifications.js).
+    const bell = new NotificationBell({ request: (path, options) => auth.request(path, options) })
+    tools.insertBefore(bell.element, account)
+    bell.start()
+    auth.addEventListener('loggedout', () => bell.stop())
   } else {
     session = loadSession()
     // The directory of projects and boards stays connected while the app is open.
