@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.auth_helpers import AuthServer, Person, auth_server
+from tests.persistence_servers import mongo_server, mongo_url  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -276,3 +277,34 @@ async def test_a_change_on_one_gateway_reaches_a_stream_on_another(
             assert pushed["task_id"] == task["id"]
         # The first gateway's REST answers what the second pushed: one store.
         assert (await inbox(second, bob))["items"][0]["id"] == pushed["id"]
+
+
+async def test_on_mongodb_an_assignment_reaches_the_assignee(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The same path with every store on MongoDB (SecantusDB): worker, inbox and push."""
+    url = request.getfixturevalue("mongo_url")
+    monkeypatch.setenv("BOARDCAST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BOARDCAST_AUTH", "required")
+    monkeypatch.setenv("BOARDCAST_STORE", url)
+    async with auth_server(
+        tmp_path,
+        store=url,
+        worker_plugins=(PLUGIN,),
+        worker_poll_seconds=0.05,
+        notification_push_poll_seconds=0.05,
+    ) as auth:
+        ada = await auth.add_person("ada", mfa=True)
+        bob = await auth.add_person("bob")
+        _, board = await auth.project_with(ada, {"bob": "editor"})
+        await eventually_told(auth, bob, 1)
+        async with auth.http.get(
+            f"{auth.base}/v1/notifications/stream", headers=bob.auth
+        ) as stream:
+            _, task = await auth.add_task(ada, board, "On Mongo")
+            await assign(auth, ada, board, task["id"], bob)
+            (pushed,) = await read_events(stream, 1, kind="assigned")
+        told = await eventually_told(auth, bob, 2)
+        assert [n["kind"] for n in told] == ["assigned", "member"]
+        assert told[0]["id"] == pushed["id"]
+        assert (await inbox(auth, ada))["items"] == []
