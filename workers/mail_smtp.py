@@ -89,6 +89,8 @@ def compose(
     message["Message-ID"] = message_id(job)
     message["Date"] = formatdate(job.created_at or time.time(), usegmt=True)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
+    # Which notifications it tells of, for mail filters and for tracing one to its cause.
+    message["Boardcast-Notifications"] = ", ".join(n.id for n in notifications)
     lines: list[str] = []
     items: list[str] = []
     for notification in notifications:

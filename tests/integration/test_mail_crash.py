@@ -1,12 +1,12 @@
 """E-mail survives ``kill -9``: every notification's e-mail arrives, under one Message-ID each
 (a duplicate only as a resend of that Message-ID).
 
-A real ``boardcast serve`` (local backend: the e-mail worker runs in it) sends to a real SMTP
-server (aiosmtpd) that keeps each message and then waits before acknowledging it, so kills
-land between the server's acceptance and the worker's record of it. Notifications are
-written to the notification store from this test's process, a process apart from the
-server (the notification worker that fills the store from board events has its own tests),
-before, between and after two kills.
+A real ``boardcast serve`` (local backend: the notification and e-mail workers run in it)
+sends to a real SMTP server (aiosmtpd) that keeps each message and then waits before
+acknowledging it, so kills land between the server's acceptance and the worker's record of
+it. In the first test notifications are written to the notification store from this test's
+process, before, between and after two kills; in the second they come the whole way from
+tasks assigned over REST (event log, notification worker, e-mail worker).
 
 The check is shown to catch what it is for: run on a worker that moves its cursor before
 recording jobs it misses an e-mail, and on one whose job ids are not stable it finds a
@@ -19,8 +19,10 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 import workers.mail
@@ -54,13 +56,23 @@ ENV = {
 }
 
 
-def problems(expected: dict[str, str], received: list[Received]) -> list[str]:
-    """What is wrong with the e-mail received for ``expected`` (notification id -> title):
-    one missed, one e-mailed under two Message-IDs, two under one, or a stranger."""
+def subject(mail: Received) -> str:
+    """What an e-mail is about, as these tests name it: its subject."""
+    return str(mail.message["Subject"])
+
+
+def problems(
+    expected: dict[str, str],
+    received: list[Received],
+    key: Callable[[Received], str] = subject,
+) -> list[str]:
+    """What is wrong with the e-mail received for ``expected`` (notification id -> what
+    ``key`` finds in its e-mail): one missed, one e-mailed under two Message-IDs, two under
+    one, or a stranger."""
     titles_of_id: dict[str, set[str]] = defaultdict(set)
     ids_of_title: dict[str, set[str]] = defaultdict(set)
     for mail in received:
-        title = str(mail.message["Subject"])
+        title = key(mail)
         titles_of_id[mail.message_id].add(title)
         ids_of_title[title].add(mail.message_id)
     wanted = set(expected.values())
@@ -262,3 +274,120 @@ async def test_the_check_catches_a_missed_and_a_doubled_email(
         assert problems(expected, sink.messages()) == []
         await mail.close()
         await third.close()
+
+
+def notification_ids(mail: Received) -> str:
+    """The notifications an e-mail tells of, as its ``Boardcast-Notifications`` header says."""
+    return str(mail.message["Boardcast-Notifications"])
+
+
+async def assign_tasks(
+    http: aiohttp.ClientSession, base: str, board: str, numbers: range, acknowledged: dict[str, int]
+) -> None:
+    """Create tasks, then assign each to a person in turn; keep the tasks whose assignment
+    the server acknowledged (task id -> number)."""
+    people = list(PEOPLE)
+    limit = aiohttp.ClientTimeout(total=30)
+    tasks = f"{base}/v1/boards/{board}/tasks"
+    for n in numbers:
+        try:
+            async with http.post(
+                tasks, json={"title": f"mailtask-{n}", "column": "todo"}, timeout=limit
+            ) as response:
+                if response.status != 201:
+                    continue
+                task = (await response.json())["id"]
+            body = {"assignees": [people[n % len(people)]]}
+            async with http.patch(f"{tasks}/{task}", json=body, timeout=limit) as response:
+                if response.status == 200:
+                    acknowledged[task] = n
+        except (aiohttp.ClientError, TimeoutError):
+            return  # the server is gone; what it did not acknowledge may or may not exist
+
+
+async def test_assignments_over_rest_are_emailed_once_per_message_id_across_kill_9(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole way: a task assigned over REST, its event, the notification worker, the
+    e-mail worker, the SMTP server; the server killed -9 twice while it flows."""
+    data = tmp_path / "data"
+    data.mkdir()
+    accounts = AccountStore(str(data / ACCOUNTS_FILENAME))
+    for user, address in PEOPLE.items():
+        accounts.add_user(user, user, password_hash=None, email=address)
+    accounts.close()
+    acknowledged: dict[str, int] = {}
+    with smtp_server(SmtpSink(delay_seconds=0.2)) as sink:
+        for name, value in {**ENV, "BOARDCAST_SMTP_HOST": "127.0.0.1"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("BOARDCAST_SMTP_PORT", str(sink.port))
+        monkeypatch.setenv("BOARDCAST_WORKER_POLL_SECONDS", "0.05")
+        server = serve_process(data, "--backend", "local")
+        store = SqliteNotificationStore(str(data / NOTIFICATIONS_FILE))
+        try:
+            await server.astart()
+            async with aiohttp.ClientSession() as http:
+                base = f"http://127.0.0.1:{server.port}"
+                async with http.post(f"{base}/v1/projects", json={"name": "P"}) as response:
+                    project = await response.json()
+                async with http.post(
+                    f"{base}/v1/projects/{project['id']}/boards", json={"name": "B"}
+                ) as response:
+                    board = (await response.json())["id"]
+                writing = asyncio.ensure_future(
+                    assign_tasks(http, base, board, range(0, 40), acknowledged)
+                )
+                await sink.wait_for(5, timeout=90)
+                await asyncio.to_thread(server.kill)  # 1. while tasks are assigned and e-mailed
+                await writing
+                await server.astart()
+                await assign_tasks(http, base, board, range(40, 50), acknowledged)
+                await sink.wait_for(len(sink.messages()) + 3, timeout=90)
+                await asyncio.to_thread(server.kill)  # 2. again
+                await server.astart()
+                await assign_tasks(http, base, board, range(50, 55), acknowledged)
+            assert len(acknowledged) >= 20
+
+            async def expected() -> dict[str, str]:
+                # The "assigned" notification of every acknowledged assignment.
+                notes = await store.since(0, limit=10_000)
+                return {
+                    n.id: n.id for n in notes if n.kind == "assigned" and n.task_id in acknowledged
+                }
+
+            deadline = asyncio.get_running_loop().time() + 90 * TIMEOUT_SCALE
+            jobs = SqliteMailStore(str(data / MAIL_FILE))
+            try:
+                while (
+                    len(owed := await expected()) < len(acknowledged)
+                    or any(
+                        p.startswith("never")
+                        for p in problems(owed, sink.messages(), notification_ids)
+                    )
+                    or (await jobs.counts())["pending"]
+                ):
+                    assert asyncio.get_running_loop().time() < deadline, (
+                        len(owed),
+                        len(acknowledged),
+                        problems(owed, sink.messages(), notification_ids)[:5],
+                    )
+                    await asyncio.sleep(0.1)
+            finally:
+                await jobs.close()
+            # An assignment cut off by a kill before its answer may be e-mailed too.
+            found = problems(owed, sink.messages(), notification_ids)
+            assert [p for p in found if not p.startswith("not expected")] == []
+            people = list(PEOPLE)
+            task_of = {n.id: n.task_id for n in await store.since(0, limit=10_000)}
+            for mail in sink.messages():
+                task = task_of[notification_ids(mail)]
+                if task in acknowledged:
+                    person = people[acknowledged[task] % len(people)]
+                    assert mail.recipients == [PEOPLE[person]]
+            resent = len(sink.messages()) - len({m.message_id for m in sink.messages()})
+            print(
+                f"assigned: {len(acknowledged)}, e-mails: {len(sink.messages())}, resends: {resent}"
+            )
+        finally:
+            await server.astop()
+            await store.close()
