@@ -7,14 +7,18 @@ what came out. The rules:
 * ``task.assigned``: the ``added`` are told ``assigned``, the ``removed`` ``unassigned``;
 * ``task.commented``: each ``@mentioned`` user is told ``mentioned``, the task's other
   assignees ``commented`` (a user both mentioned and assigned is told once, ``mentioned``);
-* ``task.moved`` / ``task.updated`` / ``task.deleted``: the task's assignees;
+* ``task.moved`` (to another column) / ``task.updated`` / ``task.deleted``: the task's
+  assignees. Edits come one transaction at a time (typing a description is many), so
+  ``updated`` is told at most once per task and user in each ``UPDATE_WINDOW_SECONDS`` of
+  log time: its id is the task, the user and that window;
 * ``member.changed``: the ``user`` is told ``member``;
 * nobody is told about their own change (the event's actor, or a comment's author).
 
-Each notification's id is the event id and the user, so an event handled twice records
-nothing twice. A task state remembers the offset of the last event applied to it: an event
-at or below it (a batch seen again after a crash) changes nothing and tells nobody again
-(its notifications were recorded before the state was saved).
+Each notification's id is the event id and the user (for ``updated``, the window), so an
+event handled twice records nothing twice. A task state remembers the offset of the last
+event applied to it: an event at or below it (a batch seen again after a crash) changes
+nothing and tells nobody again (its notifications were recorded before the state was
+saved).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ _TASK_EVENTS = frozenset(
 )
 _MAX_USER_CHARS = 200  # longer "user ids" in an event are not ids of anyone
 _MAX_TITLE_CHARS = 200
+#: ``updated`` is told at most once per task and user in each window of this many seconds.
+UPDATE_WINDOW_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,13 @@ def mention_names(event: LoggedEvent) -> list[str]:
 def notification_id(event_id: str, user: str) -> str:
     """The id of what ``user`` is told about an event: stable, so recording twice is once."""
     return "n_" + _digest(f"event\x00{event_id}\x00{user}")
+
+
+def update_id(board_id: str, task_id: str, user: str, at: float) -> str:
+    """The id of an ``updated`` notification: one per task, user and window of log time
+    (``at`` is when the event was logged, the same on every redelivery)."""
+    window = int(at // UPDATE_WINDOW_SECONDS)
+    return "n_" + _digest(f"updated\x00{board_id}\x00{task_id}\x00{user}\x00{window}")
 
 
 def reminder_id(board_id: str, task_id: str, due: str, user: str, kind: str) -> str:
@@ -162,12 +175,14 @@ def apply_event(event: LoggedEvent, task: TaskState | None, names: Names, *, now
         extra: dict[str, object] = {"fields": fields[:20]}
         told = _tell(event, state, known.assignees, "updated", names, now=now, extra=extra)
         return Outcome(notifications=told, task=state)
-    # task.moved
+    # task.moved: a new place in the same column (a reorder) tells nobody.
+    state = _advanced(known, event)
+    if data.get("from_column") == data.get("to_column"):
+        return Outcome(task=state)
     moved: dict[str, object] = {
         "from_column": str(data.get("from_column", ""))[:200],
         "to_column": str(data.get("to_column", ""))[:200],
     }
-    state = _advanced(known, event)
     told = _tell(event, state, known.assignees, "moved", names, now=now, extra=moved)
     return Outcome(notifications=told, task=state)
 
@@ -275,7 +290,11 @@ def _tell(
         data["comment_id"] = str(event.data.get("comment_id", ""))[:200]
     return [
         Notification(
-            id=notification_id(event.id, user),
+            id=(
+                update_id(event.board_id, task.task_id, user, event.at)
+                if kind == "updated"
+                else notification_id(event.id, user)
+            ),
             user=user,
             kind=kind,
             title=line,

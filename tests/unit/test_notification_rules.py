@@ -18,6 +18,7 @@ from workers.notification_rules import (
     notification_id,
     reminder_id,
     reminders_for,
+    update_id,
 )
 
 NAMES = Names(ids_by_name={"bob": "u-bob", "cy": "u-cy"}, names_by_id={"u-ada": "Ada"})
@@ -91,12 +92,36 @@ def test_the_author_of_a_comment_is_not_told_even_if_another_actor_is_named() ->
 
 def test_moves_updates_and_deletes_tell_the_assignees_but_the_actor() -> None:
     for kind, expected in (("task.moved", "moved"), ("task.updated", "updated")):
-        outcome = apply_event(event(kind, fields=["title"]), known("u-bob", "u-ada"), NAMES, now=5)
+        happened = event(kind, fields=["title"], from_column="a", to_column="b")
+        outcome = apply_event(happened, known("u-bob", "u-ada"), NAMES, now=5)
         assert told(outcome) == [("u-bob", expected)]
     gone = apply_event(event("task.deleted"), known("u-bob", "u-cy"), NAMES, now=5)
     assert told(gone) == [("u-bob", "deleted"), ("u-cy", "deleted")] and gone.forget
-    nobody = apply_event(event("task.moved"), known(), NAMES, now=5)
+    nobody = apply_event(event("task.moved", from_column="a", to_column="b"), known(), NAMES, now=5)
     assert told(nobody) == [] and nobody.task is not None
+
+
+def test_a_reorder_within_a_column_tells_nobody() -> None:
+    reorder = event("task.moved", from_column="a", to_column="a", position="a5")
+    outcome = apply_event(reorder, known("u-bob"), NAMES, now=5)
+    assert told(outcome) == [] and outcome.task is not None and outcome.task.offset == 10
+
+
+def test_edits_tell_an_assignee_once_per_window_of_log_time() -> None:
+    def edit(offset: int, at: float) -> LoggedEvent:
+        return LoggedEvent(
+            offset, f"b1:{offset}:0", "b1", "p1", "task.updated",
+            {"task_id": "t1", "fields": ["description"]}, "u-ada", at,
+        )  # fmt: skip
+
+    ids = [
+        apply_event(edit(n, at), known("u-bob"), NAMES, now=at).notifications[0].id
+        for n, at in ((11, 1200.0), (12, 1500.0), (13, 1799.0), (14, 1800.0))
+    ]
+    # Three edits in one 600-second window share an id (recorded once); the next window's
+    # edit is told again.
+    assert ids[0] == ids[1] == ids[2] == update_id("b1", "t1", "u-bob", 1200.0)
+    assert ids[3] != ids[0]
 
 
 def test_a_due_date_is_learnt_from_creation_and_updates() -> None:
@@ -144,8 +169,9 @@ def test_membership_changes_tell_the_member_and_teach_project_roles() -> None:
 
 def test_an_event_seen_again_after_its_task_saw_it_tells_nobody() -> None:
     task = known("u-bob").replace(offset=10)
-    assert told(apply_event(event("task.moved", offset=10), task, NAMES, now=5)) == []
-    assert told(apply_event(event("task.moved", offset=11), task, NAMES, now=5)) == [
+    columns = {"from_column": "a", "to_column": "b"}
+    assert told(apply_event(event("task.moved", offset=10, **columns), task, NAMES, now=5)) == []
+    assert told(apply_event(event("task.moved", offset=11, **columns), task, NAMES, now=5)) == [
         ("u-bob", "moved")
     ]
 
@@ -234,5 +260,8 @@ def test_whatever_an_event_holds_the_rules_hold(
     for notification in outcome.notifications:
         assert notification.kind in KINDS
         assert notification.user and notification.user != actor  # never the actor
-        assert notification.id == notification_id("b1:7:0", notification.user)
+        if notification.kind == "updated":
+            assert notification.id == update_id("b1", "t1", notification.user, 1.0)
+        else:
+            assert notification.id == notification_id("b1:7:0", notification.user)
         assert len(notification.title) <= 200
