@@ -200,8 +200,8 @@ class NotificationApi:
                         await response.write(sse_event(notification))
                         sent = notification.seq
             await self._pump(response, stream.queue, principal, sent)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass  # the browser went away, or the gateway is stopping
+        except ConnectionResetError:
+            pass  # the browser went away
         finally:
             self.hub.close(stream)
         return response
