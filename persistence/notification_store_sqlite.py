@@ -4,24 +4,21 @@ The ``seq`` is the row's ``INTEGER PRIMARY KEY AUTOINCREMENT``, assigned inside 
 transaction that holds the file's one write lock: seq *n* commits before *n + 1* is even
 given out, so a reader following :meth:`since` never skips one. WAL with
 ``synchronous=FULL``: a notification recorded is on disk before the event log's offset moves
-past its event. Calls run in a thread, one at a time per process; several processes (the
-worker, every gateway) share the file. ``title`` and ``data`` (and learnt task titles) are
-sealed at rest when encryption is on.
+past its event. Calls run in a thread through ``SerialFile``, one at a time per process;
+several processes (the worker, every gateway) share the file. ``title`` and ``data`` (and
+learnt task titles) are sealed at rest when encryption is on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from persistence.notification_state import ReminderStage, TaskState
 from persistence.notification_store import Notification
-from persistence.sqlite_files import enable_wal
+from persistence.sqlite_files import SerialFile
 from persistence.webhook_store import Sealer
 
 FILENAME = "notifications.sqlite3"
@@ -116,35 +113,10 @@ class SqliteNotificationStore:
     def __init__(self, path: str, *, sealer: Sealer | None = None) -> None:
         self.path = path
         self._sealer = sealer or Sealer()
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            db = sqlite3.connect(
-                self.path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False
-            )
-            enable_wal(db, _BUSY_SECONDS)
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        self._file = SerialFile(path, _SCHEMA, busy_timeout=_BUSY_SECONDS)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T], *, write: bool = True) -> _T:
-        def locked() -> _T:
-            with self._lock:
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(locked)
+        return await self._file.run(work, write=write)
 
     def _row(self, row: tuple[int, float | None, str]) -> Notification:
         seq, read_at, doc = row
@@ -419,7 +391,4 @@ class SqliteNotificationStore:
 
     async def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
