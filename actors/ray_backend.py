@@ -635,6 +635,9 @@ class RayCluster(Cluster):
         membership = await directory.membership.remote()
         known: list[str] = await directory.dedicated_boards.remote()
         cluster = cls(directory, membership, known, own_hosts=handles, secret=secret)
+        # Their process ids now: at stop, a host too busy to answer a ping at once (flushing
+        # and snapshotting under load) is still stopped cleanly if its process is alive.
+        await cluster._answering(list(handles.values()))
         cluster._watch()
         return cluster
 
@@ -841,6 +844,10 @@ class RayCluster(Cluster):
                 alive.append(handle)
                 if answer.get("node_ip") == _node_ip():
                     self._pids[handle] = int(answer["pid"])
+            elif (pid := self._pids.get(handle)) is not None and _process_alive(pid):
+                # Busy, not gone: a host snapshotting many boards answers late. Stopping it
+                # is still bounded (_while_alive gives up when the process exits).
+                alive.append(handle)
         if len(alive) < len(handles):
             log.warning("%d of this node's hosts do not answer", len(handles) - len(alive))
         return alive
