@@ -7,11 +7,8 @@ process, each in one ``BEGIN IMMEDIATE`` transaction, so several processes may s
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -21,6 +18,7 @@ from persistence.mail_store import (
     MailJob,
     Preferences,
 )
+from persistence.sqlite_files import SerialFile
 
 FILENAME = "mail.sqlite3"
 
@@ -50,35 +48,10 @@ class SqliteMailStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        self._file = SerialFile(path, _SCHEMA)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        def locked() -> _T:
-            with self._lock:
-                db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(locked)
+        return await self._file.run(work)
 
     # -- preferences -----------------------------------------------------------------------
 
@@ -250,10 +223,7 @@ class SqliteMailStore:
 
     async def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 def _insert(db: sqlite3.Connection, job: MailJob) -> None:
