@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, Subscription, TransactionEvent
 
 from crdt.errors import BoardCorrupted, InvalidUpdate, ProtocolError, TransactionFailed
 from crdt.update_format import UpdateRanges, read_ranges
@@ -82,7 +82,7 @@ class BoardDocument:
         #: Called right before an update or a local change touches the document (observers
         #: that keep a value from before a change read it there, not at load).
         self.before_change: Callable[[], None] | None = None
-        self._subscription = self.doc.observe(self._on_transaction)
+        self._subscription: Subscription | None = self.doc.observe(self._on_transaction)
 
     def _on_transaction(self, event: TransactionEvent) -> None:
         # Fired only when a transaction changed the document, so duplicates of
@@ -198,11 +198,14 @@ class BoardDocument:
             raise BoardCorrupted(f"board {self.board_id!r} cannot be rebuilt: {exc}") from exc
 
     def close(self) -> None:
-        """Stop observing the document."""
-        self.doc.unobserve(self._subscription)
+        """Stop observing the document (idempotent: a board may be released twice when a
+        passivation and a stop meet, and pycrdt raises on a second unobserve)."""
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
 
     def _replace_doc(self, doc: Doc[Any]) -> None:
-        self.doc.unobserve(self._subscription)
+        self.close()
         self.doc = doc
         self._changes.clear()
         self._subscription = doc.observe(self._on_transaction)

@@ -123,3 +123,14 @@ def test_a_new_clients_empty_step2_does_not_read_the_tasks() -> None:
     actor.receive(link, 1, sync_step2(pycrdt.Doc().get_update()))
     actor.receive(link, 1, sync_step1(b"\x00"))
     assert actor._recorder is not None and not actor._recorder.primed
+
+
+def test_a_board_released_twice_stays_released() -> None:
+    # A passivation and a stop can both release the same board; the second used to raise
+    # pycrdt's ValueError from unobserve, which ended the host's stop before the boards
+    # after it were snapshotted.
+    state, _ = stored_board()
+    actor = loaded_actor(state)
+    actor.release()
+    actor.release()
+    actor.room.document.close()
