@@ -879,6 +879,12 @@ class BoardHost:
                 await asyncio.wait_for(
                     self._index.write(writes), self.settings.store_timeout_seconds
                 )
+            except asyncio.CancelledError:
+                # Stopping: the stop writes what is queued, this batch first (rows are
+                # versioned, so writing again what may have landed is harmless). Dropped,
+                # every board of the batch would be rewritten whole at its next load.
+                self._index_queue[:0] = writes
+                raise
             except Exception as exc:
                 log.warning("the read model was not updated for %d writes: %s", len(writes), exc)
 
