@@ -62,6 +62,12 @@ T = TypeVar("T")
 
 #: Read-model writes a host queues at most; past it the oldest are dropped.
 MAX_QUEUED_INDEX_WRITES = 100_000
+#: Boards a host reads and builds at once. A load is milliseconds to tens of milliseconds
+#: of CPU on the host's loop (a 1,000-task board: ~15 ms); hundreds at once, as when every
+#: client comes back after a restart, queued seconds of work ahead of the host's heartbeat,
+#: the directory dropped the host as dead and its clients were sent away. In turns, the
+#: first boards are also served first instead of every board late.
+LOAD_CONCURRENCY = 4
 
 
 class BoardUnavailable(BoardcastError):
@@ -221,6 +227,7 @@ class BoardHost:
         self._pending_acks: dict[tuple[Link, int], int] = {}
         # Boards being loaded: resolved with True once active, False if loading failed.
         self._loaded: dict[str, asyncio.Future[bool]] = {}
+        self._load_slots = asyncio.Semaphore(LOAD_CONCURRENCY)
         # Server-side transactions by idempotency key: their version once durable.
         self._transactions: dict[tuple[str, str], asyncio.Future[int]] = {}
         self._unsaved_bytes = 0
@@ -586,11 +593,12 @@ class BoardHost:
     async def _load(self, board: BoardActor) -> None:
         BOARD_ID.set(board.board_id)  # this task's log lines are about this board
         try:
-            with tracing.span("board load", attributes={"boardcast.board_id": board.board_id}):
-                stored = await asyncio.wait_for(
-                    self.store.load(board.board_id), self.settings.store_timeout_seconds
-                )
-            board.load(stored)
+            async with self._load_slots:
+                with tracing.span("board load", attributes={"boardcast.board_id": board.board_id}):
+                    stored = await asyncio.wait_for(
+                        self.store.load(board.board_id), self.settings.store_timeout_seconds
+                    )
+                board.load(stored)
             # Still loading for whoever sends meanwhile: their messages wait in the
             # inbox, behind the ones already there (a client's Open before its frames).
             board.phase = BoardPhase.LOADING
