@@ -85,6 +85,7 @@ class TaskCreated(_Event):
     task_id: str
     column: str = _context("")  # the column it was created in
     due: str | None = _context()  # its due date, if it has one
+    assignees: tuple[str, ...] = _context(())  # the users it was created assigned to
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,11 +390,18 @@ class BoardEventRecorder:
             self._events.append(TaskDeleted(board, task_id))
         if entry.created is not None:
             created = _plain(entry.created, txn)
-            self._assignees[task_id] = _strings(created.get("assignees"))
+            assignees = _strings(created.get("assignees"))
+            self._assignees[task_id] = assignees
             due = created.get("due")
             column = _string(created.get("column"))
             self._events.append(
-                TaskCreated(board, task_id, column, due if isinstance(due, str) else None)
+                TaskCreated(
+                    board,
+                    task_id,
+                    column,
+                    due if isinstance(due, str) else None,
+                    assignees,
+                )
             )
         if entry.created is not None or entry.deleted:
             return

@@ -137,8 +137,13 @@ def apply_event(event: LoggedEvent, task: TaskState | None, names: Names, *, now
     actor = event.actor or ""
     if event.type == "task.created":
         due = data.get("due") if isinstance(data.get("due"), str) else None
-        state = _advanced(known, event, due=due, due_at=due_at(due), reminded="")
-        return Outcome(task=state)
+        assignees = _users(data.get("assignees"))
+        state = _advanced(
+            known, event, assignees=assignees, due=due, due_at=due_at(due), reminded=""
+        )
+        return Outcome(
+            notifications=_tell(event, state, assignees, "assigned", names, now=now), task=state
+        )
     if event.type == "task.deleted":
         told = _tell(event, known, known.assignees, "deleted", names, now=now)
         return Outcome(notifications=told, forget=True)

@@ -76,7 +76,7 @@ async def test_client_edits_are_logged_with_ids_from_the_stored_seq(
     kinds = [e.type for e in events]
     assert kinds[-2:] == ["task.created", "task.moved"]
     created, moved = events[-2], events[-1]
-    assert created.data == {"task_id": task, "column": "todo", "due": "2026-12-24"}
+    assert created.data == {"task_id": task, "column": "todo", "due": "2026-12-24", "assignees": []}
     assert moved.data["to_column"] == "done"
     assert created.project == "infra"
     # "<board>:<seq>:<n>": each update's events are numbered from 0 under its own seq.

@@ -69,7 +69,10 @@ def raw_task(client: Board, task_id: str) -> Map[Any]:
 
 def test_a_task_created_with_its_fields_is_only_created(server: Server, client: Board) -> None:
     task_id = client.add_task("t", "todo", description="d", assignees=["ann"], labels=["x"])
-    assert server.receive(client.doc) == [TaskCreated(BOARD, task_id)]
+    (created,) = server.receive(client.doc)
+    assert created == TaskCreated(BOARD, task_id)
+    # Who it was created assigned to rides along, so they can be told (docs/notifications.md).
+    assert isinstance(created, TaskCreated) and created.assignees == ("ann",)
 
 
 def test_field_changes_are_one_update_naming_the_fields(server: Server, client: Board) -> None:

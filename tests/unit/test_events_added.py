@@ -35,7 +35,7 @@ def test_a_comment_is_one_event_naming_its_author_and_mentions() -> None:
     created = synced(client.doc, server, recorder)
     assert [e for e in created if e["kind"] == "task.created"] == [{
         "kind": "task.created", "board_id": "b", "task_id": task, "column": "todo",
-        "due": "2026-01-02",
+        "due": "2026-01-02", "assignees": [],
     }]  # fmt: skip
     add_comment(client, task, "c1", "ann", "ping @bob and @carl.x, not mail@example.com", "now")
     assert synced(client.doc, server, recorder) == [

@@ -265,3 +265,19 @@ def test_whatever_an_event_holds_the_rules_hold(
         else:
             assert notification.id == notification_id("b1:7:0", notification.user)
         assert len(notification.title) <= 200
+
+
+def test_a_task_created_with_assignees_tells_them_not_the_actor() -> None:
+    outcome = apply_event(
+        event("task.created", column="a", assignees=["u-bob", "u-ada", "u-bob", 7]),
+        None,
+        NAMES,
+        now=1,
+    )
+    assert told(outcome) == [("u-bob", "assigned")]  # u-ada made the task
+    assert outcome.task is not None and outcome.task.assignees == ("u-bob", "u-ada")
+    # Later changes reach them as assignees.
+    moved = apply_event(
+        event("task.moved", offset=11, from_column="a", to_column="b"), outcome.task, NAMES, now=2
+    )
+    assert told(moved) == [("u-bob", "moved")]
