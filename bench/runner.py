@@ -103,6 +103,7 @@ OVERRIDES: dict[str, type] = {
     "joins": int,
     "hold": float,
     "kill_after": float,
+    "settle": float,
 }
 
 

@@ -31,7 +31,15 @@ from crdt.positions import position_between
 from crdt.protocol import SyncStep2, iter_frame, sync_step1, sync_update
 
 SEED_MARKER = b"~m0.0~"
-COLD_OPENS: dict[str, Any] = {"boards": 1000, "tasks": 1000, "awareness": True}
+COLD_OPENS: dict[str, Any] = {
+    "boards": 1000,
+    "tasks": 1000,
+    "awareness": True,
+    # Seconds to wait, after seeding, for the server to passivate (snapshot) the seeded
+    # boards before the restart; 0 restarts at once (opens then replay whatever the stop
+    # did not snapshot in time, as after a crash).
+    "settle": 300.0,
+}
 LARGE_BOARD: dict[str, Any] = {
     "tasks": 10000,
     "clients_per_board": 5,
@@ -104,6 +112,46 @@ async def seed_boards(ctx: RunContext, session: aiohttp.ClientSession, boards: l
     return time.monotonic() - started
 
 
+def boards_in_memory(metrics: str) -> float:
+    """The sum of ``boardcast_host_boards`` over hosts in a Prometheus text page."""
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("boardcast_host_boards{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def wait_until_passivated(
+    session: aiohttp.ClientSession, http_url: str, baseline: float | None, limit_s: float
+) -> float | None:
+    """Wait (at most ``limit_s``) until the server holds no more boards than ``baseline``.
+
+    Returns the seconds waited, or None if the server has no such metric (another
+    target) or the limit passed first.
+    """
+    if baseline is None or limit_s <= 0:
+        return None
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        now = await _boards_now(session, http_url)
+        if now is None:
+            return None
+        if now <= baseline:
+            return time.monotonic() - started
+        await asyncio.sleep(1.0)
+    return None
+
+
+async def _boards_now(session: aiohttp.ClientSession, http_url: str) -> float | None:
+    try:
+        async with session.get(f"{http_url}/metrics") as response:
+            if response.status != 200:
+                return None
+            return boards_in_memory(await response.text())
+    except aiohttp.ClientError:
+        return None
+
+
 def _seed_ledger() -> Ledger:
     ledger = Ledger()
     # Known to the ledger so that openers remember seeing it; never measured.
@@ -118,7 +166,11 @@ async def cold_opens(ctx: RunContext) -> Measured:
     boards = board_names("cold", int(params["boards"]))
     ledger = _seed_ledger()
     async with client_session() as session:
+        baseline = await _boards_now(session, ctx.http_url)
         seed_s = await seed_boards(ctx, session, boards, update)
+        settled_s = await wait_until_passivated(
+            session, ctx.http_url, baseline, float(params["settle"])
+        )
     restart_s = await ctx.restart_server()
     await asyncio.sleep(3.0)
     async with client_session() as session:
@@ -148,6 +200,8 @@ async def cold_opens(ctx: RunContext) -> Measured:
             "tasks_per_board": int(params["tasks"]),
             "board_bytes": len(update),
             "seed_s": round(seed_s, 1),
+            # Until every seeded board was passivated (None: not seen within "settle").
+            "settled_s": None if settled_s is None else round(settled_s, 1),
             "restart_s": round(restart_s, 1),
             "open_all_s": round(open_s, 2),
             "restored_boards": restored,

@@ -92,3 +92,18 @@ def test_summary_shows_the_cost_per_update_and_its_ratio(tmp_path: Path) -> None
     assert "| boardcast | 300 | 3 | 1.5 | 1.5 | 3 |" in summary
     assert "| y-websocket | 100 | 1 | 1 | 1 | 1 |" in summary
     json.dumps(results)  # what results.json holds stays serialisable
+
+
+def test_the_cold_open_wait_sums_boards_in_memory_over_hosts() -> None:
+    from bench.scenarios.opens import boards_in_memory
+
+    page = (
+        "# HELP boardcast_host_boards Boards in memory on the host\n"
+        "# TYPE boardcast_host_boards gauge\n"
+        'boardcast_host_boards{host="h-0",node="n"} 3.0\n'
+        'boardcast_host_boards{host="h-1",node="n"} 1.0\n'
+        'boardcast_host_boards_total{host="h-1",node="n"} 9.0\n'
+        'boardcast_host_connections{host="h-0",node="n"} 7.0\n'
+    )
+    assert boards_in_memory(page) == 4.0
+    assert boards_in_memory("") == 0.0
