@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from persistence.files import UNSCANNED, FileRefused, FileState, attachment_id, new_upload_id
-from persistence.sqlite_files import enable_wal
+from persistence.sqlite_files import SerialFile
 
 T = TypeVar("T")
 
@@ -146,33 +145,17 @@ class AttachmentIndex:
     """Attachments and versions in one SQLite file; every call runs in a thread."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(
-            path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+        # Foreign keys are a per-connection setting: the schema script turns them on.
+        self._file = SerialFile(
+            str(path), "PRAGMA foreign_keys = ON;\n" + _SCHEMA, busy_timeout=busy_timeout
         )
-        enable_wal(self._connection, busy_timeout)
-        self._connection.execute("PRAGMA foreign_keys = ON")
-        self._connection.execute("PRAGMA synchronous = FULL")
-        self._connection.executescript(_SCHEMA)
-        self._lock = threading.Lock()
 
     async def _run(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                self._connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = function(self._connection)
-                except BaseException:
-                    self._connection.execute("ROLLBACK")
-                    raise
-                self._connection.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(locked)
+        return await self._file.run(function)
 
     async def close(self) -> None:
-        """Close the file."""
-        await asyncio.to_thread(self._connection.close)
+        """Close the file (after any call in flight: closing under one could crash)."""
+        await asyncio.to_thread(self._file.close)
 
     async def begin_upload(
         self,
