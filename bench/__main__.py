@@ -6,7 +6,8 @@ server you started), ``hops`` (Ray call versus frame stream), ``room`` (the cost
 board room's integrity checks per update), ``rest`` (REST bulk writes and queries),
 ``auth-flood`` (a calm client's latency while others flood the gateway), ``webhooks``
 (event-to-delivery latency and deliveries per second), ``events`` (event-to-effect latency
-and worker throughput of analytics).
+and worker throughput of analytics), ``notifications`` (assignment-to-stream and
+assignment-to-e-mail latency, notifications and e-mails per second).
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def _webhooks(argv: Sequence[str]) -> int:
     return webhooks.main(argv)
 
 
+def _notifications(argv: Sequence[str]) -> int:
+    from bench import notifications
+
+    return notifications.main(argv)
+
+
 def _events(argv: Sequence[str]) -> int:
     from bench import events
 
@@ -84,6 +91,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "room": _room,
     "rest": _rest,
     "events": _events,
+    "notifications": _notifications,
     "auth-flood": _auth_flood,
     "revocation": _revocation,
     "webhooks": _webhooks,
