@@ -64,6 +64,7 @@ class Settings:
     max_awareness_remembered: int = 4096  # clocks of departed clients kept per board
     snapshot_every_bytes: int = 8 * 1024 * 1024
     store_timeout_seconds: float = 30.0
+    commit_window_seconds: float = 0.01
     max_inbox_bytes: int = 64 * 1024 * 1024  # frames queued for one loading board; past it 1013
     control_timeout_seconds: float = 10.0  # gateway calls to the cluster's directory
     connect_timeout_seconds: float = 5.0  # gateway to board host stream connect
@@ -337,6 +338,7 @@ class Settings:
             max_unsaved_bytes=self.max_unsaved_bytes,
             snapshot_every_bytes=self.snapshot_every_bytes,
             store_timeout_seconds=self.store_timeout_seconds,
+            commit_window_seconds=self.commit_window_seconds,
             max_inbox_bytes=self.max_inbox_bytes,
             limits=self.room_limits,
             history=self.history,
