@@ -1,8 +1,9 @@
 """py-spy profiles of a Python server's processes over a scenario's measured window.
 
 ``python -m bench run ... --profile`` records every Python process of the server
-(for Boardcast: the gateway and each Ray actor) with ``py-spy record --format raw``
-(collapsed stacks) while the window runs, then summarises where the time went:
+(for Boardcast: the gateway, each Ray actor, Ray's Python agents and monitors) and the
+load generator (this process) with ``py-spy record --format raw`` (collapsed stacks)
+while the window runs, then summarises where the time went:
 for each process, the functions with the most samples on top of the stack (self)
 and anywhere on it (total). Idle threads are left out, so a share is of the time
 the process was busy.
@@ -11,6 +12,7 @@ the process was busy.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -21,9 +23,17 @@ from typing import Any
 from bench.processes import ServerTree
 from bench.sampler import process_kind
 
-# The gateway, the board hosts, and the Python peer; not Ray's own agents and monitors.
-PROFILED_KINDS = frozenset({"boardcast", "ray::HostActor", "pycrdt_server.py"})
+# Processes py-spy cannot read: Ray's C++ servers and the Node peers.
+NATIVE_KINDS = frozenset({"gcs_server", "raylet", "node"})
+LOADGEN_KIND = "loadgen"
 STOP_TIMEOUT_S = 20.0
+
+
+def is_python_kind(kind: str) -> bool:
+    """Whether a process of this kind (``bench.sampler.process_kind``) runs Python."""
+    if kind in NATIVE_KINDS:
+        return False
+    return kind == "boardcast" or kind.startswith("ray::") or kind.endswith(".py")
 
 
 def py_spy() -> str:
@@ -35,28 +45,38 @@ def py_spy() -> str:
 class Profiler:
     """py-spy on every Python process of a server, from ``start`` to ``stop``."""
 
-    def __init__(self, root_pid: int, out_dir: Path, *, rate: int = 100) -> None:
+    def __init__(
+        self, root_pid: int, out_dir: Path, *, rate: int = 100, loadgen_pid: int | None = None
+    ) -> None:
         self.root_pid = root_pid
         self.out_dir = out_dir
         self.rate = rate
+        # The load generator runs in the bench's own process unless told otherwise.
+        self.loadgen_pid = os.getpid() if loadgen_pid is None else loadgen_pid
         self.recorders: list[tuple[str, int, Path, subprocess.Popen[bytes]]] = []
 
+    def targets(self) -> list[tuple[str, int]]:
+        """(kind, pid) of every process to record: the server's Python ones, the loadgen."""
+        found = [
+            (kind, process.pid)
+            for process in ServerTree(self.root_pid).refresh(session_scan_every=0.0)
+            if is_python_kind(kind := process_kind(process))
+        ]
+        return [*found, (LOADGEN_KIND, self.loadgen_pid)]
+
     def start(self) -> None:
-        """Attach to every process of a kind in ``PROFILED_KINDS``."""
+        """Attach py-spy to every process ``targets`` names."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for process in ServerTree(self.root_pid).refresh(session_scan_every=0.0):
-            kind = process_kind(process)
-            if kind not in PROFILED_KINDS:
-                continue
+        for kind, pid in self.targets():
             name = kind.replace("ray::", "").replace("/", "_")
-            path = self.out_dir / f"{name}-{process.pid}.txt"
+            path = self.out_dir / f"{name}-{pid}.txt"
             recorder = subprocess.Popen(
-                [py_spy(), "record", "--pid", str(process.pid), "--format", "raw",
+                [py_spy(), "record", "--pid", str(pid), "--format", "raw",
                  "--rate", str(self.rate), "--nonblocking", "--output", str(path)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            self.recorders.append((kind, process.pid, path, recorder))
+            self.recorders.append((kind, pid, path, recorder))
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop recording (SIGINT makes py-spy write its file); return the summaries."""
