@@ -7,6 +7,11 @@ backoff (doubling up to a ceiling), so a failing worker neither skips events nor
 
 The committed offset is read again before every batch, so a replay (``boardcast events
 replay``, which rewinds it) takes effect at the next batch.
+
+Idle workers do not poll the log one by one: a single watcher reads the log's last offset
+and every consumer's committed offset (two reads, however many workers) every
+``poll_seconds``, and wakes only the workers with something to do, or whose offset was
+rewound. An idle deployment of five workers makes 20 reads a second instead of 150.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from persistence.event_log import EventLog, LoggedEvent
+from persistence.event_log import EventLog, LoggedEvent, ManagedEventLog
 
 log = logging.getLogger("boardcast.workers")
 
@@ -70,7 +75,7 @@ class WorkerRuntime:
 
     def __init__(
         self,
-        event_log: EventLog,
+        event_log: ManagedEventLog,
         workers: Sequence[Worker],
         settings: RuntimeSettings | None = None,
     ) -> None:
@@ -82,12 +87,15 @@ class WorkerRuntime:
         self.settings = settings or RuntimeSettings()
         self.states = {worker.name: ConsumerState() for worker in workers}
         self._tasks: list[asyncio.Task[None]] = []
+        self._wake = {worker.name: asyncio.Event() for worker in workers}
+        self._idle: set[str] = set()  # workers caught up, waiting for the watcher
 
     def start(self) -> None:
-        """Start one task per worker (idempotent)."""
+        """Start one task per worker and the watcher of the log (idempotent)."""
         if not self._tasks:
             loop = asyncio.get_running_loop()
             self._tasks = [loop.create_task(self._run(worker)) for worker in self.workers]
+            self._tasks.append(loop.create_task(self._watch()))
 
     async def stop(self) -> None:
         """Stop every worker; a batch in flight is abandoned (it comes again: at least once)."""
@@ -152,7 +160,40 @@ class WorkerRuntime:
                 continue
             delay = self.settings.backoff_seconds
             if not handled:
-                await asyncio.sleep(self.settings.poll_seconds)
+                wake = self._wake[worker.name]
+                wake.clear()
+                self._idle.add(worker.name)
+                try:
+                    await wake.wait()
+                finally:
+                    self._idle.discard(worker.name)
+
+    async def _watch(self) -> None:
+        """Every ``poll_seconds``, wake the idle workers the log has work for."""
+        while True:
+            await asyncio.sleep(self.settings.poll_seconds)
+            if not self._idle:
+                continue
+            try:
+                last = await self.event_log.last_offset()
+                committed = await self.event_log.consumers()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The workers' own reads report and back off; wake them to do so.
+                log.warning("worker runtime: reading the log's offsets failed (%r)", exc)
+                for name in list(self._idle):
+                    self._wake[name].set()
+                continue
+            now = time.time()
+            for name in list(self._idle):
+                state = self.states[name]
+                offset = committed.get(name, 0)
+                state.last_offset = max(last, offset)
+                state.updated_at = now
+                # Behind the log, or rewound (a replay) or moved by another process.
+                if offset < last or offset != state.committed:
+                    self._wake[name].set()
 
 
 async def consumer_lags(event_log: EventLog, names: Sequence[str]) -> dict[str, int]:
