@@ -98,6 +98,8 @@ TARGETS: dict[str, Target] = {
                _boardcast([])),
         Target("boardcast-memory", "y-websocket", False, True, r"Boardcast serve ready", "/ws",
                _boardcast(["--store", "memory"])),
+        Target("boardcast-local", "y-websocket", True, False, r"Boardcast serve ready", "/ws",
+               _boardcast(["--backend", "local"])),
         Target("y-websocket", "y-websocket", False, False, r"running at", "",
                _node("node_modules/@y/websocket-server/src/server.js"), cwd=PEERS,
                env={"HOST": "127.0.0.1"}),
