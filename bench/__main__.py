@@ -7,7 +7,8 @@ board room's integrity checks per update), ``rest`` (REST bulk writes and querie
 ``auth-flood`` (a calm client's latency while others flood the gateway), ``webhooks``
 (event-to-delivery latency and deliveries per second), ``events`` (event-to-effect latency
 and worker throughput of analytics), ``notifications`` (assignment-to-stream and
-assignment-to-e-mail latency, notifications and e-mails per second).
+assignment-to-e-mail latency, notifications and e-mails per second), ``wakeups`` (the CPU
+one wake-up of an idle event loop costs, in Python and in Node).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def _hops(argv: Sequence[str]) -> int:
     return hops.main(argv)
 
 
+def _wakeups(argv: Sequence[str]) -> int:
+    from bench import wakeups
+
+    return wakeups.main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": _run,
     "setup": _setup,
@@ -95,6 +102,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "auth-flood": _auth_flood,
     "revocation": _revocation,
     "webhooks": _webhooks,
+    "wakeups": _wakeups,
 }
 
 
