@@ -63,6 +63,11 @@ def _node(script: str) -> Callable[[int, str], list[str]]:
     return lambda port, data_dir: ["node", script]
 
 
+def _node_leveldb(script: str) -> Callable[[int, str], list[str]]:
+    # y-websocket-server keeps every document in y-leveldb under $YPERSISTENCE when it is set.
+    return lambda port, data_dir: ["env", f"YPERSISTENCE={data_dir}/leveldb", "node", script]
+
+
 def _pycrdt(port: int, data_dir: str) -> list[str]:
     return [sys.executable, str(PEERS / "pycrdt_server.py"), "--port", str(port)]
 
@@ -102,6 +107,10 @@ TARGETS: dict[str, Target] = {
                _boardcast(["--backend", "local"])),
         Target("y-websocket", "y-websocket", False, False, r"running at", "",
                _node("node_modules/@y/websocket-server/src/server.js"), cwd=PEERS,
+               env={"HOST": "127.0.0.1"}),
+        # The reference server with its own persistence: y-leveldb in the run's data dir.
+        Target("y-websocket-leveldb", "y-websocket", True, False, r"running at", "",
+               _node_leveldb("node_modules/@y/websocket-server/src/server.js"), cwd=PEERS,
                env={"HOST": "127.0.0.1"}),
         Target("hocuspocus", "hocuspocus", False, False, r"hocuspocus ready", "",
                _node("hocuspocus.mjs"), cwd=PEERS),
