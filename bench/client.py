@@ -147,6 +147,9 @@ class StockClient:
         self.syncs: list[tuple[float, float]] = []
         self.disconnected_at: list[float] = []
         self.seen: set[bytes] = set()
+        # A key to time: when it was first seen (cold opens: the board's content arrived).
+        self.watch: bytes | None = None
+        self.watch_seen_at: float | None = None
         self._connect_started = 0.0
         self._first_attempt_at: float | None = None
         self._awaiting_sync = False
@@ -167,6 +170,17 @@ class StockClient:
         if not self.syncs or self._first_attempt_at is None:
             return None
         return self.syncs[0][1] - self._first_attempt_at
+
+    @property
+    def watch_seen_s(self) -> float | None:
+        """Seconds from the first connection attempt until ``watch`` was first seen."""
+        if self.watch_seen_at is None or self._first_attempt_at is None:
+            return None
+        return self.watch_seen_at - self._first_attempt_at
+
+    def _note_watch(self) -> None:
+        if self.watch is not None and self.watch_seen_at is None and self.watch in self.seen:
+            self.watch_seen_at = time.monotonic()
 
     @property
     def connected(self) -> bool:
@@ -268,6 +282,7 @@ class StockClient:
                 continue
             if is_single_update(frame):
                 self.ledger.deliver(frame, self.seen, self.writer_id)
+                self._note_watch()
                 continue
             for item in iter_frame(frame):
                 await self._handle(item)
@@ -275,6 +290,7 @@ class StockClient:
     async def _handle(self, item: object) -> None:
         if isinstance(item, SyncUpdate):
             self.ledger.deliver(item.update, self.seen, self.writer_id)
+            self._note_watch()
         elif isinstance(item, AwarenessUpdate):
             self.counters.awareness_in += 1
             await self._on_awareness(item.payload)
@@ -285,6 +301,7 @@ class StockClient:
             if self.doc is not None:
                 self.doc.apply_update(item.update)
             self.ledger.deliver(item.update, self.seen, self.writer_id, resync=True)
+            self._note_watch()
             if self._awaiting_sync:
                 self._awaiting_sync = False
                 self.syncs.append((self._connect_started, time.monotonic()))

@@ -9,12 +9,14 @@ back: ``lost`` counts openers whose synced state lacked it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.client import EMPTY_STATE_VECTOR, Behaviour
+from bench.client import EMPTY_STATE_VECTOR, Behaviour, StockClient
 from bench.ledger import Ledger, SendRecord
 from bench.scenarios.base import (
     Measured,
@@ -25,6 +27,7 @@ from bench.scenarios.base import (
     watch_loop_lag,
 )
 from bench.scenarios.fanout import board_names, write_at_rate
+from bench.stats import summarize_ms
 from bench.wire import Wire
 from crdt.board import Board
 from crdt.positions import position_between
@@ -50,6 +53,8 @@ LARGE_BOARD: dict[str, Any] = {
 }
 SEED_CONCURRENCY = 8
 SEED_TIMEOUT_S = 60.0
+DATA_QUIET_S = 5.0  # a peer's data dir unchanged this long counts as flushed
+CONTENT_WAIT_S = 30.0  # after every opener synced, for content that comes after
 
 
 def board_update(tasks: int) -> bytes:
@@ -112,13 +117,18 @@ async def seed_boards(ctx: RunContext, session: aiohttp.ClientSession, boards: l
     return time.monotonic() - started
 
 
-def boards_in_memory(metrics: str) -> float:
-    """The sum of ``boardcast_host_boards`` over hosts in a Prometheus text page."""
-    total = 0.0
+def boards_in_memory(metrics: str) -> float | None:
+    """The sum of ``boardcast_host_boards`` over hosts in a Prometheus text page.
+
+    None if the page has no such line: another server (the reference server answers
+    any GET with 200 and "okay").
+    """
+    total, found = 0.0, False
     for line in metrics.splitlines():
         if line.startswith("boardcast_host_boards{"):
             total += float(line.rsplit(" ", 1)[1])
-    return total
+            found = True
+    return total if found else None
 
 
 async def wait_until_passivated(
@@ -140,6 +150,32 @@ async def wait_until_passivated(
             return time.monotonic() - started
         await asyncio.sleep(1.0)
     return None
+
+
+async def wait_until_quiet(
+    data_dir: Path, limit_s: float, *, quiet_s: float = DATA_QUIET_S
+) -> float | None:
+    """Wait (at most ``limit_s``) until nothing under ``data_dir`` changed for ``quiet_s``."""
+    started = time.monotonic()
+    last, unchanged_since = _tree_size(data_dir), time.monotonic()
+    while time.monotonic() - started < limit_s:
+        await asyncio.sleep(0.5)
+        now = _tree_size(data_dir)
+        if now != last:
+            last, unchanged_since = now, time.monotonic()
+        elif time.monotonic() - unchanged_since >= quiet_s:
+            return time.monotonic() - started
+    return None
+
+
+def _tree_size(root: Path) -> tuple[int, int]:
+    count = total = 0
+    for path in root.rglob("*"):
+        with contextlib.suppress(OSError):  # a file compacted away meanwhile
+            if path.is_file():
+                count += 1
+                total += path.stat().st_size
+    return count, total
 
 
 async def _boards_now(session: aiohttp.ClientSession, http_url: str) -> float | None:
@@ -171,6 +207,10 @@ async def cold_opens(ctx: RunContext) -> Measured:
         settled_s = await wait_until_passivated(
             session, ctx.http_url, baseline, float(params["settle"])
         )
+        if baseline is None and ctx.server is not None:
+            # No board metric (a peer): wait until its data dir stops growing, so the
+            # restart measures loading rather than writes still queued at the stop.
+            settled_s = await wait_until_quiet(Path(ctx.server.data_dir), float(params["settle"]))
     restart_s = await ctx.restart_server()
     await asyncio.sleep(3.0)
     async with client_session() as session:
@@ -178,10 +218,18 @@ async def cold_opens(ctx: RunContext) -> Measured:
         lags: list[float] = []
         watcher = asyncio.create_task(watch_loop_lag(lags))
         clients = [pool.make(board) for board in boards]
+        for client in clients:
+            client.watch = SEED_MARKER
         try:
             cpu_before, window_start = process_cpu_s(), time.monotonic()
             ctx.window_started()
             open_s = await pool.open(clients, batch=len(clients), timeout=120.0)
+            # A server may answer step 1 before its board is loaded and send the content
+            # after (the reference server with y-leveldb does): wait for the content too.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONTENT_WAIT_S):
+                    while any(c.watch_seen_at is None for c in clients):
+                        await asyncio.sleep(0.05)
             window = (window_start, time.monotonic())
             loadgen_cpu = process_cpu_s() - cpu_before
             await ctx.window_ended()
@@ -189,8 +237,11 @@ async def cold_opens(ctx: RunContext) -> Measured:
             watcher.cancel()
             await pool.close()
     restored = sum(1 for c in clients if SEED_MARKER in c.seen)
+    synced = [t for c in clients if (t := c.first_sync_s) is not None]
     return Measured(
-        latencies_s=[t for c in clients if (t := c.first_sync_s) is not None],
+        # Connect to holding the board's content: the step 2 that holds it, or, from a
+        # server that synced first with an empty board, the update that brought it.
+        latencies_s=[t for c in clients if (t := c.watch_seen_s) is not None],
         window=window,
         loadgen_cpu_s=loadgen_cpu,
         lost=len(boards) - restored,
@@ -205,9 +256,18 @@ async def cold_opens(ctx: RunContext) -> Measured:
             "restart_s": round(restart_s, 1),
             "open_all_s": round(open_s, 2),
             "restored_boards": restored,
+            # Connect to the first sync, whatever it held.
+            "first_sync_ms": summarize_ms(synced),
+            # Synced with an empty board, the content coming after.
+            "synced_before_content": sum(1 for c in clients if _content_after_sync(c)),
             **pool.report(),
         },
     )
+
+
+def _content_after_sync(client: StockClient) -> bool:
+    seen_at = client.watch_seen_at
+    return bool(client.syncs) and seen_at is not None and seen_at > client.syncs[0][1]
 
 
 async def large_board(ctx: RunContext) -> Measured:

@@ -106,4 +106,24 @@ def test_the_cold_open_wait_sums_boards_in_memory_over_hosts() -> None:
         'boardcast_host_connections{host="h-0",node="n"} 7.0\n'
     )
     assert boards_in_memory(page) == 4.0
-    assert boards_in_memory("") == 0.0
+    # Another server (the reference answers any GET with "okay"): no such metric at all.
+    assert boards_in_memory("") is None
+    assert boards_in_memory("okay") is None
+
+
+async def test_a_peer_counts_as_flushed_once_its_data_dir_stops_changing(tmp_path: Path) -> None:
+    import asyncio
+
+    from bench.scenarios.opens import wait_until_quiet
+
+    async def write_for_a_while() -> None:
+        for n in range(6):
+            (tmp_path / f"log-{n}").write_bytes(b"x" * 100)
+            await asyncio.sleep(0.3)
+
+    writer = asyncio.create_task(write_for_a_while())
+    waited = await wait_until_quiet(tmp_path, 20.0, quiet_s=1.0)
+    await writer
+    assert waited is not None
+    assert waited >= 1.8 + 1.0 - 0.6  # the writes went on for 1.8 s, then 1 s of quiet
+    assert await wait_until_quiet(tmp_path, 0.6, quiet_s=5.0) is None  # bounded
