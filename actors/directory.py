@@ -104,6 +104,7 @@ class HostRecord:
     node_id: str = ""  # the Ray node it runs on
     shared: bool = True  # False for a dedicated host: it takes no shared boards
     draining: bool = False  # leaving: it takes no new boards
+    in_gateway: bool = False  # runs in a gateway's process: reached by control links, not Ray
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
+from actors.control import is_control_hello, serve_control
 from actors.event_logging import EventAppender, logged_events, project_of
 from actors.extensions import Change, Extensions
 from actors.handshake import new_cluster_secret
@@ -247,6 +248,9 @@ class BoardHost:
         # Boards handed over to another host and not opened here since.
         self._handed_over: set[str] = set()
         self.snapshots_refused = 0  # the store found a snapshot missing another host's entries
+        #: What answers control links (actors/control.py): set for a host with no Ray actor.
+        self.control_target: object | None = None
+        self._control_links: set[StreamLink] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -282,7 +286,7 @@ class BoardHost:
         serving = [task for task in self._link_tasks if not task.done()]
         if serving and not self.everything_handed_over:
             await asyncio.wait(serving, timeout=self.settings.drain_seconds)
-        for link in list(self._links):
+        for link in [*self._links, *self._control_links]:
             link.abort()
         await self.flush()
         # Let on_change see what was committed, within the drain bound: what it
@@ -428,9 +432,24 @@ class BoardHost:
         if task is not None:
             self._link_tasks.add(task)
             task.add_done_callback(self._link_tasks.discard)
-        log.info("gateway %s connected to host %s", link.peer, self.name)
         try:
-            while (batch := await link.read_batches()) is not None:
+            batch = await link.read_batches()
+            if batch and is_control_hello(batch[0]):
+                # Not a gateway's board link: stop() does not wait for it to close.
+                self._links.discard(link)
+                if task is not None:
+                    self._link_tasks.discard(task)
+                if self.control_target is None:
+                    log.warning("%s opened a control link; %s takes none", link.peer, self.name)
+                    return
+                self._control_links.add(link)
+                try:
+                    await serve_control(link, batch[1:], self.control_target)
+                finally:
+                    self._control_links.discard(link)
+                return
+            log.info("gateway %s connected to host %s", link.peer, self.name)
+            while batch is not None:
                 for received in batch:
                     message = from_gateway(received)
                     if link.peer_version is None:
@@ -449,6 +468,7 @@ class BoardHost:
                 # more of its requests rather than buffer without bound.
                 if link.needs_drain():
                     await link.drain()
+                batch = await link.read_batches()
         except (ConnectionError, OSError) as exc:
             log.info("gateway link %s lost: %s", link.peer, exc)
         except Exception:

@@ -15,6 +15,11 @@ Gateway to host::
     Frame(board_id, conn, data)   a y-protocol frame from that client
     Close(board_id, conn)         the client left (cleanly or not)
 
+On a control link (its hello's role is ``control``), instead of the above::
+
+    Call(call_id, method, args)   run one of the host's control methods (stats,
+                                  transact...) with these pickled arguments
+
 Host to gateway::
 
     Hello(version, role)                  the host's answer to the gateway's hello
@@ -25,6 +30,11 @@ Host to gateway::
     Persisted(conn, count)                the client's first ``count`` update
                                           messages on this connection are in the
                                           document and durable
+    Answer(call_id, ok, value)            on a control link: the pickled result of
+                                          that call, or (``ok`` false) its exception
+
+Control links reach hosts that have no Ray actor (:mod:`actors.control`), which
+are always of the caller's own release: the two kinds are sent to no other peer.
 
 **Versions.** A gateway opens every link with ``Hello``; the host answers with
 its own. Peers from before versioning (protocol 0) send no hello: their first
@@ -65,10 +75,12 @@ HELLO = 0
 OPEN = 1
 FRAME = 2
 CLOSE = 3
+CALL = 4
 SEND = 10
 BROADCAST = 11
 REJECT = 12
 PERSISTED = 13
+ANSWER = 14
 
 
 class StreamProtocolError(Exception):
@@ -145,9 +157,28 @@ class Persisted:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A control call: ``method`` of the host with pickled ``args`` (control links only)."""
+
+    call_id: int
+    method: str
+    args: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The pickled result of a :class:`Call`, or its pickled exception when not ``ok``."""
+
+    call_id: int
+    ok: bool
+    value: bytes
+
+
 GatewayMessage = Hello | Open | Frame | Close
 HostMessage = Hello | Send | Broadcast | Reject | Persisted
-Message = GatewayMessage | HostMessage
+ControlMessage = Call | Answer
+Message = GatewayMessage | HostMessage | ControlMessage
 
 
 def reject(conn: int, code: CloseCode, detail: str | None = None) -> Reject:
@@ -181,6 +212,10 @@ def encode(message: Message) -> list[Any]:
         return [REJECT, message.conn, message.code, message.reason]
     if isinstance(message, Hello):
         return [HELLO, message.version, message.role]
+    if isinstance(message, Call):
+        return [CALL, message.call_id, message.method, message.args]
+    if isinstance(message, Answer):
+        return [ANSWER, message.call_id, message.ok, message.value]
     raise TypeError(f"not a frame-stream message: {message!r}")
 
 
@@ -223,6 +258,14 @@ def decode(raw: Any) -> Message:
         if kind == HELLO:
             version, role = _fields(raw, 2)
             return Hello(_int(version), _text(role))
+        if kind == CALL:
+            call_id, method, args = _fields(raw, 3)
+            return Call(_int(call_id), _text(method), _bytes(args))
+        if kind == ANSWER:
+            call_id, ok, value = _fields(raw, 3)
+            if not isinstance(ok, bool):
+                raise TypeError(f"expected a boolean, got {type(ok).__name__}")
+            return Answer(_int(call_id), ok, _bytes(value))
     except (ValueError, TypeError) as exc:
         raise StreamProtocolError(f"malformed message of kind {kind!r}: {exc}") from exc
     raise StreamProtocolError(f"unknown message kind {kind!r}")

@@ -40,6 +40,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.cluster import Cluster
+from actors.control import ControlHandle, InProcessHandle
 from actors.directory import ClusterTimings, Directory, HostRecord, HostRegistry, Membership
 from actors.handshake import new_cluster_secret
 from actors.host import BoardHost, HostSettings
@@ -121,6 +122,7 @@ class HostActor:
         cluster_name: str | None = None,
         shared: bool = True,
         timings: ClusterTimings | None = None,
+        in_gateway: bool = False,
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self._name = name
@@ -130,6 +132,7 @@ class HostActor:
         self._cluster_name = cluster_name
         self._shared = shared
         self._timings = timings or ClusterTimings()
+        self._in_gateway = in_gateway
         self._host: BoardHost | None = None
         self._lock = asyncio.Lock()
         self._record: HostRecord | None = None
@@ -150,10 +153,15 @@ class HostActor:
                 )
                 settings = resolve_addresses(self._settings, _node_ip())
                 self._host = BoardHost(self._name, store, settings)
+                if self._in_gateway:
+                    # No Ray actor to call: the cluster's other processes use control links.
+                    self._host.control_target = self
             endpoint = await self._host.start()
             if self._cluster_name is not None and self._beating is None:
                 node_id = ray.get_runtime_context().get_node_id()
-                self._record = HostRecord(self._name, endpoint, node_id, self._shared)
+                self._record = HostRecord(
+                    self._name, endpoint, node_id, self._shared, in_gateway=self._in_gateway
+                )
                 self._membership = await self._directory().register.remote(self._record)
                 self._follow_placement()
                 self._beating = asyncio.create_task(self._keep_membership())
@@ -604,8 +612,16 @@ class RayCluster(Cluster):
         settings: HostSettings,
         dedicated: list[str],
         timings: ClusterTimings | None = None,
+        in_gateway: bool = False,
     ) -> RayCluster:
-        """Start this node's shared hosts (this process owns them), and the directory if absent."""
+        """Start this node's shared hosts (this process owns them), and the directory if absent.
+
+        With ``in_gateway`` the shared hosts run in this process rather than as Ray
+        actors: a client of a board placed on one of them crosses no process
+        boundary. They take part in the membership like any host; the cluster's
+        other processes reach them over control links (:mod:`actors.control`), and
+        they die with this process (their boards then move, as from a dead node).
+        """
         timings = timings or ClusterTimings()
         data_dir = os.path.abspath(data_dir)
         node_id = ray.get_runtime_context().get_node_id()
@@ -623,13 +639,25 @@ class RayCluster(Cluster):
         ).remote(cluster_name, dedicated, store_url, data_dir, first, timings)
         secret = _agreed_secret(await directory.cluster_secret.remote(), settings.cluster_secret)
         settings = dataclasses.replace(settings, cluster_secret=secret)
-        pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        handles: dict[str, Any] = {
-            name: RemoteHost.options(
-                name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=pinned
-            ).remote(name, store_url, data_dir, settings, cluster_name, True, timings)
-            for name in node_host_names(cluster_name, node_id, hosts)
-        }
+        names = node_host_names(cluster_name, node_id, hosts)
+        handles: dict[str, Any]
+        if in_gateway:
+            handles = {
+                name: InProcessHandle(
+                    HostActor(
+                        name, store_url, data_dir, settings, cluster_name, True, timings, True
+                    )
+                )
+                for name in names
+            }
+        else:
+            pinned = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            handles = {
+                name: RemoteHost.options(
+                    name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=pinned
+                ).remote(name, store_url, data_dir, settings, cluster_name, True, timings)
+                for name in names
+            }
         # Start every host now (each registers), so the first client does not wait.
         await asyncio.gather(*(handle.endpoint.remote() for handle in handles.values()))
         membership = await directory.membership.remote()
@@ -684,7 +712,7 @@ class RayCluster(Cluster):
             now = {record.name: record for record in membership.hosts}
             for record in self._membership.hosts:
                 if record.name not in self._own_hosts and now.get(record.name) != record:
-                    self._handles.pop(record.name, None)
+                    self._drop_handle(record.name)
             self._membership_changed.set()
             self._membership_changed = asyncio.Event()
         self._membership = membership
@@ -711,9 +739,19 @@ class RayCluster(Cluster):
     def _handle(self, host_name: str) -> Any:
         handle = self._handles.get(host_name)
         if handle is None:
-            handle = ray.get_actor(host_name, namespace=NAMESPACE)
+            record = self._membership.record(host_name)
+            if record is not None and record.in_gateway:
+                # Another gateway's own host: no actor to call, a control link instead.
+                handle = ControlHandle(record.endpoint, self._secret)
+            else:
+                handle = ray.get_actor(host_name, namespace=NAMESPACE)
             self._handles[host_name] = handle
         return handle
+
+    def _drop_handle(self, host_name: str) -> None:
+        handle = self._handles.pop(host_name, None)
+        if isinstance(handle, ControlHandle):
+            asyncio.get_running_loop().create_task(handle.close())
 
     async def locate(self, board_id: str) -> str:
         """See :meth:`Cluster.locate`.
@@ -749,7 +787,7 @@ class RayCluster(Cluster):
         self._endpoints.pop(host_name, None)
         if host_name not in self._own_hosts:
             # A restarted actor is found again by name.
-            self._handles.pop(host_name, None)
+            self._drop_handle(host_name)
 
     async def host_unreachable(self, host_name: str) -> None:
         """See :meth:`Cluster.host_unreachable`: the directory probes it, and drops it if dead."""
@@ -880,6 +918,9 @@ class RayCluster(Cluster):
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.gather(self._watching, return_exceptions=True)
+        for handle in list(self._handles.values()):
+            if isinstance(handle, ControlHandle):
+                await handle.close()
         if not self._own_hosts:
             return
         started = asyncio.get_running_loop().time()
@@ -924,5 +965,6 @@ class RayCluster(Cluster):
         for handle, result in zip(handles, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("a board host did not stop cleanly: %r", result)
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
+            if not isinstance(handle, InProcessHandle):
+                with contextlib.suppress(Exception):
+                    ray.kill(handle, no_restart=True)

@@ -105,6 +105,10 @@ TARGETS: dict[str, Target] = {
                _boardcast(["--store", "memory"])),
         Target("boardcast-local", "y-websocket", True, False, r"Boardcast serve ready", "/ws",
                _boardcast(["--backend", "local"])),
+        # On Ray, with this node's board hosts in the gateway's process: no failover scenario
+        # (killing a host kills the gateway too).
+        Target("boardcast-in-gateway", "y-websocket", True, False, r"Boardcast serve ready",
+               "/ws", _boardcast(["--hosts-in-gateway"])),
         Target("y-websocket", "y-websocket", False, False, r"running at", "",
                _node("node_modules/@y/websocket-server/src/server.js"), cwd=PEERS,
                env={"HOST": "127.0.0.1"}),

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="store URL: sqlite (default), sqlite:///FILE, memory")
     serve.add_argument("--hosts", type=int, help="shared board hosts to run (default 2)")
     serve.add_argument(
+        "--hosts-in-gateway",
+        action="store_const",
+        const=True,
+        help="run this node's shared board hosts in the gateway's process, not as Ray actors",
+    )
+    serve.add_argument(
         "--backend", choices=["ray", "local"], help="ray (default) or local: hosts in-process"
     )
     serve.add_argument("--dedicated", help="comma-separated board ids given a host of their own")
@@ -93,7 +99,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 # Settings that some subcommand takes as a flag of the same name.
 _FLAG_SETTINGS = (
     *("host", "port", "address", "log_level", "cluster_name", "redis"),
-    *("data_dir", "store", "hosts", "backend", "idle_seconds"),
+    *("data_dir", "store", "hosts", "hosts_in_gateway", "backend", "idle_seconds"),
     *("host_bind", "advertise_host", "node_ip", "auth", "tls_cert", "tls_key"),
 )
 

@@ -66,6 +66,7 @@ async def build_cluster(settings: Settings, *, event_sink: EventSink | None = No
         settings=host_settings,
         dedicated=list(settings.dedicated_boards),
         timings=settings.cluster_timings,
+        in_gateway=settings.hosts_in_gateway,
     )
     # A memory store's log lives in each process: workers elsewhere would see none of it.
     if settings.workers and settings.store != "memory":

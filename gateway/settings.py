@@ -43,6 +43,7 @@ class Settings:
     address: str | None = None  # a Ray cluster to join; None starts a local one
     backend: str = "ray"  # "ray", or "local" to run board hosts in the gateway process
     hosts: int = 2  # shared board hosts (Ray actors) to run
+    hosts_in_gateway: bool = False  # run this node's shared hosts in the gateway's process
     cluster_name: str = "boardcast"  # prefix of Ray actor names: one deployment per name
     dedicated_boards: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()  # "module:factory" specs, run in gateways and hosts

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from actors.host import BoardHost, HostSettings
 from actors.messages import (
     PROTOCOL_VERSION,
+    Answer,
     Broadcast,
+    Call,
     Close,
     Frame,
     Hello,
@@ -47,6 +49,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Broadcast, texts, ints, blobs),
     st.builds(Reject, ints, ints, texts),
     st.builds(Persisted, ints, ints),
+    st.builds(Call, ints, texts, blobs),
+    st.builds(Answer, ints, st.booleans(), blobs),
 )
 
 
@@ -85,6 +89,11 @@ def test_direction_is_checked() -> None:
         from_gateway(Send(1, b"x"))
     with pytest.raises(StreamProtocolError):
         from_host(Frame("b", 1, b"x"))
+    # Control messages travel on control links only, never on a board link.
+    with pytest.raises(StreamProtocolError):
+        from_gateway(Call(1, "stats", b""))
+    with pytest.raises(StreamProtocolError):
+        from_host(Answer(1, True, b""))
 
 
 def test_a_rejection_carries_the_codes_reason_and_fits_a_close_frame() -> None:
