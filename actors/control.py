@@ -30,6 +30,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from actors.memory_link import AnyLink
 from actors.messages import PROTOCOL_VERSION, Answer, Call, Hello, Message, StreamProtocolError
 from actors.stream import StreamLink, open_stream
 
@@ -66,7 +67,7 @@ def is_control_hello(message: Message) -> bool:
     return isinstance(message, Hello) and message.role == CONTROL_ROLE
 
 
-async def serve_control(link: StreamLink, first: Iterable[Message], target: object) -> None:
+async def serve_control(link: AnyLink, first: Iterable[Message], target: object) -> None:
     """Answer the calls of one control link until it closes; ``first`` arrived with its hello.
 
     Each call runs as its own task, so a slow transaction does not hold up a
@@ -96,7 +97,7 @@ async def serve_control(link: StreamLink, first: Iterable[Message], target: obje
         await asyncio.gather(*running, return_exceptions=True)
 
 
-async def _answer(link: StreamLink, target: object, call: Call) -> None:
+async def _answer(link: AnyLink, target: object, call: Call) -> None:
     try:
         if call.method not in CONTROL_METHODS:
             raise AttributeError(f"{call.method!r} is not a control method")

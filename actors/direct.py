@@ -23,7 +23,9 @@ from typing import Any, Self
 
 from pycrdt import Doc
 
+from actors import memory_link
 from actors.cluster import Cluster
+from actors.memory_link import AnyLink
 from actors.messages import (
     PROTOCOL_VERSION,
     Broadcast,
@@ -36,7 +38,7 @@ from actors.messages import (
     Send,
     from_host,
 )
-from actors.stream import StreamLink, open_stream
+from actors.stream import open_stream
 from crdt.protocol import sync_update
 from crdt.session import ClientProtocol
 
@@ -69,7 +71,7 @@ class DirectConnection:
         self.doc: Doc[Any] = doc if doc is not None else Doc()
         self._cluster = cluster
         self._conn = next(_connection_ids)
-        self._link: StreamLink | None = None
+        self._link: AnyLink | None = None
         self._pump: asyncio.Task[None] | None = None
         self._protocol = ClientProtocol(self.doc, self._send)
         self._changed = asyncio.Event()
@@ -90,13 +92,17 @@ class DirectConnection:
     async def open(self, *, timeout: float = 10.0) -> None:
         """Join the board and return once the document is synced with it."""
         host, port = await self._cluster.endpoint(await self._cluster.locate(self.board_id))
-        link = self._link = await open_stream(
-            host,
-            port,
-            secret=self._cluster.stream_secret,
-            connect_timeout=timeout,
-            handshake_timeout=timeout,
-        )
+        # A host of this process is linked without a socket (actors/memory_link.py).
+        link: AnyLink | None = memory_link.dial((host, port), name="direct connection")
+        if link is None:
+            link = await open_stream(
+                host,
+                port,
+                secret=self._cluster.stream_secret,
+                connect_timeout=timeout,
+                handshake_timeout=timeout,
+            )
+        self._link = link
         link.send(Hello(PROTOCOL_VERSION, "gateway"))
         link.send(Open(self.board_id, self._conn, True, origin=self.origin))
         self._pump = asyncio.create_task(self._read(link))
@@ -143,7 +149,7 @@ class DirectConnection:
         if self._link is not None and self.closed is None:
             self._link.send(Frame(self.board_id, self._conn, frame))
 
-    async def _read(self, link: StreamLink) -> None:
+    async def _read(self, link: AnyLink) -> None:
         try:
             while (batch := await link.read_batches()) is not None:
                 for raw in batch:

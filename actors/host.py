@@ -20,12 +20,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
+from actors import memory_link
 from actors.board import BoardActor, BoardOutput, BoardPhase, EventSink, Link
 from actors.control import is_control_hello, serve_control
 from actors.event_logging import EventAppender, logged_events, project_of
 from actors.extensions import Change, Extensions
 from actors.handshake import new_cluster_secret
 from actors.indexing import index_write, whole_board
+from actors.memory_link import MemoryLink
 from actors.messages import (
     PROTOCOL_VERSION,
     Close,
@@ -152,6 +154,16 @@ class HostLink(StreamLink):
     peer_version: int | None = None  # the protocol the gateway speaks, once known
 
 
+class HostMemoryLink(MemoryLink):
+    """A gateway of this process, linked without a socket (:mod:`actors.memory_link`)."""
+
+    number: int
+    peer_version: int | None = None
+
+
+AnyHostLink = HostLink | HostMemoryLink
+
+
 class BoardHost:
     """Hosts board actors and serves them to gateways over frame streams."""
 
@@ -225,7 +237,7 @@ class BoardHost:
         )
         self._clock = clock
         self._boards: dict[str, BoardActor] = {}
-        self._links: set[HostLink] = set()
+        self._links: set[AnyHostLink] = set()
         self._link_numbers = itertools.count(1)
         # Updates to commit, per board, in order, each with the events it yields.
         self._pending: dict[str, list[_Unsaved]] = {}
@@ -250,7 +262,7 @@ class BoardHost:
         self.snapshots_refused = 0  # the store found a snapshot missing another host's entries
         #: What answers control links (actors/control.py): set for a host with no Ray actor.
         self.control_target: object | None = None
-        self._control_links: set[StreamLink] = set()
+        self._control_links: set[AnyHostLink] = set()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -264,6 +276,7 @@ class BoardHost:
                 port = self._server.sockets[0].getsockname()[1]
                 advertised = self.settings.advertise_host or self.settings.bind_host
                 self._endpoint = (advertised, port)
+                memory_link.listen(self._endpoint, self._accept_in_process)
                 self._spawn(self._flush_loop())
                 self._spawn(self._sweep_loop())
                 if self.extensions:
@@ -281,6 +294,8 @@ class BoardHost:
         """
         if self._server is not None:
             self._server.close()
+        if self._endpoint is not None:
+            memory_link.unlisten(self._endpoint, self._accept_in_process)
         # Gateways close their links first when they shut down; read what they
         # sent up to that point before committing, so no received frame is lost.
         serving = [task for task in self._link_tasks if not task.done()]
@@ -425,7 +440,19 @@ class BoardHost:
         if self._server is None or not self._server.is_serving():
             writer.transport.abort()  # the host stopped during the handshake
             return
-        link = HostLink(reader, writer)
+        await self._serve(HostLink(reader, writer))
+
+    def _accept_in_process(self, peer: str) -> MemoryLink | None:
+        # memory_link.dial: a gateway of this process, which no other peer can reach.
+        if self._server is None or not self._server.is_serving():
+            return None
+        link = HostMemoryLink(name=peer)
+        task = asyncio.ensure_future(self._serve(link))
+        self._link_tasks.add(task)
+        task.add_done_callback(self._link_tasks.discard)
+        return link
+
+    async def _serve(self, link: AnyHostLink) -> None:
         link.number = next(self._link_numbers)
         self._links.add(link)
         task = asyncio.current_task()
@@ -479,7 +506,7 @@ class BoardHost:
             for board in list(self._boards.values()):
                 self._apply(board, board.drop_link(link))
 
-    def _greet(self, link: HostLink, message: GatewayMessage) -> None:
+    def _greet(self, link: AnyHostLink, message: GatewayMessage) -> None:
         """Learn the gateway's protocol from its first message, and answer a hello."""
         if isinstance(message, Hello):
             link.peer_version = message.version
@@ -496,7 +523,7 @@ class BoardHost:
             link.peer_version = 0
             log.info("gateway %s speaks the unversioned protocol 0", link.peer)
 
-    def _reject_after_failure(self, link: HostLink, message: GatewayMessage) -> None:
+    def _reject_after_failure(self, link: AnyHostLink, message: GatewayMessage) -> None:
         if isinstance(message, Hello):
             return
         with contextlib.suppress(Exception):
@@ -505,7 +532,7 @@ class BoardHost:
             if board is not None:
                 self._apply(board, board.close(link, message.conn))
 
-    def _dispatch(self, link: HostLink, message: GatewayMessage) -> None:
+    def _dispatch(self, link: AnyHostLink, message: GatewayMessage) -> None:
         if isinstance(message, Hello):
             log.warning("gateway %s sent a second hello; ignored", link.peer)
             return

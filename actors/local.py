@@ -1,7 +1,8 @@
 """The in-process cluster: board hosts running in the gateway's own event loop.
 
-Frames still travel over real loopback streams, so the gateway and host code
-paths are the same as on Ray; only the control plane is a direct call.
+The gateway and host code paths are the same as on Ray: frames travel over
+in-process links (:mod:`actors.memory_link`), or over loopback streams with
+``BOARDCAST_IN_PROCESS_LINKS=false``; only the control plane is a direct call.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.cluster import Cluster
+from actors.memory_link import MemoryLink
 from gateway.event_metrics import event_metrics_text
 from gateway.routing import Router, RoutingCounters
 
@@ -60,12 +61,14 @@ class _Snapshot(Collector):
         *,
         sockets: int,
         links: int,
+        in_process_links: int,
         epoch: int,
         hosts: list[dict[str, Any]] | None,
     ) -> None:
         self._counters = counters
         self._sockets = sockets
         self._links = links
+        self._in_process_links = in_process_links
         self._epoch = epoch
         self._hosts = hosts
 
@@ -76,6 +79,11 @@ class _Snapshot(Collector):
         )
         yield GaugeMetricFamily(
             "boardcast_gateway_host_links", "Open frame streams to board hosts", self._links
+        )
+        yield GaugeMetricFamily(
+            "boardcast_gateway_in_process_links",
+            "Of those, links to hosts of this process, without a socket",
+            self._in_process_links,
         )
         for name, value, text in (
             ("frames_in", counters.frames_in, "Client frames forwarded to board hosts"),
@@ -160,6 +168,9 @@ async def render(router: Router, cluster: Cluster, sockets: Sized) -> bytes:
             router.counters,
             sockets=len(sockets),
             links=len(router.links),
+            in_process_links=sum(
+                isinstance(link.stream, MemoryLink) for link in router.links.values()
+            ),
             epoch=cluster.placement_epoch,
             hosts=hosts,
         )

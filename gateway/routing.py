@@ -18,8 +18,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from actors import memory_link
 from actors.cluster import Cluster
 from actors.handshake import HandshakeRefused, RefusalLog
+from actors.memory_link import AnyLink
 from actors.messages import (
     PROTOCOL_VERSION,
     Broadcast,
@@ -34,7 +36,7 @@ from actors.messages import (
     StreamProtocolError,
     from_host,
 )
-from actors.stream import DEFAULT_HANDSHAKE_SECONDS, StreamLink, open_stream
+from actors.stream import DEFAULT_HANDSHAKE_SECONDS, open_stream
 from crdt.close_codes import CloseCode
 from crdt.protocol import Persisted as PersistedMessage
 from crdt.protocol import encode_message
@@ -72,13 +74,14 @@ class RoutingLimits:
     stream_handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # then authenticating it
     close_timeout_seconds: float = 5.0  # closing a stream on shutdown
     max_cached_boards: int = 100_000  # board -> host entries kept in memory
+    in_process_links: bool = True  # a host of this process and loop: no socket (memory_link)
 
 
 class GatewayLink:
     """This gateway's stream to one board host, and the clients routed over it."""
 
     def __init__(
-        self, host_name: str, stream: StreamLink, counters: RoutingCounters | None = None
+        self, host_name: str, stream: AnyLink, counters: RoutingCounters | None = None
     ) -> None:
         self.host_name = host_name
         self.stream = stream
@@ -272,6 +275,12 @@ class Router:
         host, port = await asyncio.wait_for(
             self.cluster.endpoint(host_name), self.limits.control_timeout_seconds
         )
+        stream: AnyLink | None = None
+        if self.limits.in_process_links:
+            # A host of this process: the link moves message objects, no socket.
+            stream = memory_link.dial((host, port))
+        if stream is not None:
+            return self._start_link(host_name, stream)
         try:
             stream = await open_stream(
                 host,
@@ -295,6 +304,9 @@ class Router:
             # The host may have restarted elsewhere: ask again next time.
             self.cluster.forget(host_name)
             raise
+        return self._start_link(host_name, stream)
+
+    def _start_link(self, host_name: str, stream: AnyLink) -> GatewayLink:
         link = GatewayLink(host_name, stream, self.counters)
         self._links[host_name] = link
         task = asyncio.ensure_future(self._run_link(link))

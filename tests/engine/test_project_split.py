@@ -21,6 +21,7 @@ from crdt.board import Board
 from crdt.project_doc import ProjectDoc, project_doc_id
 from crdt.project_list import list_doc_id, listed_projects
 from crdt.projects import DIRECTORY_BOARD
+from crdt.updates import decode_state_vector
 from gateway.rest.project_commands import adopt_project, legacy_projects
 from gateway.settings import Settings
 from persistence.factory import SQLITE_FILENAME, open_store
@@ -132,9 +133,13 @@ def _list(board: Board) -> list[str]:
 DOCUMENTS = (DIRECTORY_BOARD, project_doc_id("p-launch"), project_doc_id("p-ops"))
 
 
-async def _states(server: AuthServer) -> list[bytes]:
+async def _states(server: AuthServer) -> list[dict[int, int]]:
+    # Decoded: the order of a state vector's entries is not part of its value.
     cluster = server.server.cluster
-    return [(await cluster.run(doc_id, _state)).value or b"" for doc_id in DOCUMENTS]
+    return [
+        decode_state_vector((await cluster.run(doc_id, _state)).value or b"\x00")
+        for doc_id in DOCUMENTS
+    ]
 
 
 async def test_an_old_directory_is_split_into_project_documents_once(tmp_path: Path) -> None:

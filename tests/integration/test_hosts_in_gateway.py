@@ -33,6 +33,21 @@ def http_url(server: BoardcastProcess) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
+async def link_gauges(server: BoardcastProcess) -> tuple[float, float]:
+    """The gateway's host links, and how many of them are in-process (no socket)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{http_url(server)}/metrics") as got:
+        text = await got.text()
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    return (
+        values["boardcast_gateway_host_links"],
+        values["boardcast_gateway_in_process_links"],
+    )
+
+
 def serving_pid(server: BoardcastProcess) -> int:
     assert server._process is not None
     return server._process.pid
@@ -60,6 +75,9 @@ async def test_the_hosts_run_in_the_serving_process_and_serve_its_clients(
         await writer.synced()
         writer.doc.get("tasks", type=Map)["t1"] = 1
         await writer.persisted()
+        # The gateway reached its own hosts without a socket.
+        links, in_process = await link_gauges(server)
+        assert links >= 1 and in_process == links
     async with BoardClient(server.url, "local") as reader:
         await wait_until(lambda: "t1" in reader.doc.get("tasks", type=Map))
 
@@ -92,6 +110,9 @@ async def test_a_second_gateway_reaches_in_gateway_hosts_for_frames_rest_and_sta
                 await wait_until(lambda: task["id"] in remote.doc.get("tasks", type=Map))
                 remote.doc.get("tasks", type=Map)["t2"] = 2
                 await remote.persisted()
+                # Hosts of another process: over the socket.
+                links, in_process = await link_gauges(second)
+                assert links >= 1 and in_process == 0
             await wait_until(lambda: "t2" in watcher.doc.get("tasks", type=Map))
     finally:
         await second.astop()
