@@ -8,7 +8,8 @@ board room's integrity checks per update), ``rest`` (REST bulk writes and querie
 (event-to-delivery latency and deliveries per second), ``events`` (event-to-effect latency
 and worker throughput of analytics), ``notifications`` (assignment-to-stream and
 assignment-to-e-mail latency, notifications and e-mails per second), ``wakeups`` (the CPU
-one wake-up of an idle event loop costs, in Python and in Node).
+one wake-up of an idle event loop costs, in Python and in Node), ``cost-plot`` (CPU per
+delivered update of several runs side by side).
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def _hops(argv: Sequence[str]) -> int:
     return hops.main(argv)
 
 
+def _cost_plot(argv: Sequence[str]) -> int:
+    from bench import cost_plot
+
+    return cost_plot.main(argv)
+
+
 def _wakeups(argv: Sequence[str]) -> int:
     from bench import wakeups
 
@@ -103,6 +110,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "revocation": _revocation,
     "webhooks": _webhooks,
     "wakeups": _wakeups,
+    "cost-plot": _cost_plot,
 }
 
 
