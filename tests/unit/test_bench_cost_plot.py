@@ -1,4 +1,4 @@
-"""``python -m bench cost-plot``: CPU per update of labelled runs and its multiple of the reference."""
+"""``python -m bench cost-plot``: CPU per update of labelled runs, x the reference."""
 
 from __future__ import annotations
 
