@@ -9,7 +9,8 @@ board room's integrity checks per update), ``rest`` (REST bulk writes and querie
 and worker throughput of analytics), ``notifications`` (assignment-to-stream and
 assignment-to-e-mail latency, notifications and e-mails per second), ``wakeups`` (the CPU
 one wake-up of an idle event loop costs, in Python and in Node), ``cost-plot`` (CPU per
-delivered update of several runs side by side).
+delivered update of several runs side by side), ``store-append`` (the CPU of one group
+commit of the embedded store).
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ def _cost_plot(argv: Sequence[str]) -> int:
     return cost_plot.main(argv)
 
 
+def _store_append(argv: Sequence[str]) -> int:
+    from bench import store_append
+
+    return store_append.main(argv)
+
+
 def _wakeups(argv: Sequence[str]) -> int:
     from bench import wakeups
 
@@ -111,6 +118,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "webhooks": _webhooks,
     "wakeups": _wakeups,
     "cost-plot": _cost_plot,
+    "store-append": _store_append,
 }
 
 
