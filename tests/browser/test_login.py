@@ -494,7 +494,17 @@ def test_an_open_page_renews_its_access_before_it_ends(
         page.wait_for_timeout(250)
     assert len(renewed) >= 3, renewed
     page.get_by_label("Project name").fill("Later")
-    page.get_by_role("button", name="Create project").click()
+    # The new project can show up (over the list's socket) before the page has seen the
+    # POST's response: wait for the response itself.
+    with page.expect_response(
+        lambda response: (
+            response.url.split("?")[0].endswith("/v1/projects")
+            and response.request.method == "POST"
+        ),
+        timeout=30_000 * TIMEOUT_SCALE,
+    ) as created:
+        page.get_by_role("button", name="Create project").click()
+    assert created.value.ok, created.value.status
     expect(page.get_by_role("region", name="Later")).to_be_visible()
     assert listed and listed[-1] > renewed[1], "the project was not made with a renewed token"
     assert not refused, f"requests refused for an expired token: {refused}"
