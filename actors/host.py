@@ -105,6 +105,8 @@ class HostSettings:
     max_queued_hooks: int = 10_000  # extension calls waiting; past it one is logged and skipped
     max_remembered_transactions: int = 10_000  # idempotency keys kept (oldest forgotten)
     read_model: bool = True  # keep the store's task index current (persistence/read_model.py)
+    # Gateways of this process reach the host without a socket (actors/memory_link.py).
+    in_process_links: bool = True
     # What gateways prove knowledge of when they open a frame stream (actors/handshake.py).
     # None: this host makes up its own, and only whoever reads it from here can connect;
     # the process that starts a cluster sets one and hands it to every host.
@@ -276,7 +278,8 @@ class BoardHost:
                 port = self._server.sockets[0].getsockname()[1]
                 advertised = self.settings.advertise_host or self.settings.bind_host
                 self._endpoint = (advertised, port)
-                memory_link.listen(self._endpoint, self._accept_in_process)
+                if self.settings.in_process_links:
+                    memory_link.listen(self._endpoint, self._accept_in_process)
                 self._spawn(self._flush_loop())
                 self._spawn(self._sweep_loop())
                 if self.extensions:

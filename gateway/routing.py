@@ -74,7 +74,6 @@ class RoutingLimits:
     stream_handshake_seconds: float = DEFAULT_HANDSHAKE_SECONDS  # then authenticating it
     close_timeout_seconds: float = 5.0  # closing a stream on shutdown
     max_cached_boards: int = 100_000  # board -> host entries kept in memory
-    in_process_links: bool = True  # a host of this process and loop: no socket (memory_link)
 
 
 class GatewayLink:
@@ -275,10 +274,8 @@ class Router:
         host, port = await asyncio.wait_for(
             self.cluster.endpoint(host_name), self.limits.control_timeout_seconds
         )
-        stream: AnyLink | None = None
-        if self.limits.in_process_links:
-            # A host of this process: the link moves message objects, no socket.
-            stream = memory_link.dial((host, port))
+        # A host of this process: the link moves message objects, no socket.
+        stream: AnyLink | None = memory_link.dial((host, port))
         if stream is not None:
             return self._start_link(host_name, stream)
         try:

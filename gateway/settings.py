@@ -44,7 +44,7 @@ class Settings:
     backend: str = "ray"  # "ray", or "local" to run board hosts in the gateway process
     hosts: int = 2  # shared board hosts (Ray actors) to run
     hosts_in_gateway: bool = False  # run this node's shared hosts in the gateway's process
-    in_process_links: bool = True  # reach hosts of this process without a socket
+    in_process_links: bool = True  # hosts take links from their own process without a socket
     cluster_name: str = "boardcast"  # prefix of Ray actor names: one deployment per name
     dedicated_boards: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()  # "module:factory" specs, run in gateways and hosts
@@ -348,6 +348,7 @@ class Settings:
             max_queued_hooks=self.max_queued_hooks,
             max_remembered_transactions=self.max_remembered_transactions,
             read_model=self.read_model,
+            in_process_links=self.in_process_links,
             cluster_secret=parse_cluster_secret(self.cluster_secret)
             if self.cluster_secret
             else None,
@@ -393,7 +394,6 @@ class Settings:
             close_timeout_seconds=self.close_timeout_seconds,
             max_cached_boards=self.max_cached_boards,
             stream_handshake_seconds=self.stream_handshake_seconds,
-            in_process_links=self.in_process_links,
         )
 
     @classmethod
