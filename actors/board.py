@@ -103,6 +103,7 @@ class BoardActor:
         clock: Callable[[], float],
         derive_events: bool = False,
         limits: RoomLimits | None = None,
+        build_on_demand: bool = True,
     ) -> None:
         self.board_id = board_id
         self.phase = BoardPhase.LOADING
@@ -119,6 +120,7 @@ class BoardActor:
         self.idle_since: float | None = None
         self._clock = clock
         self._derive_events = derive_events
+        self._build_on_demand = build_on_demand
         self._recorder: BoardEventRecorder | None = None
         # The room names connections by key; this maps a key back to its client.
         self._connections: dict[Hashable, tuple[Link, int]] = {}
@@ -133,16 +135,23 @@ class BoardActor:
     def load(self, stored: StoredBoard) -> None:
         """Rebuild the document from the store: snapshot, then the log tail in order.
 
+        A board stored as one snapshot with its state vector (and
+        ``build_on_demand``) is served from the snapshot's bytes until something
+        needs its document (``crdt.document.BoardDocument``).
+
         Raises:
             InvalidUpdate: the stored state does not load.
         """
-        self.room.load(stored.snapshot, [entry.update for entry in stored.updates])
+        vector = stored.snapshot_vector if self._build_on_demand else None
+        self.room.load(
+            stored.snapshot, [entry.update for entry in stored.updates], state_vector=vector
+        )
         self.persisted_seq = stored.last_seq
         self.log_since_snapshot = len(stored.updates)
         if self._derive_events:
-            # Observed only from here on: loading stored state is not news. Lazy: a board
-            # that is only opened and read never walks its tasks (see _prime_recorder).
-            self._recorder = BoardEventRecorder(self.room.doc, self.board_id, lazy=True)
+            # Observed from the board's first change on: loading stored state is not
+            # news, and a board that is only opened and read never builds its document
+            # nor walks its tasks (see _prime_recorder).
             self.room.document.before_change = self._prime_recorder
         self.phase = BoardPhase.ACTIVE
         self.idle_since = self._clock()
@@ -262,8 +271,9 @@ class BoardActor:
 
     def _prime_recorder(self) -> None:
         # The room calls this before any update or server-side change reaches the document.
-        if self._recorder is not None:
-            self._recorder.prime()
+        if self._recorder is None:
+            self._recorder = BoardEventRecorder(self.room.doc, self.board_id, lazy=True)
+        self._recorder.prime()
 
     def _reject(self, link: Link, conn: int, error: BoardcastError, out: BoardOutput) -> None:
         """Close one client with the code its error earned."""

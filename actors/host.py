@@ -107,6 +107,9 @@ class HostSettings:
     read_model: bool = True  # keep the store's task index current (persistence/read_model.py)
     # Gateways of this process reach the host without a socket (actors/memory_link.py).
     in_process_links: bool = True
+    # A board stored as one snapshot (with its state vector) is served from the
+    # snapshot's bytes until a change needs its document (crdt/document.py).
+    build_on_demand: bool = True
     # What gateways prove knowledge of when they open a frame stream (actors/handshake.py).
     # None: this host makes up its own, and only whoever reads it from here can connect;
     # the process that starts a cluster sets one and hands it to every host.
@@ -351,6 +354,7 @@ class BoardHost:
         return {
             "name": self.name,
             "boards": len(self._boards),
+            "boards_built": sum(1 for b in self._boards.values() if b.room.document.built),
             "connections": sum(b.connection_count for b in self._boards.values()),
             "gateways": len(self._links),
             "pending_updates": sum(len(u) for u in self._pending.values()),
@@ -623,6 +627,7 @@ class BoardHost:
             clock=self._clock,
             derive_events=self._derive_events,
             limits=self.settings.limits,
+            build_on_demand=self.settings.build_on_demand,
         )
         self._boards[board_id] = board
         self._handed_over.discard(board_id)
@@ -1077,7 +1082,8 @@ class BoardHost:
         if upto <= board.persisted_seq - board.log_since_snapshot:
             return
         room = board.room
-        state, state_vector, position = room.state(), room.doc.get_state(), room.journal_position
+        state, state_vector = room.state(), room.document.state_vector()
+        position = room.journal_position
         # Nothing is trimmed under a snapshot that does not load back into the
         # same document: the log stays the board's truth, and the live document
         # is rebuilt from what the room trusts.

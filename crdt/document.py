@@ -17,6 +17,12 @@ pycrdt cannot be trusted:
   clocks its journal really holds (from the changes' own bytes), and checks the
   whole board (encode, load, replay) after any update that touches what is
   pending (the careful path).
+- **Built on demand.** A board loaded from a snapshot whose state vector is known
+  (stored beside it) and no log tail is not built at load: its step 1 is that state
+  vector, a new client's step 2 is the snapshot's bytes, and the pycrdt document is
+  built from them only when something needs it (an update that changes the board, a
+  server-side change, a returning client's state vector). A board that is only
+  opened and read costs a store read, not a document.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from crdt.updates import (
     build_document,
     decode_state_vector,
     encode_state,
-    missing_from,
+    missing_past,
     snapshot_loads,
     state_vectors_match,
 )
@@ -60,7 +66,9 @@ class BoardDocument:
         """
         self.board_id = board_id
         self._held_updates = held_updates
-        self.doc: Doc[Any] = Doc()
+        self._doc: Doc[Any] | None = Doc()
+        # While the document is not built (see load): the state vector of the base.
+        self._vector: bytes | None = None
         self._base: bytes | None = None
         self._journal: list[bytes] = []
         self._journal_start = 0  # journal position of _journal[0]
@@ -95,17 +103,72 @@ class BoardDocument:
 
     # -- base, journal and rebuilds --------------------------------------------
 
-    def load(self, snapshot: bytes | None, updates: Sequence[bytes] = ()) -> None:
+    def load(
+        self,
+        snapshot: bytes | None,
+        updates: Sequence[bytes] = (),
+        *,
+        state_vector: bytes | None = None,
+    ) -> None:
         """Rebuild the document from stored state (a snapshot, then the log in order).
+
+        ``state_vector`` is the snapshot's, as stored with it: given for a snapshot
+        with no log tail, the document is built only when first needed (see the
+        module's docstring). A snapshot that then does not load makes that first
+        need fail with :class:`BoardCorrupted` (the host reloads the board).
 
         Raises:
             InvalidUpdate: the stored state does not load.
         """
-        self._replace_doc(build_document(snapshot, updates))
+        lazy = (
+            state_vector is not None
+            and snapshot is not None
+            and not updates
+            and not list(self._held_updates())
+        )
+        if lazy:
+            self.close()
+            self._doc = None
+            self._vector = state_vector
+            self._changes.clear()
+            self._clocks = {}
+            self._gaps = {}
+            self._pending = set()
+            self.rebuild_due = False
+        else:
+            self._replace_doc(build_document(snapshot, updates))
         self._base = snapshot
         self._journal = list(updates)
         self._journal_start = 0
         self._journal_bytes = sum(len(update) for update in updates)
+
+    @property
+    def doc(self) -> Doc[Any]:
+        """The board's pycrdt document, built first if it was not yet (see :meth:`load`).
+
+        Raises:
+            BoardCorrupted: the stored state it is built from does not load.
+        """
+        doc = self._doc
+        if doc is None:
+            try:
+                doc = build_document(self._base, self._journal)
+            except InvalidUpdate as exc:
+                raise BoardCorrupted(f"board {self.board_id!r} does not load: {exc}") from exc
+            self._replace_doc(doc)
+        return doc
+
+    @property
+    def built(self) -> bool:
+        """Whether the pycrdt document exists (False for a board only opened and read)."""
+        return self._doc is not None
+
+    def state_vector(self) -> bytes:
+        """The document's encoded state vector (known without building it)."""
+        if self._doc is None and self._vector is not None:
+            return self._vector
+        state_vector: bytes = self.doc.get_state()
+        return state_vector
 
     @property
     def size_estimate(self) -> int:
@@ -128,6 +191,9 @@ class BoardDocument:
         Raises:
             BoardCorrupted: not even the rebuilt document encodes.
         """
+        if self._doc is None and self._base is not None and not self._journal:
+            # Not built: the snapshot is the whole board (and was checked to load).
+            return self._base
         try:
             return encode_state(self.doc)
         except InvalidUpdate:
@@ -143,6 +209,11 @@ class BoardDocument:
         Raises:
             InvalidUpdate: the state vector is invalid.
         """
+        unbuilt = self._doc is None and self._base is not None and not self._journal
+        if unbuilt and _claims_nothing(state_vector):
+            # A new client lacks everything: the snapshot's bytes are the board.
+            assert self._base is not None
+            return self._base
         try:
             return encode_state(self.doc, state_vector)
         except InvalidUpdate:
@@ -200,13 +271,14 @@ class BoardDocument:
     def close(self) -> None:
         """Stop observing the document (idempotent: a board may be released twice when a
         passivation and a stop meet, and pycrdt raises on a second unobserve)."""
-        if self._subscription is not None:
-            self.doc.unobserve(self._subscription)
-            self._subscription = None
+        if self._subscription is not None and self._doc is not None:
+            self._doc.unobserve(self._subscription)
+        self._subscription = None
 
     def _replace_doc(self, doc: Doc[Any]) -> None:
         self.close()
-        self.doc = doc
+        self._doc = doc
+        self._vector = None
         self._changes.clear()
         self._subscription = doc.observe(self._on_transaction)
         self._clocks = decode_state_vector(doc.get_state())
@@ -227,6 +299,9 @@ class BoardDocument:
                 the document was rebuilt and holds nothing of it.
             BoardCorrupted: the document could not even be rebuilt.
         """
+        if self._doc is None and update == EMPTY_UPDATE:
+            # A new client's empty step 2 changes nothing: no reason to build the board.
+            return []
         touches = self._touches_pending(update)
         if self.before_change is not None and update != EMPTY_UPDATE:
             # Not for the empty step 2 every new client answers the server's step 1 with.
@@ -295,11 +370,11 @@ class BoardDocument:
         client's document) would otherwise hold every client's next step 2.
         """
         if not self.careful:
-            return missing_from(self.doc, update) is None
+            return missing_past(update, self.state_vector()) is None
         try:
             ranges = self.ranges(update)
         except ProtocolError:
-            return missing_from(self.doc, update) is None
+            return missing_past(update, self.state_vector()) is None
         clocks = self._clocks
         return all(clocks.get(client, 0) >= end for client, (_, end) in ranges.inserts.items())
 
@@ -447,3 +522,12 @@ class BoardDocument:
         if None in pending:
             return True
         return not pending.isdisjoint(self.insert_clients(update))
+
+
+def _claims_nothing(state_vector: bytes) -> bool:
+    """True for a valid state vector that holds no client's inserts (a new client's)."""
+    try:
+        clocks = decode_state_vector(state_vector)
+    except ProtocolError:
+        return False
+    return not any(clocks.values())

@@ -153,13 +153,22 @@ class BoardRoom:
         """The board's pycrdt document (a new object after a rebuild)."""
         return self.document.doc
 
-    def load(self, snapshot: bytes | None, updates: Sequence[bytes] = ()) -> None:
+    def load(
+        self,
+        snapshot: bytes | None,
+        updates: Sequence[bytes] = (),
+        *,
+        state_vector: bytes | None = None,
+    ) -> None:
         """Rebuild the document from stored state (a snapshot, then the log in order).
+
+        With the snapshot's ``state_vector`` and no log tail the document is built on
+        first need (``BoardDocument.load``).
 
         Raises:
             InvalidUpdate: the stored state does not load.
         """
-        self.document.load(snapshot, updates)
+        self.document.load(snapshot, updates, state_vector=state_vector)
 
     @property
     def size_estimate(self) -> int:
@@ -204,7 +213,7 @@ class BoardRoom:
 
     def join(self) -> list[bytes]:
         """Frames a newly connected client must receive: our state vector, then presence."""
-        frames = [sync_step1(self.doc.get_state())]
+        frames = [sync_step1(self.document.state_vector())]
         present = self.awareness.full_update()
         if present is not None:
             frames.append(awareness_frame(present))

@@ -89,8 +89,17 @@ def missing_from(doc: Doc[Any], update: bytes) -> bytes | None:
     ``None`` after applying ``update`` means the document integrated it. Anything
     else means Yrs is keeping it pending (a dependency is missing) or dropped it.
     """
+    return missing_past(update, doc.get_state())
+
+
+def missing_past(update: bytes, state_vector: bytes) -> bytes | None:
+    """The part of ``update``'s inserts past ``state_vector``, or ``None`` if none.
+
+    :func:`missing_from` for a document known only by its state vector (a board
+    not built yet, see ``BoardDocument``).
+    """
     with refused_as_invalid():
-        rest: bytes = pycrdt.get_update(update, doc.get_state())
+        rest: bytes = pycrdt.get_update(update, state_vector)
     # A v1 update starts with the number of clients it has structs for. (pycrdt's
     # get_state of an update is no help: it ignores structs not starting at clock 0.)
     return None if rest[:1] == _NO_STRUCTS else rest

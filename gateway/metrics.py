@@ -33,6 +33,11 @@ STATS_TIMEOUT_S = 5.0
 # Per-host figures of BoardHost.stats(): metric name suffix, stats key, help.
 HOST_GAUGES = (
     ("boards", "boards", "Boards in memory on the host"),
+    (
+        "boards_built",
+        "boards_built",
+        "Boards in memory whose document is built (the rest are served from their snapshot)",
+    ),
     ("connections", "connections", "Client sessions on the host's boards, through any gateway"),
     ("gateways", "gateways", "Gateways with a frame stream to the host"),
     ("pending_updates", "pending_updates", "Updates received but not yet committed to the store"),

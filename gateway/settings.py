@@ -45,6 +45,7 @@ class Settings:
     hosts: int = 2  # shared board hosts (Ray actors) to run
     hosts_in_gateway: bool = False  # run this node's shared hosts in the gateway's process
     in_process_links: bool = True  # hosts take links from their own process without a socket
+    build_on_demand: bool = True  # a board stored as a snapshot is built on its first change
     cluster_name: str = "boardcast"  # prefix of Ray actor names: one deployment per name
     dedicated_boards: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()  # "module:factory" specs, run in gateways and hosts
@@ -349,6 +350,7 @@ class Settings:
             max_remembered_transactions=self.max_remembered_transactions,
             read_model=self.read_model,
             in_process_links=self.in_process_links,
+            build_on_demand=self.build_on_demand,
             cluster_secret=parse_cluster_secret(self.cluster_secret)
             if self.cluster_secret
             else None,

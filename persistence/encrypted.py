@@ -207,7 +207,8 @@ class EncryptedStore(BoardStore):
                 snapshot, context("snapshot", board_id, stored.snapshot_seq)
             )
         updates = [self._open_entry(board_id, entry) for entry in stored.updates]
-        return StoredBoard(board_id, snapshot, stored.snapshot_seq, updates)
+        # The state vector stays as it is, like seqs and sizes: client ids and counts.
+        return StoredBoard(board_id, snapshot, stored.snapshot_seq, updates, stored.snapshot_vector)
 
     # -- the store interface -------------------------------------------------------
 

@@ -30,6 +30,7 @@ class _Snapshot:
     seq: int
     at: float
     state: bytes
+    vector: bytes | None = None  # its state vector (StoredBoard.snapshot_vector)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class MemoryStore(BoardStore):
         # A copy, so a caller cannot change what the store holds.
         if snapshot is None:
             return StoredBoard(board_id, None, 0, list(board.log))
-        return StoredBoard(board_id, snapshot.state, snapshot.seq, list(board.log))
+        return StoredBoard(board_id, snapshot.state, snapshot.seq, list(board.log), snapshot.vector)
 
     async def append(self, batches: Batches) -> dict[str, int]:
         """Append the updates of several boards at once; returns each board's last seq."""
@@ -138,16 +139,17 @@ class MemoryStore(BoardStore):
         if board is None:
             board = self._boards[board_id] = _Board()
         now = self._clock()
+        vector = bytes(covers.state_vector) if covers is not None else None
         if current is not None and current.seq == upto_seq:
             # One with the same seq is the same version: it is replaced, not kept.
-            board.snapshot = _Snapshot(upto_seq, current.at, bytes(state))
+            board.snapshot = _Snapshot(upto_seq, current.at, bytes(state), vector)
             return True
         covered = [entry for entry in board.log if entry.seq <= upto_seq]
         missing = covers.first_missing((e.seq, e.update) for e in covered) if covers else None
         if missing is not None:
             return False
         at = covered[-1].at if covered and covered[-1].seq == upto_seq else now
-        board.snapshot = _Snapshot(upto_seq, at, bytes(state))
+        board.snapshot = _Snapshot(upto_seq, at, bytes(state), vector)
         board.log = [entry for entry in board.log if entry.seq > upto_seq]
         board.retained.extend(covered)
         if current is not None:

@@ -83,6 +83,7 @@ _SEQ_AT = {"_id": 0, "seq": 1, "at": 1}
 _CHUNK_REF = {"_id": 0, "chunks.set": 1}
 # The field that holds the bytes of each kind of document when they are not chunked.
 _UPDATE, _STATE, _EVENTS = "update", "state", "events"
+_VECTOR = "vector"  # a snapshot's state vector (StoredBoard.snapshot_vector)
 
 
 class MongoStore(BoardStore):
@@ -299,7 +300,14 @@ class MongoStore(BoardStore):
         if snapshot is None:
             return StoredBoard(board_id, None, 0, gap_free_tail(entries, 0))
         state = await self._bytes(snapshot, _STATE)
-        return StoredBoard(board_id, state, base, gap_free_tail(entries, base))
+        vector = snapshot.get(_VECTOR)
+        return StoredBoard(
+            board_id,
+            state,
+            base,
+            gap_free_tail(entries, base),
+            bytes(vector) if vector is not None else None,
+        )
 
     async def _log_entry(self, document: Document) -> LogEntry:
         update = await self._bytes(document, _UPDATE)
@@ -416,6 +424,9 @@ class MongoStore(BoardStore):
         await self._ready()
         now = self._clock()
         payload = await self._payload(board_id, _STATE, bytes(state))
+        if covers is not None:
+            # Beside the snapshot, so a board with no log tail loads without being built.
+            payload[_VECTOR] = bytes(covers.state_vector)
         outcome: list[tuple[str, str | None]] = []
 
         async def compact(session: AsyncClientSession | None) -> None:

@@ -55,7 +55,8 @@ _SCHEMA = (
         board_id TEXT PRIMARY KEY,
         seq INTEGER NOT NULL,
         at REAL NOT NULL,
-        state BLOB NOT NULL
+        state BLOB NOT NULL,
+        vector BLOB
     )""",
     """CREATE TABLE IF NOT EXISTS snapshot_history (
         board_id TEXT NOT NULL,
@@ -149,7 +150,7 @@ class SqliteStore(BoardStore):
                 raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             # FULL fsyncs the WAL on every commit: an acknowledged append survives power loss.
             connection.execute("PRAGMA synchronous = FULL")
-            _in_transaction(connection, lambda c: [c.execute(sql) for sql in _SCHEMA])
+            _in_transaction(connection, _create_schema)
         except BaseException:
             connection.close()
             raise
@@ -160,9 +161,10 @@ class SqliteStore(BoardStore):
 
         def read(connection: sqlite3.Connection) -> StoredBoard:
             row = connection.execute(
-                "SELECT seq, state FROM snapshots WHERE board_id = ?", (board_id,)
+                "SELECT seq, state, vector FROM snapshots WHERE board_id = ?", (board_id,)
             ).fetchone()
             snapshot_seq, snapshot = (int(row[0]), bytes(row[1])) if row else (0, None)
+            vector = bytes(row[2]) if row is not None and row[2] is not None else None
             rows = connection.execute(
                 'SELECT u.seq, u."update", u.at, m.origin, m.key, m.events FROM updates u'
                 " LEFT JOIN update_meta m ON m.board_id = u.board_id AND m.seq = u.seq"
@@ -180,7 +182,7 @@ class SqliteStore(BoardStore):
                 )
                 for seq, update, at, origin, key, events in rows
             ]
-            return StoredBoard(board_id, snapshot, snapshot_seq, updates)
+            return StoredBoard(board_id, snapshot, snapshot_seq, updates, vector)
 
         # One read transaction, so a compaction by another process cannot land between reads.
         return await self._run(lambda c: _in_transaction(c, read, begin="BEGIN"))
@@ -248,6 +250,7 @@ class SqliteStore(BoardStore):
         """
         state = bytes(state)
         now = self._clock()
+        vector = bytes(covers.state_vector) if covers is not None else None
 
         def write(connection: sqlite3.Connection) -> str:
             row = connection.execute(
@@ -261,7 +264,8 @@ class SqliteStore(BoardStore):
             if row is not None and int(row[0]) == upto_seq:
                 # One with the same seq is the same version: it is replaced, not kept.
                 connection.execute(
-                    "UPDATE snapshots SET state = ? WHERE board_id = ?", (state, board_id)
+                    "UPDATE snapshots SET state = ?, vector = ? WHERE board_id = ?",
+                    (state, vector, board_id),
                 )
                 return "replaced"
             if covers is not None:
@@ -284,10 +288,10 @@ class SqliteStore(BoardStore):
                 (board_id,),
             )
             connection.execute(
-                "INSERT INTO snapshots (board_id, seq, at, state) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (board_id) DO UPDATE"
-                " SET seq = excluded.seq, at = excluded.at, state = excluded.state",
-                (board_id, upto_seq, at, state),
+                "INSERT INTO snapshots (board_id, seq, at, state, vector) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (board_id) DO UPDATE SET seq = excluded.seq, at = excluded.at,"
+                " state = excluded.state, vector = excluded.vector",
+                (board_id, upto_seq, at, state, vector),
             )
             connection.execute(
                 'INSERT OR IGNORE INTO update_history (board_id, seq, at, "update")'
@@ -500,6 +504,16 @@ class SqliteStore(BoardStore):
             await loop.run_in_executor(self._executor, close_connection)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _create_schema(connection: sqlite3.Connection) -> None:
+    for sql in _SCHEMA:
+        connection.execute(sql)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(snapshots)")}
+    if "vector" not in columns:
+        # Files written before snapshots kept their state vector: theirs stay NULL (the
+        # board is built at load) until the board's next snapshot.
+        connection.execute("ALTER TABLE snapshots ADD COLUMN vector BLOB")
 
 
 def _in_transaction(

@@ -86,6 +86,10 @@ class StoredBoard:
     snapshot: bytes | None
     snapshot_seq: int
     updates: list[LogEntry]
+    # The snapshot's state vector, as written with it (``Coverage.state_vector``): with
+    # it, a board with no log tail is served without building its document. None for a
+    # snapshot written without one (or by an older version).
+    snapshot_vector: bytes | None = None
 
     @property
     def last_seq(self) -> int:

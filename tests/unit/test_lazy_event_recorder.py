@@ -74,7 +74,8 @@ def test_opening_and_syncing_a_loaded_board_does_not_read_its_tasks() -> None:
     assert opened.messages
     step2 = answered.messages[0][1]
     assert isinstance(step2, Send) and len(step2.data) > len(state) // 2
-    assert actor._recorder is not None and not actor._recorder.primed
+    # No recorder yet (it is made at the first change) or one that has read nothing.
+    assert actor._recorder is None or not actor._recorder.primed
 
 
 def test_a_client_update_on_a_loaded_board_reports_who_was_unassigned() -> None:
@@ -122,7 +123,8 @@ def test_a_new_clients_empty_step2_does_not_read_the_tasks() -> None:
     actor.open(link, 1)
     actor.receive(link, 1, sync_step2(pycrdt.Doc().get_update()))
     actor.receive(link, 1, sync_step1(b"\x00"))
-    assert actor._recorder is not None and not actor._recorder.primed
+    # No recorder yet (it is made at the first change) or one that has read nothing.
+    assert actor._recorder is None or not actor._recorder.primed
 
 
 def test_a_board_released_twice_stays_released() -> None:

@@ -248,6 +248,31 @@ async def test_a_snapshot_holding_every_entry_it_trims_is_written(store: BoardSt
     assert stored_keys(board) == {"a1", "b1", "a2"}
 
 
+async def test_a_snapshot_keeps_the_state_vector_it_was_written_with(store: BoardStore) -> None:
+    # A board loaded with its snapshot's state vector is served without being built, so
+    # the vector must be the one of the state beside it, never an older snapshot's.
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    await store.append({"b": [set_key(doc, "a1"), set_key(doc, "a2")]})
+    vector = doc.get_state()
+    assert await store.write_snapshot("b", doc.get_update(), 2, covers=Coverage(vector))
+    board = await store.load("b")
+    assert (board.snapshot, board.snapshot_vector) == (doc.get_update(), vector)
+
+    # The same version written again without a vector: none is kept with it.
+    assert await store.write_snapshot("b", doc.get_update(), 2)
+    assert (await store.load("b")).snapshot_vector is None
+
+    # A newer snapshot with its own vector, then one without: each load has its own.
+    await store.append({"b": [set_key(doc, "a3")]})
+    newer = doc.get_state()
+    assert await store.write_snapshot("b", doc.get_update(), 3, covers=Coverage(newer))
+    assert (await store.load("b")).snapshot_vector == newer
+    await store.append({"b": [set_key(doc, "a4")]})
+    assert await store.write_snapshot("b", doc.get_update(), 4)
+    board = await store.load("b")
+    assert (board.snapshot_seq, board.snapshot_vector) == (4, None)
+
+
 async def test_delete_board_forgets_it_and_numbering_restarts(store: BoardStore) -> None:
     await store.append({"gone": [b"g1", b"g2", b"g3"], "kept": [b"k1"]})
     await store.write_snapshot("gone", b"snap", 2)
