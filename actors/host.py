@@ -51,7 +51,7 @@ from crdt.close_codes import CloseCode
 from crdt.errors import BoardcastError
 from crdt.events import DomainEvent, decode_events, encode_events
 from crdt.room import RoomLimits
-from crdt.updates import snapshot_loads
+from crdt.updates import build_document, snapshot_loads
 from persistence.coverage import Coverage
 from persistence.history import DEFAULT_HISTORY
 from persistence.read_model import IndexWrite, TaskIndex
@@ -65,6 +65,9 @@ T = TypeVar("T")
 
 #: Read-model writes a host queues at most; past it the oldest are dropped.
 MAX_QUEUED_INDEX_WRITES = 100_000
+# A read-model write that fails (SQLite's "database is locked" while another host holds a
+# long write) is tried this many times, with the store's retry delays, before it is dropped.
+INDEX_WRITE_ATTEMPTS = 5
 #: Boards a host reads and builds at once. A load is milliseconds to tens of milliseconds
 #: of CPU on the host's loop (a 1,000-task board: ~15 ms); hundreds at once, as when every
 #: client comes back after a restart, queued seconds of work ahead of the host's heartbeat,
@@ -223,6 +226,11 @@ class BoardHost:
                 self._index = store.task_index()
         self._index_queue: list[IndexWrite] = []
         self._index_ready = asyncio.Event()
+        # Boards loading now; read-model catch-ups wait until none is (opens come first).
+        self._loading = 0
+        self._loads_idle = asyncio.Event()
+        self._loads_idle.set()
+        self._catch_up_turn = asyncio.Lock()
         # The deployment's event log (persistence/event_log.py), beside the store.
         self._event_log = EventAppender.for_store(
             store,
@@ -650,6 +658,16 @@ class BoardHost:
                     del self._loaded[board.board_id]
 
     async def _load(self, board: BoardActor) -> None:
+        self._loading += 1
+        self._loads_idle.clear()
+        try:
+            await self._load_board(board)
+        finally:
+            self._loading -= 1
+            if not self._loading:
+                self._loads_idle.set()
+
+    async def _load_board(self, board: BoardActor) -> None:
         BOARD_ID.set(board.board_id)  # this task's log lines are about this board
         try:
             async with self._load_slots:
@@ -939,6 +957,7 @@ class BoardHost:
     async def _index_loop(self) -> None:
         """Write what the commits queued for the read model, as few batches as it can."""
         assert self._index is not None
+        failures = 0
         while True:
             await self._index_ready.wait()
             self._index_ready.clear()
@@ -949,6 +968,7 @@ class BoardHost:
                 await asyncio.wait_for(
                     self._index.write(writes), self.settings.store_timeout_seconds
                 )
+                failures = 0
             except asyncio.CancelledError:
                 # Stopping: the stop writes what is queued, this batch first (rows are
                 # versioned, so writing again what may have landed is harmless). Dropped,
@@ -956,22 +976,61 @@ class BoardHost:
                 self._index_queue[:0] = writes
                 raise
             except Exception as exc:
-                log.warning("the read model was not updated for %d writes: %s", len(writes), exc)
+                failures += 1
+                if failures >= INDEX_WRITE_ATTEMPTS:
+                    failures = 0
+                    log.warning(
+                        "the read model was not updated for %d writes after %d attempts: %r",
+                        len(writes),
+                        INDEX_WRITE_ATTEMPTS,
+                        exc,
+                    )
+                    continue
+                # Dropped, each board of the batch would be rewritten whole at its next
+                # load: try again after a pause, behind nothing (rows are versioned).
+                delay = min(
+                    self.settings.store_retry_seconds * 2 ** (failures - 1),
+                    self.settings.store_retry_max_seconds,
+                )
+                log.info(
+                    "the read model did not take %d writes (%r); again in %.1f s",
+                    len(writes),
+                    exc,
+                    delay,
+                )
+                self._index_queue[:0] = writes
+                await asyncio.sleep(delay)
+                self._index_ready.set()
 
     async def _catch_up_index(self, board: BoardActor, stored: StoredBoard) -> None:
         """Rewrite a loaded board's rows if the read model is behind what the store holds.
 
-        Runs beside the board (spawned when it loads): the board serves meanwhile.
+        Runs beside the board (spawned when it loads): the board serves meanwhile. One
+        board at a time, and only once no board is loading: a board's rows are a walk over
+        every task (tens of milliseconds for 1,000 tasks), which must not delay the opens
+        of a burst. A board not built yet is read from a document of its own, dropped
+        after, so that it stays unbuilt.
         """
         if self._index is None:
             return
-        try:
-            behind = await self._index.board_version(board.board_id) < stored.last_seq
-        except Exception as exc:
-            log.warning("board %s: the read model could not be asked: %s", board.board_id, exc)
-            return
-        if behind and self._boards.get(board.board_id) is board:
-            self._queue_index([whole_board(board.board_id, Board(board.room.doc), stored.last_seq)])
+        async with self._catch_up_turn:
+            await self._loads_idle.wait()
+            if self._boards.get(board.board_id) is not board:
+                return  # released meanwhile: its next load catches it up
+            try:
+                behind = await self._index.board_version(board.board_id) < stored.last_seq
+            except Exception as exc:
+                log.warning("board %s: the read model could not be asked: %s", board.board_id, exc)
+                return
+            if not behind or self._boards.get(board.board_id) is not board:
+                return
+            document = board.room.document
+            try:
+                doc = document.doc if document.built else build_document(document.state(), ())
+            except Exception as exc:
+                log.warning("board %s: its read-model rows not rebuilt: %s", board.board_id, exc)
+                return
+            self._queue_index([whole_board(board.board_id, Board(doc), stored.last_seq)])
 
     # -- domain events and on_change, at least once ------------------------------
 

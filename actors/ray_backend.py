@@ -493,6 +493,10 @@ class WorkerActor:
     def __init__(self, store_url: str, data_dir: str, settings: WorkerSettings) -> None:
         from workers.service import WorkerService
 
+        if settings.nice > 0:
+            # This process is the workers' alone: behind a backlog (the events of a bulk
+            # import, say) they must not slow the hosts' opens and edits on the node.
+            os.nice(settings.nice)
         self._service = WorkerService.open(store_url, data_dir, settings)
         # Started here, not by a call: after a restart nobody would make that call.
         self._started = asyncio.get_event_loop().create_task(self._service.start())

@@ -90,6 +90,7 @@ def worker_settings(settings: Settings) -> WorkerSettings:
             max_count=settings.event_retention_count,
         ),
         plugins=settings.worker_plugins,
+        nice=settings.worker_nice,
     )
 
 

@@ -88,6 +88,7 @@ class Settings:
     worker_poll_seconds: float = 0.1  # how often an idle worker looks for events
     worker_backoff_max_seconds: float = 30.0  # longest wait between retries of a failing batch
     worker_batch_pause_seconds: float = 0.0  # crash tests only: a pause around each batch
+    worker_nice: int = 5  # the workers' actor process yields the CPU to hosts and gateways
     # "module:factory" specs of more workers; webhooks (docs/webhooks.md), e-mail
     # (docs/email.md) and notifications (docs/notifications.md) by default.
     worker_plugins: tuple[str, ...] = (
@@ -427,6 +428,8 @@ class Settings:
         parse_history_policy(settings.history)
         if settings.log_format not in {"text", "json"}:
             raise ValueError(f"log_format must be text or json, not {settings.log_format!r}")
+        if not 0 <= settings.worker_nice <= 19:
+            raise ValueError(f"worker_nice must be 0 to 19, not {settings.worker_nice}")
         return settings
 
 

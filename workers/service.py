@@ -38,6 +38,9 @@ class WorkerSettings:
     # "module:factory" specs of more workers to run here (webhooks, file scans...): each
     # factory takes the board store and returns a WorkerPlugin.
     plugins: tuple[str, ...] = ()
+    # How much the workers' own process lowers its CPU priority (os.nice), when they have
+    # one (the Ray worker actor): opens and edits come first, workers take what is idle.
+    nice: int = 0
 
 
 class WorkerPlugin(Protocol):

@@ -7,6 +7,7 @@ it, and the edit is durable like any other.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,8 @@ import pytest
 
 from clients.provider import BoardClient
 from crdt.board import Board
+from persistence.read_model import SqliteTaskIndex
+from persistence.sqlite import READ_MODEL_FILENAME
 from tests.conftest import RunningServer, serve, wait_until
 
 
@@ -60,3 +63,35 @@ async def test_a_reopened_board_is_served_before_it_is_built(
     async with serve("local", tmp_path) as again, BoardClient(again.url, "b1") as dave:
         await dave.synced()
         assert titles(dave) == ["edited", "stored"]
+
+
+async def test_a_board_behind_the_read_model_is_caught_up_and_stays_unbuilt(
+    tmp_path: Path,
+) -> None:
+    # Written with the read model off: at the next load the board is behind it, and its
+    # rows are rebuilt from a document of their own, not the board's.
+    async with serve("local", tmp_path, read_model=False) as server:
+        async with BoardClient(server.url, "b1") as alice:
+            await alice.synced()
+            board = Board(alice.doc)
+            board.add_task("stored", board.add_column("To do"))
+            await alice.persisted()
+    index = SqliteTaskIndex(str(tmp_path / READ_MODEL_FILENAME))
+    try:
+        assert await index.board_version("b1") == 0
+        async with serve("local", tmp_path) as server, BoardClient(server.url, "b1") as bob:
+            await bob.synced()
+            versions: list[int] = []
+
+            async def caught_up() -> bool:
+                versions.append(await index.board_version("b1"))
+                return versions[-1] > 0
+
+            for _ in range(500):
+                if await caught_up():
+                    break
+                await asyncio.sleep(0.02)
+            assert versions[-1] > 0, "the read model was not caught up"
+            assert await unbuilt_boards(server) == 1.0
+    finally:
+        await index.close()
