@@ -68,7 +68,8 @@ async def written_version(tmp_path: Path, refusals: int) -> tuple[int, int]:
 
 
 async def test_a_write_refused_a_few_times_is_written(tmp_path: Path) -> None:
-    version, indexed = await written_version(tmp_path, refusals=host_module.INDEX_WRITE_ATTEMPTS - 1)
+    refusals = host_module.INDEX_WRITE_ATTEMPTS - 1
+    version, indexed = await written_version(tmp_path, refusals=refusals)
     assert indexed == version
 
 
