@@ -22,6 +22,7 @@ import dataclasses
 import hmac
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -496,19 +497,35 @@ class WorkerActor:
         if settings.nice > 0:
             # This process is the workers' alone: behind a backlog (the events of a bulk
             # import, say) they must not slow the hosts' opens and edits on the node.
-            os.nice(settings.nice)
+            lower_priority(settings.nice)
         self._service = WorkerService.open(store_url, data_dir, settings)
         # Started here, not by a call: after a restart nobody would make that call.
         self._started = asyncio.get_event_loop().create_task(self._service.start())
 
     async def stats(self) -> dict[str, Any]:
-        """Lag per consumer and this process's id (for operators and crash tests)."""
+        """Lag per consumer, this process's id and its event loop's CPU priority."""
         await self._started
-        return await self._service.stats()
+        stats = await self._service.stats()
+        return {**stats, "nice": os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}
 
     async def stop(self) -> None:
         """Stop the workers; a batch in flight comes again at the next start."""
         await self._service.stop()
+
+
+def lower_priority(by: int) -> None:
+    """Lower the CPU priority of every thread of this process by ``by`` (up to 19).
+
+    Linux keeps a nice value per thread, and Ray runs an actor's methods on threads
+    other than the one that builds it: ``os.nice`` alone would lower only one. Threads
+    started later inherit the value of the thread that starts them.
+    """
+    tasks = "/proc/self/task"
+    threads = [int(name) for name in os.listdir(tasks)] if os.path.isdir(tasks) else [0]
+    for thread in threads:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            current = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(current + by, 19))
 
 
 RemoteWorkers = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(WorkerActor)
