@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench.compare import cpu_us_per_update, ratio, versus_reference
 from bench.report import aggregate, write_summary
 
@@ -127,3 +129,33 @@ async def test_a_peer_counts_as_flushed_once_its_data_dir_stops_changing(tmp_pat
     assert waited is not None
     assert waited >= 1.8 + 1.0 - 0.6  # the writes went on for 1.8 s, then 1 s of quiet
     assert await wait_until_quiet(tmp_path, 0.6, quiet_s=5.0) is None  # bounded
+
+
+async def test_the_cold_open_wait_rides_out_a_scrape_without_the_hosts() -> None:
+    # Right after the seeding a busy host may not answer the gateway's stats call in
+    # time: that page has no host lines, and the wait must go on, not give up.
+    from aiohttp import web
+
+    from bench.scenarios.opens import wait_until_passivated
+
+    def boards(count: int) -> str:
+        return f'boardcast_host_boards{{host="h-0",node="n"}} {count}.0\n'
+
+    pages = iter(["boardcast_gateway_host_links 2.0\n", boards(5), boards(0)])
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=next(pages))
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            waited = await wait_until_passivated(session, f"http://127.0.0.1:{port}", 0.0, 30.0)
+    finally:
+        await runner.cleanup()
+    assert waited is not None and waited >= 2.0  # three scrapes, a second apart
