@@ -120,6 +120,13 @@ class NotificationHub:
         """Read what is new since the cursor and fan it out; how many were read."""
         if self._cursor is None:
             self._cursor = await self.store.last_seq()  # streams resume from the store
+        if not self._streams:
+            # Nobody to hand anything to: move the cursor without reading (and opening)
+            # every notification, unless a stream opened while the store answered.
+            newest = await self.store.last_seq()
+            if not self._streams:
+                self._cursor = max(self._cursor, newest)
+                return 0
         read = 0
         for _ in range(20):  # bounded per round; the next round goes on
             found = await self.store.since(self._cursor, limit=self.settings.read_batch)

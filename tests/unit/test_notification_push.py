@@ -49,3 +49,31 @@ async def test_a_stream_too_far_behind_is_ended_not_grown() -> None:
     drained = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
     assert drained[-1] is None  # the writer ends; the browser resumes with Last-Event-ID
     await hub.stop()
+
+
+class CountingStore(MemoryNotificationStore):
+    """The memory store, counting the notifications it hands out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed = 0
+
+    async def since(self, seq: int, *, limit: int) -> list[Notification]:
+        found = await super().since(seq, limit=limit)
+        self.handed += len(found)
+        return found
+
+
+async def test_a_hub_without_streams_reads_nothing_and_a_new_stream_misses_nothing() -> None:
+    # Each notification read is opened (decrypted) on the gateway: with nobody listening
+    # the hub only moves its cursor, and a stream opened after gets what follows.
+    store = CountingStore()
+    hub = NotificationHub(store)
+    await hub.poll_once()
+    await store.add([note(n, "ann") for n in range(50)])
+    assert await hub.poll_once() == 0
+    assert store.handed == 0
+    ann = hub.open("ann")
+    await store.add([note(50, "ann")])
+    assert await hub.poll_once() == 1
+    assert ids(ann) == ["n50"]
