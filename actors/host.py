@@ -68,6 +68,10 @@ MAX_QUEUED_INDEX_WRITES = 100_000
 # A read-model write that fails (SQLite's "database is locked" while another host holds a
 # long write) is tried this many times, with the store's retry delays, before it is dropped.
 INDEX_WRITE_ATTEMPTS = 5
+# A read-model catch-up starts only once no board has loaded for this long: the opens of a
+# burst come in waves, and a catch-up (a walk over every task) between two would delay the
+# second.
+CATCH_UP_QUIET_SECONDS = 0.5
 #: Boards a host reads and builds at once. A load is milliseconds to tens of milliseconds
 #: of CPU on the host's loop (a 1,000-task board: ~15 ms); hundreds at once, as when every
 #: client comes back after a restart, queued seconds of work ahead of the host's heartbeat,
@@ -230,6 +234,7 @@ class BoardHost:
         self._loading = 0
         self._loads_idle = asyncio.Event()
         self._loads_idle.set()
+        self._last_load_ended = float("-inf")  # on the event loop's clock
         self._catch_up_turn = asyncio.Lock()
         # The deployment's event log (persistence/event_log.py), beside the store.
         self._event_log = EventAppender.for_store(
@@ -664,6 +669,7 @@ class BoardHost:
             await self._load_board(board)
         finally:
             self._loading -= 1
+            self._last_load_ended = asyncio.get_running_loop().time()
             if not self._loading:
                 self._loads_idle.set()
 
@@ -1014,7 +1020,7 @@ class BoardHost:
         if self._index is None:
             return
         async with self._catch_up_turn:
-            await self._loads_idle.wait()
+            await self._loads_quiet()
             if self._boards.get(board.board_id) is not board:
                 return  # released meanwhile: its next load catches it up
             try:
@@ -1031,6 +1037,16 @@ class BoardHost:
                 log.warning("board %s: its read-model rows not rebuilt: %s", board.board_id, exc)
                 return
             self._queue_index([whole_board(board.board_id, Board(doc), stored.last_seq)])
+
+    async def _loads_quiet(self) -> None:
+        """Return once no board is loading and none has for ``CATCH_UP_QUIET_SECONDS``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._loads_idle.wait()
+            left = self._last_load_ended + CATCH_UP_QUIET_SECONDS - loop.time()
+            if left <= 0 and self._loads_idle.is_set():
+                return
+            await asyncio.sleep(max(left, 0.0))
 
     # -- domain events and on_change, at least once ------------------------------
 
