@@ -109,8 +109,12 @@ def _server_series(
         start = raw["window"][0]
         times = [s["t"] - start for s in samples]
         if kind == "cpu":
+            # The server's CPU counter is the sum over its processes: it falls when they
+            # are restarted (cold opens), and that interval is left as a gap.
             values = [
                 (b["cpu_s"] - a["cpu_s"]) / max(b["t"] - a["t"], 1e-9)
+                if b["cpu_s"] >= a["cpu_s"]
+                else float("nan")
                 for a, b in itertools.pairwise(samples)
             ]
             axis.plot(times[1:], values, label=target)

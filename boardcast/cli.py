@@ -133,7 +133,12 @@ async def run(command: str, settings: Settings) -> None:
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, **options)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.host, settings.port, reuse_address=True, ssl_context=_tls(settings)
+        runner,
+        settings.host,
+        settings.port,
+        reuse_address=True,
+        ssl_context=_tls(settings),
+        backlog=settings.listen_backlog,
     )
     await site.start()
     port = settings.port

@@ -38,6 +38,10 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Connections the kernel completes before the gateway accepts them. Every client
+    # comes back at once after a restart; past the queue their connects wait for a SYN
+    # retransmit (1 s, then 3 s). The kernel caps it at net.core.somaxconn.
+    listen_backlog: int = 4096
     data_dir: str = "./data"
     store: str = "sqlite"
     address: str | None = None  # a Ray cluster to join; None starts a local one
@@ -428,6 +432,8 @@ class Settings:
         parse_history_policy(settings.history)
         if settings.log_format not in {"text", "json"}:
             raise ValueError(f"log_format must be text or json, not {settings.log_format!r}")
+        if settings.listen_backlog < 1:
+            raise ValueError(f"listen_backlog must be at least 1, not {settings.listen_backlog}")
         if not 0 <= settings.worker_nice <= 19:
             raise ValueError(f"worker_nice must be 0 to 19, not {settings.worker_nice}")
         return settings

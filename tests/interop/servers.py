@@ -61,6 +61,12 @@ class BoardcastProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
+    def pid(self) -> int:
+        """The process's id (it leads its own process group)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """True while the process is alive."""
         return self._process is not None and self._process.poll() is None
