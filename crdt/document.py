@@ -165,7 +165,7 @@ class BoardDocument:
 
     def state_vector(self) -> bytes:
         """The document's encoded state vector (known without building it)."""
-        if self._doc is None and self._vector is not None:
+        if self._vector is not None:  # set exactly while the document is not built
             return self._vector
         state_vector: bytes = self.doc.get_state()
         return state_vector
@@ -191,8 +191,9 @@ class BoardDocument:
         Raises:
             BoardCorrupted: not even the rebuilt document encodes.
         """
-        if self._doc is None and self._base is not None and not self._journal:
-            # Not built: the snapshot is the whole board (and was checked to load).
+        if self._doc is None and self._base is not None:
+            # Not built: the snapshot is the whole board (and was checked to load); any
+            # change would have built the document first.
             return self._base
         try:
             return encode_state(self.doc)
@@ -209,10 +210,8 @@ class BoardDocument:
         Raises:
             InvalidUpdate: the state vector is invalid.
         """
-        unbuilt = self._doc is None and self._base is not None and not self._journal
-        if unbuilt and _claims_nothing(state_vector):
+        if self._doc is None and self._base is not None and _claims_nothing(state_vector):
             # A new client lacks everything: the snapshot's bytes are the board.
-            assert self._base is not None
             return self._base
         try:
             return encode_state(self.doc, state_vector)
